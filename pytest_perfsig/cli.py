@@ -1,0 +1,78 @@
+"""The ``perfsig`` command: check a monspec, list stored gates, show a gate's verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from .errors import PerfsigError
+from .evaluate import Verdict
+from .monspec import load_monspec
+from .report.terminal import render_table, verdict_rows
+from .store import DEFAULT_STORE_PATH, SqliteStore
+
+
+def _validate(args: argparse.Namespace) -> int:
+    monspec = load_monspec(args.monspec)
+    for name, entity in monspec.entities.items():
+        entries = list(entity.entries())
+        print(f"{monspec.path}: {name} ({entity.etype}): {len(entity.environments)} environments "
+              f"({', '.join(entity.environments)}), {len(entity.comparisons)} comparisons, "
+              f"{len(entries)} signature entries")
+        for comparison in entity.comparisons:
+            print(f"  {comparison.name}: {comparison.source} vs {comparison.compare} "
+                  f"(shift {comparison.shiftsourcetimeframe}/{comparison.shiftcomparetimeframe} s)")
+    return 0
+
+
+def _gates(args: argparse.Namespace) -> int:
+    with SqliteStore(args.store) as store:
+        for gate in store.gates(args.limit):
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate["started_at"]))
+            print(f"{gate['gate_id']}  {started}  {gate['stage']:<12} build={gate['build'] or '-':<8} "
+                  f"{gate['status']}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with SqliteStore(args.store) as store:
+        records = store.verdicts(args.gate_id)
+    if not records:
+        print(f"perfsig: no verdicts stored for gate {args.gate_id!r} in {args.store}", file=sys.stderr)
+        return 1
+    verdicts = [(r.pop("check_id"), Verdict(**r)) for r in records]
+    for line in render_table(verdict_rows(verdicts)):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="perfsig", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check a monspec file and list what it defines")
+    validate.add_argument("monspec")
+    validate.set_defaults(handler=_validate)
+    gates = sub.add_parser("gates", help="list the most recent gates in the store")
+    gates.add_argument("--store", default=DEFAULT_STORE_PATH)
+    gates.add_argument("--limit", type=int, default=20)
+    gates.set_defaults(handler=_gates)
+    show = sub.add_parser("show", help="show the verdicts of one stored gate")
+    show.add_argument("gate_id")
+    show.add_argument("--store", default=DEFAULT_STORE_PATH)
+    show.set_defaults(handler=_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except PerfsigError as exc:
+        print(f"perfsig: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

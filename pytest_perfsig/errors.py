@@ -1,0 +1,42 @@
+"""The error hierarchy. Every failure the gate can meet is one of these, so the faces
+(pytest plugin, CLI) can print a message a user can act on instead of a traceback."""
+
+from __future__ import annotations
+
+
+class PerfsigError(Exception):
+    """Base class of every error pytest-perfsig raises on purpose."""
+
+
+class MonspecError(PerfsigError):
+    """A monspec file that cannot be read or does not describe a valid gate."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + ("\n  ".join(problems) if len(problems) == 1 else
+                                        "\n  " + "\n  ".join(problems)))
+
+
+class UsageError(PerfsigError):
+    """Options that contradict each other or the monspec (unknown stage, comparison...)."""
+
+
+class LoadError(PerfsigError):
+    """The load phase could not run or did not produce usable data."""
+
+
+class StoreError(PerfsigError):
+    """The sample/verdict store could not be opened, read or written."""
+
+
+class SourceError(PerfsigError):
+    """A metric source failed to answer a query."""
+
+
+class NoDataError(SourceError):
+    """A window holds no samples, or too few to judge."""
+
+
+class UnsupportedMetricError(SourceError):
+    """The active metric source cannot answer this kind of signature entry."""

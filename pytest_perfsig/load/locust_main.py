@@ -1,0 +1,31 @@
+"""Entry point of the Locust process: ``python -m pytest_perfsig.load.locust_main <locust args>``.
+
+Works with any plain locustfile: the sample capture is attached here, not in the locustfile.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+
+
+def main() -> int:
+    import locust  # noqa: F401  (patches this process with gevent, as Locust expects)
+    from locust import events
+    from locust.main import main as locust_main
+
+    from .capture import install_from_environment
+
+    capture = install_from_environment(events)
+    if capture is not None:
+        atexit.register(capture.flush)
+    sys.argv[0] = "locust"
+    try:
+        locust_main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

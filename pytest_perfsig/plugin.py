@@ -1,0 +1,252 @@
+"""The pytest face: options, collection of one item per check, the load phase, reporting.
+
+Option names are ``--monspec``, ``--stage`` and ``--perfsig-*`` so that they never clash
+with Locust's own pytest plugin (``--host``, fixtures ``session`` / ``fastsession``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import PerfsigError
+from .evaluate import Verdict
+from .load.runner import LoadSpec
+from .monspec import load_monspec
+from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
+from .session import Check, Gate, GateOptions, gate_status, parse_url_overrides
+from .sources.local import DEFAULT_MIN_SAMPLES
+from .store import DEFAULT_STORE_PATH
+
+GATE_KEY = pytest.StashKey[Gate]()
+ENV_BUILD = "PERFSIG_BUILD"
+
+# (option, ini name, type, default, help) — every option has an ini equivalent.
+_OPTIONS: list[tuple[str, str, Any, Any, str]] = [
+    ("--perfsig-comparison", "perfsig_comparisons", "linelist", None,
+     "comparison to evaluate (repeatable; default: every comparison whose source is the stage)"),
+    ("--perfsig-url", "perfsig_urls", "linelist", None,
+     "ENV=URL where an environment is reachable for load (repeatable; overrides the monspec)"),
+    ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
+    ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
+    ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
+    ("--perfsig-locustfile", "perfsig_locustfile", str, None,
+     "locustfile for the stage under test (default: loadtests/staging.py or production.py)"),
+    ("--perfsig-store", "perfsig_store", str, DEFAULT_STORE_PATH, "SQLite file for samples and verdicts"),
+    ("--perfsig-min-samples", "perfsig_min_samples", int, DEFAULT_MIN_SAMPLES,
+     "fewest samples a window needs before it is judged"),
+    ("--perfsig-build", "perfsig_build", str, None, f"build label recorded with the runs (env {ENV_BUILD})"),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perfsig", "performance-signature gate")
+    group.addoption("--monspec", dest="perfsig_monspec", default=None, metavar="PATH",
+                    help="monspec file (JSON or JSON5): turns the run into a performance gate")
+    group.addoption("--stage", dest="perfsig_stage", default=None, metavar="ENV",
+                    help="environment under test, e.g. Staging")
+    parser.addini("perfsig_monspec", "monspec file for the performance gate", default=None)
+    parser.addini("perfsig_stage", "environment under test", default=None)
+    for flag, ini, kind, default, help_text in _OPTIONS:
+        dest = ini if kind != "linelist" else flag.removeprefix("--").replace("-", "_")
+        if kind == "linelist":
+            group.addoption(flag, dest=dest, action="append", default=None, metavar="VALUE", help=help_text)
+            parser.addini(ini, help_text, type="linelist", default=[])
+        else:
+            group.addoption(flag, dest=dest, default=None, type=kind, help=f"{help_text} (default {default})")
+            parser.addini(ini, help_text, default=None)
+
+
+def _setting(config: pytest.Config, flag: str) -> Any:
+    """Command line first, then the ini file, then the built-in default."""
+    for option_flag, ini, kind, default, _ in _OPTIONS:
+        if option_flag != flag:
+            continue
+        if kind == "linelist":
+            return config.getoption(flag.removeprefix("--").replace("-", "_")) or config.getini(ini) or []
+        value = config.getoption(ini)
+        if value is None:
+            raw = config.getini(ini)
+            value = kind(raw) if raw not in (None, "") else default
+        return value
+    raise KeyError(flag)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "perfsig: a check of the performance-signature gate")
+    monspec_path = config.getoption("perfsig_monspec") or config.getini("perfsig_monspec")
+    if not monspec_path:
+        return
+    stage = config.getoption("perfsig_stage") or config.getini("perfsig_stage")
+    if not stage:
+        raise pytest.UsageError("--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging")
+    try:
+        monspec = load_monspec(monspec_path)
+        options = GateOptions(
+            stage=stage,
+            comparisons=tuple(_setting(config, "--perfsig-comparison")),
+            urls=parse_url_overrides(_setting(config, "--perfsig-url")),
+            users=_setting(config, "--perfsig-users"),
+            spawn_rate=_setting(config, "--perfsig-spawn-rate"),
+            duration_s=_setting(config, "--perfsig-duration"),
+            locustfile=_setting(config, "--perfsig-locustfile"),
+            store_path=Path(_setting(config, "--perfsig-store")),
+            min_samples=_setting(config, "--perfsig-min-samples"),
+            build=_setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
+            loadtests_dir=config.rootpath / "loadtests",
+        )
+        config.stash[GATE_KEY] = Gate(monspec, options)
+    except (PerfsigError, ValueError) as exc:
+        raise pytest.UsageError(f"perfsig: {exc}") from None
+
+
+def _gate(config: pytest.Config) -> Gate | None:
+    return config.stash.get(GATE_KEY, None)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # `pytest --monspec=... --stage=...` runs the gate alone; paths named on the command line
+    # are still collected beside it.
+    if _gate(config) is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
+        return True
+    return None
+
+
+class MonspecFile(pytest.File):
+    """The monspec as a collector: one child item per check."""
+
+    def collect(self) -> Iterable[pytest.Item]:
+        gate = _gate(self.config)
+        assert gate is not None
+        for check in gate.checks:
+            yield PerfsigItem.from_parent(self, name=check.check_id, check=check)
+
+
+class ViolationError(Exception):
+    """A judged entry outside its limit."""
+
+
+class PerfsigItem(pytest.Item):
+    def __init__(self, *, check: Check, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.add_marker("perfsig")
+
+    def setup(self) -> None:
+        gate = _gate(self.config)
+        assert gate is not None
+        verdict = gate.verdict(self.check)
+        self.user_properties.extend(_properties(self.check, verdict))
+        if verdict.status == "skipped":
+            # Report the skip at the monspec item, not at this line of the plugin.
+            raise pytest.skip.Exception(verdict.message, _use_item_location=True)
+        if verdict.status == "error":
+            # An error in setup: pytest reports E (could not judge), not F (judged and failed).
+            pytest.fail(verdict.message, pytrace=False)
+
+    def runtest(self) -> None:
+        gate = _gate(self.config)
+        assert gate is not None
+        verdict = gate.verdict(self.check)
+        if verdict.status != "pass":
+            raise ViolationError(verdict.message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str | Any:
+        if isinstance(excinfo.value, ViolationError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"perfsig {self.check.check_id}"
+
+
+def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
+    props: list[tuple[str, object]] = [
+        ("status", verdict.status), ("comparison", check.comparison.name), ("metric", verdict.metric),
+        ("aggregate", verdict.aggregate), ("unit", verdict.unit), ("rule", verdict.rule),
+        ("source_env", verdict.source_env), ("compare_env", verdict.compare_env),
+    ]
+    optional = [("method", verdict.method), ("source_value", verdict.source_value),
+                ("compare_value", verdict.compare_value), ("limit", verdict.limit),
+                ("source_samples", verdict.source_samples), ("compare_samples", verdict.compare_samples),
+                ("source_window", verdict.source_window), ("compare_window", verdict.compare_window)]
+    props += [(k, v) for k, v in optional if v is not None]
+    props.append(("message", verdict.message))
+    return props
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # tryfirst: our items must exist before -k / -m deselection runs.
+    gate = _gate(config)
+    if gate is None:
+        return
+    monspec_file = MonspecFile.from_parent(session, path=Path(gate.monspec.path).resolve())
+    items[:0] = list(monspec_file.collect())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    gate = _gate(session.config)
+    selected = [item.check for item in session.items if isinstance(item, PerfsigItem)]
+    collect_failed = session.testsfailed and not session.config.option.continue_on_collection_errors
+    if gate is not None and selected and not session.config.option.collectonly and not collect_failed:
+        _run_load(session.config, gate, selected)
+    return (yield)
+
+
+def _run_load(config: pytest.Config, gate: Gate, checks: list[Check]) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str, **markup: bool) -> None:
+        if reporter is not None:
+            reporter.write_line(line, **markup)
+
+    def progress(elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
+        parts = [f"{spec.env} {requests} req ({failures} failed)" for spec, requests, failures in runs]
+        write(f"perfsig: load {elapsed:4.0f}/{duration:.0f} s  " + "  ".join(parts))
+
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.section("perfsig load", sep="-")
+    opts = gate.options
+    write(f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
+          f"{opts.duration_s:g} s of load, store {opts.store_path}")
+    gate.run(checks, progress=progress)
+    if gate.load_error is not None:
+        write(f"perfsig: load failed: {gate.load_error}", red=True, bold=True)
+        return
+    for (_, env), result in gate.load_results.items():
+        write(f"perfsig: {env}: {result.requests} requests, {result.failures} failed "
+              f"(run {result.run_id}, log {result.log_path})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gate = _gate(session.config)
+    if gate is not None and gate.started:
+        gate.finish()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    gate = _gate(config)
+    if gate is None or not gate.verdicts:
+        return
+    terminalreporter.section("perfsig verdicts")
+    ordered = [(c.check_id, gate.verdicts[c.check_id]) for c in gate.checks if c.check_id in gate.verdicts]
+    rows = verdict_rows(ordered)
+    lines = render_table(rows)
+    terminalreporter.write_line(lines[0], bold=True)
+    for line, (_, verdict) in zip(lines[1:], ordered, strict=True):
+        terminalreporter.write_line(line, **STATUS_MARKUP[verdict.status])
+    status = gate_status(gate.verdicts.values(), gate.load_error)
+    markup = {"green": True} if status == "pass" else {"red": True, "bold": True}
+    stage = gate.options.stage
+    terminalreporter.write_line(f"perfsig: gate {gate.gate_id} for {stage}: {status.upper()} "
+                                f"(store {gate.options.store_path})", **markup)
+

@@ -1,0 +1,1 @@
+"""Outputs people and machines read: terminal table, JUnit properties, HTML, JSON."""

@@ -1,0 +1,273 @@
+"""One gate: plan the checks, drive load, measure, judge, persist.
+
+The pytest plugin and the CLI are thin faces over this module.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LoadError, NoDataError, PerfsigError, SourceError, UsageError
+from .evaluate import Verdict, judge, not_judged
+from .load.runner import LoadResult, LoadSpec, Progress, run_load
+from .monspec import Comparison, Entity, Monspec, SignatureEntry
+from .sources.base import Measurement, MetricQuery, Window
+from .sources.local import DEFAULT_MIN_SAMPLES, LocalSource
+from .store import DEFAULT_STORE_PATH, SqliteStore
+
+PRODUCTION_PREFIX = "Production"
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    stage: str
+    comparisons: tuple[str, ...] = ()
+    urls: dict[str, str] = field(default_factory=dict)
+    users: int = 10
+    spawn_rate: float = 10.0
+    duration_s: float = 10.0
+    locustfile: str | None = None
+    store_path: Path = Path(DEFAULT_STORE_PATH)
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    build: str | None = None
+    loadtests_dir: Path = Path("loadtests")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One signature entry of one comparison: what becomes one test item."""
+
+    check_id: str
+    service: str
+    comparison: Comparison
+    method: str | None
+    entry: SignatureEntry
+
+
+def parse_url_overrides(values: Iterable[str]) -> dict[str, str]:
+    """``ENV=URL`` pairs from the command line."""
+    urls: dict[str, str] = {}
+    for value in values:
+        env, sep, url = value.partition("=")
+        if not sep or not env or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--perfsig-url expects ENV=http://host:port, got {value!r}")
+        urls[env] = url.rstrip("/")
+    return urls
+
+
+def plan_checks(monspec: Monspec, options: GateOptions) -> list[Check]:
+    """Every check the stage's gate consists of, in monspec order."""
+    if options.stage not in monspec.environments():
+        raise UsageError(f"--stage {options.stage!r} is not an environment of {monspec.path} "
+                         f"(defined: {', '.join(sorted(monspec.environments()))})")
+    for name in options.comparisons:
+        matches = [e.comparison(name) for e in monspec.entities.values() if e.comparison(name)]
+        if not matches:
+            raise UsageError(f"--perfsig-comparison {name!r} is not defined in {monspec.path}")
+        if all(c is not None and c.source != options.stage for c in matches):
+            raise UsageError(f"comparison {name!r} has source {matches[0].source!r}, "  # type: ignore[union-attr]
+                             f"not the stage under test {options.stage!r}")
+    unknown_urls = set(options.urls) - monspec.environments()
+    if unknown_urls:
+        raise UsageError(f"--perfsig-url names unknown environment(s): {', '.join(sorted(unknown_urls))}")
+    prefix_entity = len(monspec.entities) > 1
+    checks: list[Check] = []
+    for service, entity in monspec.entities.items():
+        for comparison in entity.comparisons:
+            if comparison.source != options.stage:
+                continue
+            if options.comparisons and comparison.name not in options.comparisons:
+                continue
+            seen: dict[str, int] = {}
+            for method, entry in entity.entries():
+                base = f"{comparison.name}::{method + '::' if method else ''}{entry.metric_key}[{entry.aggregate}]"
+                if prefix_entity:
+                    base = f"{service}::{base}"
+                seen[base] = seen.get(base, 0) + 1
+                check_id = base if seen[base] == 1 else f"{base}#{seen[base]}"
+                checks.append(Check(check_id, service, comparison, method, entry))
+    if not checks:
+        raise UsageError(f"no comparison in {monspec.path} has {options.stage!r} as its source"
+                         + (f" among {', '.join(options.comparisons)}" if options.comparisons else ""))
+    return checks
+
+
+def default_locustfile(env: str, loadtests_dir: Path) -> Path:
+    profile = "production.py" if env.startswith(PRODUCTION_PREFIX) else "staging.py"
+    return loadtests_dir / profile
+
+
+class Gate:
+    """The state of one gate run: checks, load results, measurements and verdicts."""
+
+    def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore | None = None) -> None:
+        self.monspec = monspec
+        self.options = options
+        self.checks = plan_checks(monspec, options)
+        self._store = store
+        self.gate_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.load_results: dict[tuple[str, str], LoadResult] = {}
+        self.load_error: PerfsigError | None = None
+        self.verdicts: dict[str, Verdict] = {}
+        self.started = False
+        self._source: LocalSource | None = None
+
+    @property
+    def source(self) -> LocalSource:
+        if self._source is None:
+            self._source = LocalSource(self.store, self.options.min_samples)
+        return self._source
+
+    @property
+    def store(self) -> SqliteStore:
+        if self._store is None:
+            self._store = SqliteStore(self.options.store_path)
+        return self._store
+
+    # ------------------------------------------------------------------ load
+
+    def load_specs(self, checks: Iterable[Check]) -> list[LoadSpec]:
+        """The stage under test, plus every compare environment judged in the same window
+        that has a URL (the original had real-user traffic on Production all the time)."""
+        wanted: dict[tuple[str, str], None] = {}
+        for check in checks:
+            wanted[(check.service, self.options.stage)] = None
+            comparison = check.comparison
+            same_window = comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
+            if same_window and comparison.compare != comparison.source and \
+                    self._url(check.service, comparison.compare) is not None:
+                wanted[(check.service, comparison.compare)] = None
+        specs = []
+        for service, env in wanted:
+            url = self._url(service, env)
+            if url is None:
+                raise LoadError(f"no URL for {env}: set environments.{env}.url in {self.monspec.path} "
+                                f"or pass --perfsig-url {env}=http://host:port")
+            specs.append(LoadSpec(service=service, env=env, url=url, locustfile=self._locustfile(service, env),
+                                  users=self.options.users, spawn_rate=self.options.spawn_rate,
+                                  duration_s=self.options.duration_s))
+        return specs
+
+    def _url(self, service: str, env: str) -> str | None:
+        return self.options.urls.get(env) or self._entity(service).environments[env].url
+
+    def _entity(self, service: str) -> Entity:
+        return self.monspec.entities[service]
+
+    def _locustfile(self, service: str, env: str) -> str:
+        if env == self.options.stage and self.options.locustfile:
+            path = Path(self.options.locustfile)
+        elif (configured := self._entity(service).environments[env].locustfile) is not None:
+            path = Path(self.monspec.path).parent / configured
+        else:
+            path = default_locustfile(env, self.options.loadtests_dir)
+        if not path.is_file():
+            raise LoadError(f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "
+                            f"environments.{env}.locustfile in {self.monspec.path}")
+        return str(path)
+
+    def run(self, checks: list[Check], progress: Progress | None = None) -> None:
+        """Drive the load for the selected checks; a failure is kept, not raised: every
+        check then reports it as its error."""
+        self.started = True
+        try:
+            self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
+            specs = self.load_specs(checks)
+            results = run_load(specs, self.store, gate_id=self.gate_id, build=self.options.build,
+                               progress=progress)
+            self.load_results = {(r.spec.service, r.spec.env): r for r in results}
+        except PerfsigError as exc:
+            self.load_error = exc
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdict(self, check: Check) -> Verdict:
+        if check.check_id not in self.verdicts:
+            verdict = self._judge(check)
+            self.verdicts[check.check_id] = verdict
+            if self.started:
+                self.store.save_verdict(self.gate_id, check.check_id, {"check_id": check.check_id,
+                                                                       **verdict.to_record()})
+        return self.verdicts[check.check_id]
+
+    def _judge(self, check: Check) -> Verdict:
+        entry, comparison = check.entry, check.comparison
+        metric = entry.metric
+        unit = metric.family.unit if metric else ""
+        source = self.source
+        reason = source.unsupported_reason(entry.timeseries, entry.smartscape)
+        if reason is not None:
+            return not_judged(entry, comparison, method=check.method, unit=unit, status="skipped", reason=reason)
+        if metric is None:
+            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
+                              reason=f"the local source has no metric {entry.timeseries!r}")
+        if self.load_error is not None:
+            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
+                              reason=str(self.load_error))
+        result = self.load_results.get((check.service, self.options.stage))
+        if result is None:
+            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
+                              reason="no load ran for this gate")
+        base = Window(*result.window)
+        source_window = base.shifted(comparison.shiftsourcetimeframe)
+        compare_window = base.shifted(comparison.shiftcomparetimeframe)
+
+        def query(env: str, window: Window) -> MetricQuery:
+            return MetricQuery(check.service, env, check.method, metric, entry.aggregate_spec, window)
+
+        windows: dict[str, Any] = {"source_window": str(source_window), "compare_window": str(compare_window)}
+        problems: list[str] = []
+        measured: dict[str, Measurement] = {}
+        for side, env, window in (("source", comparison.source, source_window),
+                                  ("compare", comparison.compare, compare_window)):
+            try:
+                measured[side] = source.measure(query(env, window))
+            except NoDataError as exc:
+                # A static limit needs no baseline; without one, missing compare data is an error.
+                if side == "source" or entry.static_limit is None:
+                    problems.append(str(exc))
+            except SourceError as exc:
+                problems.append(str(exc))
+        values: dict[str, Any] = dict(windows)
+        for side, measurement in measured.items():
+            values[f"{side}_value"] = measurement.value
+            values[f"{side}_samples"] = measurement.samples
+        if problems:
+            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
+                              reason="; ".join(problems), **values)
+        compare = measured.get("compare")
+        return judge(entry, comparison, method=check.method, unit=unit,
+                     source_value=measured["source"].value,
+                     compare_value=compare.value if compare else None,
+                     default_abs_tolerance=metric.family.abs_tolerance,
+                     source_samples=measured["source"].samples,
+                     compare_samples=compare.samples if compare else None, **windows)
+
+    def finish(self) -> str:
+        """Close the gate in the store; its status is what an approval would be based on."""
+        status = gate_status(self.verdicts.values(), self.load_error)
+        if self.started:
+            counts: dict[str, int] = {}
+            for verdict in self.verdicts.values():
+                counts[verdict.status] = counts.get(verdict.status, 0) + 1
+            self.store.finish_gate(self.gate_id, status, {"counts": counts,
+                                                          "load_error": str(self.load_error or "") or None})
+        return status
+
+
+def gate_status(verdicts: Iterable[Verdict], load_error: PerfsigError | None = None) -> str:
+    """``error`` if anything could not be judged, else ``violation`` if any entry violated,
+    else ``pass`` — and never ``pass`` without at least one judged entry."""
+    statuses = [v.status for v in verdicts]
+    if load_error is not None or "error" in statuses:
+        return "error"
+    if "violation" in statuses:
+        return "violation"
+    if "pass" not in statuses:
+        return "error"
+    return "pass"

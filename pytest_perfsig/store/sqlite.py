@@ -1,0 +1,231 @@
+"""The embedded store: one SQLite file with load runs, raw samples, gates and verdicts.
+
+Samples are written by the Locust process while load runs (WAL mode, so the pytest process
+can read progress at the same time), so nothing measured is lost if the gate errors later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    gate_id TEXT,
+    service TEXT NOT NULL,
+    env TEXT NOT NULL,
+    url TEXT,
+    build TEXT,
+    locustfile TEXT,
+    users INTEGER,
+    spawn_rate REAL,
+    duration_s REAL,
+    load_model TEXT NOT NULL DEFAULT 'closed',
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    service TEXT NOT NULL,
+    env TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    success INTEGER NOT NULL,
+    status_code INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_window ON samples (service, env, ts);
+CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id);
+CREATE TABLE IF NOT EXISTS gates (
+    gate_id TEXT PRIMARY KEY,
+    monspec TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    build TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    gate_id TEXT NOT NULL,
+    check_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (gate_id, check_id)
+);
+"""
+
+SampleRow = tuple[str, float, str, str, str, float, int, int]
+"""(run_id, ts, service, env, endpoint, latency_ms, success, status_code)"""
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    service: str
+    env: str
+    url: str | None = None
+    gate_id: str | None = None
+    build: str | None = None
+    locustfile: str | None = None
+    users: int | None = None
+    spawn_rate: float | None = None
+    duration_s: float | None = None
+    load_model: str = "closed"
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    status: str = "running"
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleColumns:
+    """The samples of one window, column by column (numpy arrays)."""
+
+    ts: Any
+    latency_ms: Any
+    success: Any
+    endpoint: list[str]
+
+    def __len__(self) -> int:
+        return len(self.endpoint)
+
+
+class SqliteStore:
+    """Runs, samples, gates and verdicts in one SQLite file."""
+
+    def __init__(self, path: str | Path, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A long busy timeout: the Locust processes write while pytest reads.
+            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # ------------------------------------------------------------------ runs and samples
+
+    def create_run(self, run: RunRecord) -> None:
+        row = asdict(run)
+        with self._transaction() as db:
+            db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+
+    def finish_run(self, run_id: str, status: str, detail: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET ended_at = ?, status = ?, detail = ? WHERE run_id = ?",
+                       (time.time(), status, detail, run_id))
+
+    def run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs WHERE run_id = ?",
+                           (run_id,))
+        return RunRecord(*rows[0]) if rows else None
+
+    def add_samples(self, rows: Iterable[SampleRow]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def run_counts(self, run_id: str) -> tuple[int, int]:
+        """(requests, failures) stored so far for a run."""
+        rows = self._query("SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples WHERE run_id = ?",
+                           (run_id,))
+        return int(rows[0][0]), int(rows[0][1])
+
+    def run_window(self, run_id: str) -> tuple[float, float] | None:
+        """First and last request start time of a run."""
+        rows = self._query("SELECT MIN(ts), MAX(ts) FROM samples WHERE run_id = ?", (run_id,))
+        first, last = rows[0]
+        return None if first is None else (float(first), float(last))
+
+    def samples(self, service: str, env: str, start: float, end: float,
+                endpoint: str | None = None) -> SampleColumns:
+        """Every sample of a service in an environment whose request started in [start, end]."""
+        import numpy as np
+
+        sql = ("SELECT ts, latency_ms, success, endpoint FROM samples "
+               "WHERE service = ? AND env = ? AND ts >= ? AND ts <= ?")
+        params: list[Any] = [service, env, start, end]
+        if endpoint is not None:
+            sql += " AND endpoint = ?"
+            params.append(endpoint)
+        rows = self._query(sql, params)
+        if not rows:
+            empty = np.empty(0)
+            return SampleColumns(empty, empty, empty.astype(bool), [])
+        ts, latency, success, endpoints = zip(*rows, strict=True)
+        return SampleColumns(np.asarray(ts, dtype=float), np.asarray(latency, dtype=float),
+                             np.asarray(success, dtype=bool), list(endpoints))
+
+    # ------------------------------------------------------------------ gates and verdicts
+
+    def create_gate(self, gate_id: str, monspec: str, stage: str, build: str | None) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO gates (gate_id, monspec, stage, build, started_at, status) "
+                       "VALUES (?, ?, ?, ?, ?, 'running')", (gate_id, monspec, stage, build, time.time()))
+
+    def finish_gate(self, gate_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE gates SET ended_at = ?, status = ?, summary = ? WHERE gate_id = ?",
+                       (time.time(), status, json.dumps(summary), gate_id))
+
+    def save_verdict(self, gate_id: str, check_id: str, record: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
+                       (gate_id, check_id, json.dumps(record), record["status"]))
+
+    def gates(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._query("SELECT gate_id, stage, build, started_at, ended_at, status, summary FROM gates "
+                           "ORDER BY started_at DESC LIMIT ?", (limit,))
+        keys = ("gate_id", "stage", "build", "started_at", "ended_at", "status", "summary")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def verdicts(self, gate_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT record FROM verdicts WHERE gate_id = ? ORDER BY rowid", (gate_id,))
+        return [json.loads(row[0]) for row in rows]
