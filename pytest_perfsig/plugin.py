@@ -97,11 +97,17 @@ def pytest_configure(config: pytest.Config) -> None:
             store_path=Path(_setting(config, "--perfsig-store")),
             min_samples=_setting(config, "--perfsig-min-samples"),
             build=_setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
-            loadtests_dir=config.rootpath / "loadtests",
+            loadtests_dir=_loadtests_dir(config),
         )
         config.stash[GATE_KEY] = Gate(monspec, options)
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None
+
+
+def _loadtests_dir(config: pytest.Config) -> Path:
+    """Default profiles live in ``loadtests/`` of the working directory, else of the rootdir."""
+    here = config.invocation_params.dir / "loadtests"
+    return here if here.is_dir() else config.rootpath / "loadtests"
 
 
 def _gate(config: pytest.Config) -> Gate | None:
@@ -161,8 +167,8 @@ class PerfsigItem(pytest.Item):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"perfsig {self.check.check_id}"
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"perfsig {self.check.check_id}"
 
 
 def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
@@ -187,7 +193,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     gate = _gate(config)
     if gate is None:
         return
-    monspec_file = MonspecFile.from_parent(session, path=Path(gate.monspec.path).resolve())
+    # The node id is the path as the user wrote it, also for a monspec outside the rootdir.
+    monspec_file = MonspecFile.from_parent(session, path=Path(gate.monspec.path).resolve(),
+                                           nodeid=gate.monspec.path)
     items[:0] = list(monspec_file.collect())
 
 
