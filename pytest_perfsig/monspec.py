@@ -265,11 +265,14 @@ def _parse_document(text: str, name: str) -> Any:
 
 
 def _syntax_message(message: str) -> str:
-    # json5 says '<string>:3 Unexpected "," at column 12'
-    match = re.match(r"^<string>:(\d+) (.*?)(?: at column (\d+))?$", message)
+    # json5 says '<string>:3 Unexpected "," at column 12' (the character may be a newline)
+    match = re.match(r"^<string>:(\d+) (.*?)(?: at column (\d+))?$", message, re.S)
     if not match:
         return f"syntax error: {message}"
     line, what, column = match.groups()
+    unexpected = re.fullmatch(r'Unexpected "(.*)"', what, re.S)
+    if unexpected:
+        what = f"unexpected {unexpected.group(1)!r}" if unexpected.group(1) else "unexpected end of file"
     where = f"line {line}" + (f", column {column}" if column else "")
     return f"{where}: syntax error: {what[0].lower() + what[1:]}"
 

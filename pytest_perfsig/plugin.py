@@ -196,7 +196,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     # The node id is the path as the user wrote it, also for a monspec outside the rootdir.
     monspec_file = MonspecFile.from_parent(session, path=Path(gate.monspec.path).resolve(),
                                            nodeid=gate.monspec.path)
-    items[:0] = list(monspec_file.collect())
+    # Collected as pytest collects a file, so reporters count and list the items.
+    report = monspec_file.ihook.pytest_make_collect_report(collector=monspec_file)
+    monspec_file.ihook.pytest_collectreport(report=report)
+    items[:0] = [node for node in report.result if isinstance(node, pytest.Item)]
 
 
 @pytest.hookimpl(wrapper=True)
