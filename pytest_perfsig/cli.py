@@ -18,12 +18,16 @@ def _validate(args: argparse.Namespace) -> int:
     monspec = load_monspec(args.monspec)
     for name, entity in monspec.entities.items():
         entries = list(entity.entries())
-        print(f"{monspec.path}: {name} ({entity.etype}): {len(entity.environments)} environments "
-              f"({', '.join(entity.environments)}), {len(entity.comparisons)} comparisons, "
-              f"{len(entries)} signature entries")
+        print(
+            f"{monspec.path}: {name} ({entity.etype}): {len(entity.environments)} environments "
+            f"({', '.join(entity.environments)}), {len(entity.comparisons)} comparisons, "
+            f"{len(entries)} signature entries"
+        )
         for comparison in entity.comparisons:
-            print(f"  {comparison.name}: {comparison.source} vs {comparison.compare} "
-                  f"(shift {comparison.shiftsourcetimeframe}/{comparison.shiftcomparetimeframe} s)")
+            print(
+                f"  {comparison.name}: {comparison.source} vs {comparison.compare} "
+                f"(shift {comparison.shiftsourcetimeframe}/{comparison.shiftcomparetimeframe} s)"
+            )
     return 0
 
 
@@ -31,8 +35,10 @@ def _gates(args: argparse.Namespace) -> int:
     with SqliteStore(args.store) as store:
         for gate in store.gates(args.limit):
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate["started_at"]))
-            print(f"{gate['gate_id']}  {started}  {gate['stage']:<12} build={gate['build'] or '-':<8} "
-                  f"{gate['status']}")
+            print(
+                f"{gate['gate_id']}  {started}  {gate['stage']:<12} build={gate['build'] or '-':<8} "
+                f"{gate['status']}"
+            )
     return 0
 
 

@@ -14,8 +14,9 @@ class MonspecError(PerfsigError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        super().__init__(f"{path}: " + ("\n  ".join(problems) if len(problems) == 1 else
-                                        "\n  " + "\n  ".join(problems)))
+        super().__init__(
+            f"{path}: " + ("\n  ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
+        )
 
 
 class UsageError(PerfsigError):

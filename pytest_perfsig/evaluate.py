@@ -56,8 +56,13 @@ def fmt(value: float | None, unit: str = "") -> str:
     if value == 0:
         return f"0.0 {unit}".rstrip()
     magnitude = abs(value)
-    text = f"{value:.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude >= 0.01 or value == 0 \
+    text = (
+        f"{value:.0f}"
+        if magnitude >= 1000
+        else f"{value:.3g}"
+        if magnitude >= 0.01 or value == 0
         else f"{value:.2e}"
+    )
     return f"{text} {unit}".rstrip() if unit else text
 
 
@@ -68,8 +73,14 @@ class Limit:
     explanation: str
 
 
-def compute_limit(entry: SignatureEntry, comparison: Comparison, compare_value: float | None,
-                  compare_env: str, unit: str, default_abs_tolerance: float) -> Limit | None:
+def compute_limit(
+    entry: SignatureEntry,
+    comparison: Comparison,
+    compare_value: float | None,
+    compare_env: str,
+    unit: str,
+    default_abs_tolerance: float,
+) -> Limit | None:
     """The limit the source value must stay within; None when only a baseline could give it."""
     static = entry.static_limit
     upper = entry.direction == "upper"
@@ -93,39 +104,80 @@ def compute_limit(entry: SignatureEntry, comparison: Comparison, compare_value: 
     return Limit(value, rule, explanation)
 
 
-def judge(entry: SignatureEntry, comparison: Comparison, *, method: str | None, unit: str,
-          source_value: float, compare_value: float | None, default_abs_tolerance: float,
-          source_samples: int | None = None, compare_samples: int | None = None,
-          source_window: str | None = None, compare_window: str | None = None) -> Verdict:
+def judge(
+    entry: SignatureEntry,
+    comparison: Comparison,
+    *,
+    method: str | None,
+    unit: str,
+    source_value: float,
+    compare_value: float | None,
+    default_abs_tolerance: float,
+    source_samples: int | None = None,
+    compare_samples: int | None = None,
+    source_window: str | None = None,
+    compare_window: str | None = None,
+) -> Verdict:
     """Judge one entry whose source value is known (the compare value may be absent only
     when a static limit applies: without either there is nothing to judge)."""
     common: dict[str, Any] = dict(
-        metric=entry.metric_key, aggregate=entry.aggregate, method=method, unit=unit,
-        source_env=comparison.source, compare_env=comparison.compare,
-        source_value=source_value, compare_value=compare_value,
-        source_samples=source_samples, compare_samples=compare_samples,
-        source_window=source_window, compare_window=compare_window)
+        metric=entry.metric_key,
+        aggregate=entry.aggregate,
+        method=method,
+        unit=unit,
+        source_env=comparison.source,
+        compare_env=comparison.compare,
+        source_value=source_value,
+        compare_value=compare_value,
+        source_samples=source_samples,
+        compare_samples=compare_samples,
+        source_window=source_window,
+        compare_window=compare_window,
+    )
     label = f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
     limit = compute_limit(entry, comparison, compare_value, comparison.compare, unit, default_abs_tolerance)
     if limit is None:
-        return Verdict(status="error", message=f"{label}: no baseline value from {comparison.compare} "
-                       "and no static limit", **common)
+        return Verdict(
+            status="error",
+            message=f"{label}: no baseline value from {comparison.compare} and no static limit",
+            **common,
+        )
     upper = entry.direction == "upper"
     violated = source_value > limit.value if upper else source_value < limit.value
-    if violated:
-        op = ">" if upper else "<"
-    else:
-        op = "<=" if upper else ">="
-    message = (f"{label}: {comparison.source} {fmt(source_value, unit)} {op} limit "
-               f"{fmt(limit.value, unit)} ({limit.explanation})")
-    return Verdict(status="violation" if violated else "pass", message=message, rule=limit.rule,
-                   limit=limit.value, **common)
+    op = {(True, True): ">", (True, False): "<=", (False, True): "<", (False, False): ">="}[(upper, violated)]
+    message = (
+        f"{label}: {comparison.source} {fmt(source_value, unit)} {op} limit "
+        f"{fmt(limit.value, unit)} ({limit.explanation})"
+    )
+    return Verdict(
+        status="violation" if violated else "pass",
+        message=message,
+        rule=limit.rule,
+        limit=limit.value,
+        **common,
+    )
 
 
-def not_judged(entry: SignatureEntry, comparison: Comparison, *, method: str | None, unit: str,
-               status: Status, reason: str, **values: Any) -> Verdict:
+def not_judged(
+    entry: SignatureEntry,
+    comparison: Comparison,
+    *,
+    method: str | None,
+    unit: str,
+    status: Status,
+    reason: str,
+    **values: Any,
+) -> Verdict:
     """A verdict for an entry that could not be judged (error) or does not apply (skipped)."""
     label = f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
-    return Verdict(status=status, metric=entry.metric_key, aggregate=entry.aggregate, method=method,
-                   unit=unit, source_env=comparison.source, compare_env=comparison.compare,
-                   message=f"{label}: {reason}", **values)
+    return Verdict(
+        status=status,
+        metric=entry.metric_key,
+        aggregate=entry.aggregate,
+        method=method,
+        unit=unit,
+        source_env=comparison.source,
+        compare_env=comparison.compare,
+        message=f"{label}: {reason}",
+        **values,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,17 +98,17 @@ class Comparison(_Model):
 
     def scale_factor(self, metric_key: str) -> float:
         """Per-metric override, else ``default``, else 0 (as the original)."""
-        return _lookup(self.scalefactorperc, metric_key, 0.0)
+        return _lookup(self.scalefactorperc, metric_key) or 0.0
 
     def abs_tolerance(self, metric_key: str) -> float | None:
-        return _lookup(self.abstolerance, metric_key, None)
+        return _lookup(self.abstolerance, metric_key)
 
 
-def _lookup(table: dict[str, float], metric_key: str, fallback: float | None) -> Any:
+def _lookup(table: dict[str, float], metric_key: str) -> float | None:
     for key, value in table.items():
         if key != "default" and canonical_id(key) == metric_key:
             return value
-    return table.get("default", fallback)
+    return table.get("default")
 
 
 class SignatureEntry(_Model):
@@ -134,8 +134,10 @@ class SignatureEntry(_Model):
             raise ValueError("needs exactly one of 'timeseries' or 'smartscape'")
         metric = self.metric
         if metric is not None and not aggregate_allowed(metric.family.kind, self.aggregate_spec):
-            raise ValueError(f"aggregate {self.aggregate!r} means nothing for {metric.short} "
-                             f"(see the metric table in docs/monspec.md)")
+            raise ValueError(
+                f"aggregate {self.aggregate!r} means nothing for {metric.short} "
+                f"(see the metric table in docs/monspec.md)"
+            )
         return self
 
     @property
@@ -219,7 +221,7 @@ def parse_monspec(text: str, name: str = "<monspec>") -> Monspec:
         raise MonspecError(name, [f"top level must be an object of entities, got {_type_name(document)}"])
     document = _drop_comments(document)
     if not document:
-        raise MonspecError(name, ["no entity defined (expected e.g. {\"MyService\": {...}})"])
+        raise MonspecError(name, ['no entity defined (expected e.g. {"MyService": {...}})'])
     problems: list[str] = []
     entities: dict[str, Entity] = {}
     for entity_name, body in document.items():
@@ -238,7 +240,7 @@ class _DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _no_duplicates(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
@@ -278,8 +280,9 @@ def _syntax_message(message: str) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 def _format_path(parts: tuple[Any, ...] | list[Any]) -> str:
@@ -326,7 +329,9 @@ def _check_references(entity_name: str, entity: Entity) -> list[str]:
     methods: set[str] = set()
     for i, method in enumerate(entity.servicemethods):
         if method.name in methods:
-            problems.append(f"{entity_name}.servicemethods[{i}].name: duplicate service method {method.name!r}")
+            problems.append(
+                f"{entity_name}.servicemethods[{i}].name: duplicate service method {method.name!r}"
+            )
         methods.add(method.name)
     if not entity.perfsignature and not entity.servicemethods:
         problems.append(f"{entity_name}.perfsignature: empty (no metric to gate on)")

@@ -27,28 +27,58 @@ ENV_BUILD = "PERFSIG_BUILD"
 
 # (option, ini name, type, default, help) — every option has an ini equivalent.
 _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
-    ("--perfsig-comparison", "perfsig_comparisons", "linelist", None,
-     "comparison to evaluate (repeatable; default: every comparison whose source is the stage)"),
-    ("--perfsig-url", "perfsig_urls", "linelist", None,
-     "ENV=URL where an environment is reachable for load (repeatable; overrides the monspec)"),
+    (
+        "--perfsig-comparison",
+        "perfsig_comparisons",
+        "linelist",
+        None,
+        "comparison to evaluate (repeatable; default: every comparison whose source is the stage)",
+    ),
+    (
+        "--perfsig-url",
+        "perfsig_urls",
+        "linelist",
+        None,
+        "ENV=URL where an environment is reachable for load (repeatable; overrides the monspec)",
+    ),
     ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
     ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
     ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
-    ("--perfsig-locustfile", "perfsig_locustfile", str, None,
-     "locustfile for the stage under test (default: loadtests/staging.py or production.py)"),
+    (
+        "--perfsig-locustfile",
+        "perfsig_locustfile",
+        str,
+        None,
+        "locustfile for the stage under test (default: loadtests/staging.py or production.py)",
+    ),
     ("--perfsig-store", "perfsig_store", str, DEFAULT_STORE_PATH, "SQLite file for samples and verdicts"),
-    ("--perfsig-min-samples", "perfsig_min_samples", int, DEFAULT_MIN_SAMPLES,
-     "fewest samples a window needs before it is judged"),
+    (
+        "--perfsig-min-samples",
+        "perfsig_min_samples",
+        int,
+        DEFAULT_MIN_SAMPLES,
+        "fewest samples a window needs before it is judged",
+    ),
     ("--perfsig-build", "perfsig_build", str, None, f"build label recorded with the runs (env {ENV_BUILD})"),
 ]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfsig", "performance-signature gate")
-    group.addoption("--monspec", dest="perfsig_monspec", default=None, metavar="PATH",
-                    help="monspec file (JSON or JSON5): turns the run into a performance gate")
-    group.addoption("--stage", dest="perfsig_stage", default=None, metavar="ENV",
-                    help="environment under test, e.g. Staging")
+    group.addoption(
+        "--monspec",
+        dest="perfsig_monspec",
+        default=None,
+        metavar="PATH",
+        help="monspec file (JSON or JSON5): turns the run into a performance gate",
+    )
+    group.addoption(
+        "--stage",
+        dest="perfsig_stage",
+        default=None,
+        metavar="ENV",
+        help="environment under test, e.g. Staging",
+    )
     parser.addini("perfsig_monspec", "monspec file for the performance gate", default=None)
     parser.addini("perfsig_stage", "environment under test", default=None)
     for flag, ini, kind, default, help_text in _OPTIONS:
@@ -83,7 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     stage = config.getoption("perfsig_stage") or config.getini("perfsig_stage")
     if not stage:
-        raise pytest.UsageError("--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging")
+        raise pytest.UsageError(
+            "--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging"
+        )
     try:
         monspec = load_monspec(monspec_path)
         options = GateOptions(
@@ -161,8 +193,7 @@ class PerfsigItem(pytest.Item):
         if verdict.status != "pass":
             raise ViolationError(verdict.message)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str | Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ViolationError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -173,29 +204,42 @@ class PerfsigItem(pytest.Item):
 
 def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
     props: list[tuple[str, object]] = [
-        ("status", verdict.status), ("comparison", check.comparison.name), ("metric", verdict.metric),
-        ("aggregate", verdict.aggregate), ("unit", verdict.unit), ("rule", verdict.rule),
-        ("source_env", verdict.source_env), ("compare_env", verdict.compare_env),
+        ("status", verdict.status),
+        ("comparison", check.comparison.name),
+        ("metric", verdict.metric),
+        ("aggregate", verdict.aggregate),
+        ("unit", verdict.unit),
+        ("rule", verdict.rule),
+        ("source_env", verdict.source_env),
+        ("compare_env", verdict.compare_env),
     ]
-    optional = [("method", verdict.method), ("source_value", verdict.source_value),
-                ("compare_value", verdict.compare_value), ("limit", verdict.limit),
-                ("source_samples", verdict.source_samples), ("compare_samples", verdict.compare_samples),
-                ("source_window", verdict.source_window), ("compare_window", verdict.compare_window)]
+    optional = [
+        ("method", verdict.method),
+        ("source_value", verdict.source_value),
+        ("compare_value", verdict.compare_value),
+        ("limit", verdict.limit),
+        ("source_samples", verdict.source_samples),
+        ("compare_samples", verdict.compare_samples),
+        ("source_window", verdict.source_window),
+        ("compare_window", verdict.compare_window),
+    ]
     props += [(k, v) for k, v in optional if v is not None]
     props.append(("message", verdict.message))
     return props
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                  items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     # tryfirst: our items must exist before -k / -m deselection runs.
     gate = _gate(config)
     if gate is None:
         return
     # The node id is the path as the user wrote it, also for a monspec outside the rootdir.
-    monspec_file = MonspecFile.from_parent(session, path=Path(gate.monspec.path).resolve(),
-                                           nodeid=gate.monspec.path)
+    monspec_file = MonspecFile.from_parent(
+        session, path=Path(gate.monspec.path).resolve(), nodeid=gate.monspec.path
+    )
     # Collected as pytest collects a file, so reporters count and list the items.
     report = monspec_file.ihook.pytest_make_collect_report(collector=monspec_file)
     monspec_file.ihook.pytest_collectreport(report=report)
@@ -227,15 +271,19 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[Check]) -> None:
         reporter.ensure_newline()
         reporter.section("perfsig load", sep="-")
     opts = gate.options
-    write(f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
-          f"{opts.duration_s:g} s of load, store {opts.store_path}")
+    write(
+        f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
+        f"{opts.duration_s:g} s of load, store {opts.store_path}"
+    )
     gate.run(checks, progress=progress)
     if gate.load_error is not None:
         write(f"perfsig: load failed: {gate.load_error}", red=True, bold=True)
         return
     for (_, env), result in gate.load_results.items():
-        write(f"perfsig: {env}: {result.requests} requests, {result.failures} failed "
-              f"(run {result.run_id}, log {result.log_path})")
+        write(
+            f"perfsig: {env}: {result.requests} requests, {result.failures} failed "
+            f"(run {result.run_id}, log {result.log_path})"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -258,6 +306,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     status = gate_status(gate.verdicts.values(), gate.load_error)
     markup = {"green": True} if status == "pass" else {"red": True, "bold": True}
     stage = gate.options.stage
-    terminalreporter.write_line(f"perfsig: gate {gate.gate_id} for {stage}: {status.upper()} "
-                                f"(store {gate.options.store_path})", **markup)
-
+    terminalreporter.write_line(
+        f"perfsig: gate {gate.gate_id} for {stage}: {status.upper()} (store {gate.options.store_path})",
+        **markup,
+    )

@@ -63,15 +63,19 @@ def parse_url_overrides(values: Iterable[str]) -> dict[str, str]:
 def plan_checks(monspec: Monspec, options: GateOptions) -> list[Check]:
     """Every check the stage's gate consists of, in monspec order."""
     if options.stage not in monspec.environments():
-        raise UsageError(f"--stage {options.stage!r} is not an environment of {monspec.path} "
-                         f"(defined: {', '.join(sorted(monspec.environments()))})")
+        raise UsageError(
+            f"--stage {options.stage!r} is not an environment of {monspec.path} "
+            f"(defined: {', '.join(sorted(monspec.environments()))})"
+        )
     for name in options.comparisons:
         matches = [e.comparison(name) for e in monspec.entities.values() if e.comparison(name)]
         if not matches:
             raise UsageError(f"--perfsig-comparison {name!r} is not defined in {monspec.path}")
         if all(c is not None and c.source != options.stage for c in matches):
-            raise UsageError(f"comparison {name!r} has source {matches[0].source!r}, "  # type: ignore[union-attr]
-                             f"not the stage under test {options.stage!r}")
+            raise UsageError(
+                f"comparison {name!r} has source {matches[0].source!r}, "  # type: ignore[union-attr]
+                f"not the stage under test {options.stage!r}"
+            )
     unknown_urls = set(options.urls) - monspec.environments()
     if unknown_urls:
         raise UsageError(f"--perfsig-url names unknown environment(s): {', '.join(sorted(unknown_urls))}")
@@ -85,15 +89,18 @@ def plan_checks(monspec: Monspec, options: GateOptions) -> list[Check]:
                 continue
             seen: dict[str, int] = {}
             for method, entry in entity.entries():
-                base = f"{comparison.name}::{method + '::' if method else ''}{entry.metric_key}[{entry.aggregate}]"
+                scope = f"{method}::" if method else ""
+                base = f"{comparison.name}::{scope}{entry.metric_key}[{entry.aggregate}]"
                 if prefix_entity:
                     base = f"{service}::{base}"
                 seen[base] = seen.get(base, 0) + 1
                 check_id = base if seen[base] == 1 else f"{base}#{seen[base]}"
                 checks.append(Check(check_id, service, comparison, method, entry))
     if not checks:
-        raise UsageError(f"no comparison in {monspec.path} has {options.stage!r} as its source"
-                         + (f" among {', '.join(options.comparisons)}" if options.comparisons else ""))
+        raise UsageError(
+            f"no comparison in {monspec.path} has {options.stage!r} as its source"
+            + (f" among {', '.join(options.comparisons)}" if options.comparisons else "")
+        )
     return checks
 
 
@@ -139,18 +146,31 @@ class Gate:
             wanted[(check.service, self.options.stage)] = None
             comparison = check.comparison
             same_window = comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
-            if same_window and comparison.compare != comparison.source and \
-                    self._url(check.service, comparison.compare) is not None:
+            if (
+                same_window
+                and comparison.compare != comparison.source
+                and self._url(check.service, comparison.compare) is not None
+            ):
                 wanted[(check.service, comparison.compare)] = None
         specs = []
         for service, env in wanted:
             url = self._url(service, env)
             if url is None:
-                raise LoadError(f"no URL for {env}: set environments.{env}.url in {self.monspec.path} "
-                                f"or pass --perfsig-url {env}=http://host:port")
-            specs.append(LoadSpec(service=service, env=env, url=url, locustfile=self._locustfile(service, env),
-                                  users=self.options.users, spawn_rate=self.options.spawn_rate,
-                                  duration_s=self.options.duration_s))
+                raise LoadError(
+                    f"no URL for {env}: set environments.{env}.url in {self.monspec.path} "
+                    f"or pass --perfsig-url {env}=http://host:port"
+                )
+            specs.append(
+                LoadSpec(
+                    service=service,
+                    env=env,
+                    url=url,
+                    locustfile=self._locustfile(service, env),
+                    users=self.options.users,
+                    spawn_rate=self.options.spawn_rate,
+                    duration_s=self.options.duration_s,
+                )
+            )
         return specs
 
     def _url(self, service: str, env: str) -> str | None:
@@ -167,8 +187,10 @@ class Gate:
         else:
             path = default_locustfile(env, self.options.loadtests_dir)
         if not path.is_file():
-            raise LoadError(f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "
-                            f"environments.{env}.locustfile in {self.monspec.path}")
+            raise LoadError(
+                f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "
+                f"environments.{env}.locustfile in {self.monspec.path}"
+            )
         return str(path)
 
     def run(self, checks: list[Check], progress: Progress | None = None) -> None:
@@ -178,8 +200,9 @@ class Gate:
         try:
             self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
             specs = self.load_specs(checks)
-            results = run_load(specs, self.store, gate_id=self.gate_id, build=self.options.build,
-                               progress=progress)
+            results = run_load(
+                specs, self.store, gate_id=self.gate_id, build=self.options.build, progress=progress
+            )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc
@@ -191,8 +214,9 @@ class Gate:
             verdict = self._judge(check)
             self.verdicts[check.check_id] = verdict
             if self.started:
-                self.store.save_verdict(self.gate_id, check.check_id, {"check_id": check.check_id,
-                                                                       **verdict.to_record()})
+                self.store.save_verdict(
+                    self.gate_id, check.check_id, {"check_id": check.check_id, **verdict.to_record()}
+                )
         return self.verdicts[check.check_id]
 
     def _judge(self, check: Check) -> Verdict:
@@ -202,17 +226,32 @@ class Gate:
         source = self.source
         reason = source.unsupported_reason(entry.timeseries, entry.smartscape)
         if reason is not None:
-            return not_judged(entry, comparison, method=check.method, unit=unit, status="skipped", reason=reason)
+            return not_judged(
+                entry, comparison, method=check.method, unit=unit, status="skipped", reason=reason
+            )
         if metric is None:
-            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
-                              reason=f"the local source has no metric {entry.timeseries!r}")
+            return not_judged(
+                entry,
+                comparison,
+                method=check.method,
+                unit=unit,
+                status="error",
+                reason=f"the local source has no metric {entry.timeseries!r}",
+            )
         if self.load_error is not None:
-            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
-                              reason=str(self.load_error))
+            return not_judged(
+                entry, comparison, method=check.method, unit=unit, status="error", reason=str(self.load_error)
+            )
         result = self.load_results.get((check.service, self.options.stage))
         if result is None:
-            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
-                              reason="no load ran for this gate")
+            return not_judged(
+                entry,
+                comparison,
+                method=check.method,
+                unit=unit,
+                status="error",
+                reason="no load ran for this gate",
+            )
         base = Window(*result.window)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
         compare_window = base.shifted(comparison.shiftcomparetimeframe)
@@ -223,8 +262,10 @@ class Gate:
         windows: dict[str, Any] = {"source_window": str(source_window), "compare_window": str(compare_window)}
         problems: list[str] = []
         measured: dict[str, Measurement] = {}
-        for side, env, window in (("source", comparison.source, source_window),
-                                  ("compare", comparison.compare, compare_window)):
+        for side, env, window in (
+            ("source", comparison.source, source_window),
+            ("compare", comparison.compare, compare_window),
+        ):
             try:
                 measured[side] = source.measure(query(env, window))
             except NoDataError as exc:
@@ -238,15 +279,28 @@ class Gate:
             values[f"{side}_value"] = measurement.value
             values[f"{side}_samples"] = measurement.samples
         if problems:
-            return not_judged(entry, comparison, method=check.method, unit=unit, status="error",
-                              reason="; ".join(problems), **values)
+            return not_judged(
+                entry,
+                comparison,
+                method=check.method,
+                unit=unit,
+                status="error",
+                reason="; ".join(problems),
+                **values,
+            )
         compare = measured.get("compare")
-        return judge(entry, comparison, method=check.method, unit=unit,
-                     source_value=measured["source"].value,
-                     compare_value=compare.value if compare else None,
-                     default_abs_tolerance=metric.family.abs_tolerance,
-                     source_samples=measured["source"].samples,
-                     compare_samples=compare.samples if compare else None, **windows)
+        return judge(
+            entry,
+            comparison,
+            method=check.method,
+            unit=unit,
+            source_value=measured["source"].value,
+            compare_value=compare.value if compare else None,
+            default_abs_tolerance=metric.family.abs_tolerance,
+            source_samples=measured["source"].samples,
+            compare_samples=compare.samples if compare else None,
+            **windows,
+        )
 
     def finish(self) -> str:
         """Close the gate in the store; its status is what an approval would be based on."""
@@ -255,8 +309,9 @@ class Gate:
             counts: dict[str, int] = {}
             for verdict in self.verdicts.values():
                 counts[verdict.status] = counts.get(verdict.status, 0) + 1
-            self.store.finish_gate(self.gate_id, status, {"counts": counts,
-                                                          "load_error": str(self.load_error or "") or None})
+            self.store.finish_gate(
+                self.gate_id, status, {"counts": counts, "load_error": str(self.load_error or "") or None}
+            )
         return status
 
 

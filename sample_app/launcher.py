@@ -36,16 +36,35 @@ class RunningApp:
         self.stop()
 
 
-def start_app(stage: str, build: int, log_dir: Path, *, latency_ms: float = 5.0,
-              port: int = 0, timeout_s: float = 20.0) -> RunningApp:
+def start_app(
+    stage: str, build: int, log_dir: Path, *, latency_ms: float = 5.0, port: int = 0, timeout_s: float = 20.0
+) -> RunningApp:
     """Start ``python -m sample_app`` on a free loopback port; raise RuntimeError if it
     does not print its startup line in time."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"serviceoutput-{stage}.log"
-    command = [sys.executable, "-m", "sample_app", "--stage", stage, "--build", str(build),
-               "--port", str(port), "--latency-ms", f"{latency_ms:g}", "--log-file", str(log_file)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parent.parent)
+    command = [
+        sys.executable,
+        "-m",
+        "sample_app",
+        "--stage",
+        stage,
+        "--build",
+        str(build),
+        "--port",
+        str(port),
+        "--latency-ms",
+        f"{latency_ms:g}",
+        "--log-file",
+        str(log_file),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     found: list[str] = []
     seen: list[str] = []
 
@@ -64,8 +83,9 @@ def start_app(stage: str, build: int, log_dir: Path, *, latency_ms: float = 5.0,
     if not found:
         process.kill()
         process.wait()
-        raise RuntimeError(f"sample_app {stage} build {build} did not start within {timeout_s:g} s: "
-                           + " | ".join(seen[-5:]))
+        raise RuntimeError(
+            f"sample_app {stage} build {build} did not start within {timeout_s:g} s: " + " | ".join(seen[-5:])
+        )
     # Keep draining stdout so the child never blocks on a full pipe.
     threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
     return RunningApp(stage, build, found[0], log_file, process)

@@ -30,19 +30,30 @@ def pytest_sessionfinish(session):
 """
 
 
-def run_gate(gate_dir: pytest.Pytester, monspec: Path | str, staging: RunningApp, production: RunningApp,
-             *extra: str) -> pytest.RunResult:
+def run_gate(
+    gate_dir: pytest.Pytester, monspec: Path | str, staging: RunningApp, production: RunningApp, *extra: str
+) -> pytest.RunResult:
     gate_dir.makeconftest(GEVENT_PROBE)
     return gate_dir.runpytest_subprocess(
-        f"--monspec={monspec}", "--stage=Staging", *LOAD,
-        f"--perfsig-url=Staging={staging.url}", f"--perfsig-url=Production={production.url}",
-        "--junitxml=junit.xml", "-rA", *extra)
+        f"--monspec={monspec}",
+        "--stage=Staging",
+        *LOAD,
+        f"--perfsig-url=Staging={staging.url}",
+        f"--perfsig-url=Production={production.url}",
+        "--junitxml=junit.xml",
+        "-rA",
+        *extra,
+    )
 
 
 def junit_properties(path: Path) -> dict[str, dict[str, str]]:
     cases = ET.parse(path).getroot().iter("testcase")
-    return {case.get("classname", "").split(".", 2)[-1] + "::" + case.get("name", ""):
-            {p.get("name", ""): p.get("value", "") for p in case.iter("property")} for case in cases}
+    return {
+        case.get("classname", "").split(".", 2)[-1] + "::" + case.get("name", ""): {
+            p.get("name", ""): p.get("value", "") for p in case.iter("property")
+        }
+        for case in cases
+    }
 
 
 @pytest.fixture
@@ -52,26 +63,33 @@ def repo_monspec(gate_dir: pytest.Pytester) -> Path:
     return target
 
 
-def test_bad_build_is_rejected_with_reasons(gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp],
-                                            repo_monspec: Path) -> None:
+def test_bad_build_is_rejected_with_reasons(
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], repo_monspec: Path
+) -> None:
     staging, production = sample_app("Staging", build=2), sample_app("Production", build=1)
     result = run_gate(gate_dir, "monspec.json", staging, production)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes["failed"] == 2 and outcomes.get("errors", 0) == 0, result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "FAILED monspec.json::StagingToProduction::service.failurerate[[]avg]*",
-        "FAILED monspec.json::StagingToProduction::/api/invoke::servicemethod.failurerate[[]avg]*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED monspec.json::StagingToProduction::service.failurerate[[]avg]*",
+            "FAILED monspec.json::StagingToProduction::/api/invoke::servicemethod.failurerate[[]avg]*",
+        ]
+    )
     text = result.stdout.str()
     # Every 2nd invoke fails: the service failure rate is about a quarter of that (1 request in 4).
-    invoke = re.search(r"/api/invoke servicemethod\.failurerate avg: Staging ([\d.]+) % > limit 0\.5 % "
-                       r"\(Production 0\.0 % × 1\.30 \+ 0\.5 abs\)", text)
+    invoke = re.search(
+        r"/api/invoke servicemethod\.failurerate avg: Staging ([\d.]+) % > limit 0\.5 % "
+        r"\(Production 0\.0 % × 1\.30 \+ 0\.5 abs\)",
+        text,
+    )
     service = re.search(r"service\.failurerate avg: Staging ([\d.]+) % > limit 0\.5 %", text)
     assert invoke and 40 <= float(invoke.group(1)) <= 60, text
     assert service and 8 <= float(service.group(1)) <= 17, text
-    result.stdout.fnmatch_lines(["*perfsig verdicts*", "status*check*source*baseline*limit*rule",
-                                 "*gate * for Staging: VIOLATION*"])
+    result.stdout.fnmatch_lines(
+        ["*perfsig verdicts*", "status*check*source*baseline*limit*rule", "*gate * for Staging: VIOLATION*"]
+    )
     result.stderr.fnmatch_lines(["GEVENT_IN_PYTEST_PROCESS=False"])
 
     props = junit_properties(gate_dir.path / "junit.xml")
@@ -85,8 +103,9 @@ def test_bad_build_is_rejected_with_reasons(gate_dir: pytest.Pytester, sample_ap
     assert float(passed["limit"]) == 100.0
 
 
-def test_good_build_is_approved(gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp],
-                                repo_monspec: Path) -> None:
+def test_good_build_is_approved(
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], repo_monspec: Path
+) -> None:
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
     result = run_gate(gate_dir, "monspec.json", staging, production)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
@@ -94,28 +113,34 @@ def test_good_build_is_approved(gate_dir: pytest.Pytester, sample_app: Callable[
     result.stdout.fnmatch_lines(["*gate * for Staging: PASS*"])
 
 
-def test_every_request_is_stored_raw(gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp],
-                                     repo_monspec: Path) -> None:
+def test_every_request_is_stored_raw(
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], repo_monspec: Path
+) -> None:
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
     run_gate(gate_dir, "monspec.json", staging, production, "--perfsig-build=b1")
     db = sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db")
     runs = db.execute("SELECT run_id, env, status, build FROM runs ORDER BY env").fetchall()
     assert [(env, status, build) for _, env, status, build in runs] == [
-        ("Production", "completed", "b1"), ("Staging", "completed", "b1")]
+        ("Production", "completed", "b1"),
+        ("Staging", "completed", "b1"),
+    ]
     for run_id, *_ in runs:
         stored = db.execute("SELECT COUNT(*) FROM samples WHERE run_id = ?", (run_id,)).fetchone()[0]
         log = (gate_dir.path / ".perfsig" / "logs" / f"{run_id}.log").read_text()
         locust_count = int(re.search(r"Aggregated\s+(\d+)", log).group(1))  # type: ignore[union-attr]
         assert stored == locust_count > 0
     # Raw latencies, not Locust's rounded buckets.
-    fractional = db.execute("SELECT COUNT(*) FROM samples WHERE latency_ms != ROUND(latency_ms)").fetchone()[0]
+    fractional = db.execute("SELECT COUNT(*) FROM samples WHERE latency_ms != ROUND(latency_ms)").fetchone()[
+        0
+    ]
     assert fractional > 0
     gate = db.execute("SELECT status FROM gates").fetchall()
     assert gate == [("pass",)]
 
 
 def test_seed_monspec_runs_unchanged_and_shifted_comparisons_fail_closed(
-        gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp]) -> None:
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp]
+) -> None:
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
     result = run_gate(gate_dir, SEED, staging, production)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

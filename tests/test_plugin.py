@@ -53,24 +53,29 @@ def small(gate_dir: pytest.Pytester) -> pytest.Pytester:
 
 def test_monspec_items_are_collected_with_readable_ids(small: pytest.Pytester) -> None:
     result = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q")
-    result.stdout.fnmatch_lines([
-        "monspec.json::StagingToProduction::service.responsetime[[]p90]",
-        "monspec.json::StagingToProduction::service.failurerate[[]avg]",
-        "monspec.json::StagingToProduction::/api/invoke::servicemethod.failurerate[[]avg]",
-        "3 tests collected*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "monspec.json::StagingToProduction::service.responsetime[[]p90]",
+            "monspec.json::StagingToProduction::service.failurerate[[]avg]",
+            "monspec.json::StagingToProduction::/api/invoke::servicemethod.failurerate[[]avg]",
+            "3 tests collected*",
+        ]
+    )
     # ProdToProd has Production as its source: not part of the Staging gate.
     assert "ProdToProd" not in result.stdout.str()
 
 
 def test_keyword_selection_picks_items(small: pytest.Pytester) -> None:
-    result = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q",
-                                        "-k", "failurerate")
+    result = small.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q", "-k", "failurerate"
+    )
     result.stdout.fnmatch_lines(["*2/3 tests collected (1 deselected)*"])
 
 
 def test_seed_monspec_gives_every_staging_comparison(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(f"--monspec={seed_path()}", "--stage=Staging", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess(
+        f"--monspec={seed_path()}", "--stage=Staging", "--collect-only", "-q"
+    )
     # 3 comparisons have Staging as source, 9 entries each (smartscape ones included, skipped later).
     result.stdout.fnmatch_lines(["27 tests collected*"])
     for name in ("StagingToProduction::", "StagingToProductionYesterday::", "StagingToStagingLastHour::"):
@@ -78,25 +83,46 @@ def test_seed_monspec_gives_every_staging_comparison(pytester: pytest.Pytester) 
 
 
 def test_comparison_option_narrows_the_gate(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(f"--monspec={seed_path()}", "--stage=Staging", "--collect-only", "-q",
-                                           "--perfsig-comparison=StagingToStagingLastHour")
+    result = pytester.runpytest_subprocess(
+        f"--monspec={seed_path()}",
+        "--stage=Staging",
+        "--collect-only",
+        "-q",
+        "--perfsig-comparison=StagingToStagingLastHour",
+    )
     result.stdout.fnmatch_lines(["9 tests collected*"])
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--stage=Staging", "--monspec=missing.json"], "perfsig: missing.json: file not found"),
-    (["--monspec=monspec.json"], "--monspec needs --stage ENV*"),
-    (["--monspec=monspec.json", "--stage=QA"], "*'QA' is not an environment of monspec.json (defined: Production, Staging)"),
-    (["--monspec=monspec.json", "--stage=Staging", "--perfsig-comparison=Nope"],
-     "*--perfsig-comparison 'Nope' is not defined in monspec.json"),
-    (["--monspec=monspec.json", "--stage=Staging", "--perfsig-comparison=ProdToProd"],
-     "*comparison 'ProdToProd' has source 'Production', not the stage under test 'Staging'"),
-    (["--monspec=monspec.json", "--stage=Staging", "--perfsig-url=Staging"],
-     "*--perfsig-url expects ENV=http://host:port, got 'Staging'"),
-    (["--monspec=monspec.json", "--stage=Staging", "--perfsig-url=QA=http://127.0.0.1:1"],
-     "*--perfsig-url names unknown environment(s): QA"),
-])
-def test_usage_errors_are_messages_not_tracebacks(small: pytest.Pytester, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stage=Staging", "--monspec=missing.json"], "perfsig: missing.json: file not found"),
+        (["--monspec=monspec.json"], "--monspec needs --stage ENV*"),
+        (
+            ["--monspec=monspec.json", "--stage=QA"],
+            "*'QA' is not an environment of monspec.json (defined: Production, Staging)",
+        ),
+        (
+            ["--monspec=monspec.json", "--stage=Staging", "--perfsig-comparison=Nope"],
+            "*--perfsig-comparison 'Nope' is not defined in monspec.json",
+        ),
+        (
+            ["--monspec=monspec.json", "--stage=Staging", "--perfsig-comparison=ProdToProd"],
+            "*comparison 'ProdToProd' has source 'Production', not the stage under test 'Staging'",
+        ),
+        (
+            ["--monspec=monspec.json", "--stage=Staging", "--perfsig-url=Staging"],
+            "*--perfsig-url expects ENV=http://host:port, got 'Staging'",
+        ),
+        (
+            ["--monspec=monspec.json", "--stage=Staging", "--perfsig-url=QA=http://127.0.0.1:1"],
+            "*--perfsig-url names unknown environment(s): QA",
+        ),
+    ],
+)
+def test_usage_errors_are_messages_not_tracebacks(
+    small: pytest.Pytester, args: list[str], message: str
+) -> None:
     result = small.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}"])
@@ -108,22 +134,27 @@ def test_broken_monspec_names_file_path_and_line(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess("--monspec=broken.json", "--stage=A")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*broken.json: line 3, column *: syntax error*"])
-    pytester.makefile(".json", wrong='{"Svc": {"environments": {"A": {}}, "comparisons": ['
-                      '{"name": "c", "source": "A", "compare": "A", "scalefactorperc": {"default": "x"}}],'
-                      '"perfsignature": [{"timeseries": "service.responsetime"}]}}')
+    pytester.makefile(
+        ".json",
+        wrong='{"Svc": {"environments": {"A": {}}, "comparisons": ['
+        '{"name": "c", "source": "A", "compare": "A", "scalefactorperc": {"default": "x"}}],'
+        '"perfsignature": [{"timeseries": "service.responsetime"}]}}',
+    )
     result = pytester.runpytest_subprocess("--monspec=wrong.json", "--stage=A")
     result.stderr.fnmatch_lines(["*wrong.json: Svc.comparisons[[]0].scalefactorperc.default: *number*"])
 
 
 def test_unreachable_stage_errors_every_item_and_never_passes(small: pytest.Pytester) -> None:
     port = closed_port()
-    result = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging",
-                                        f"--perfsig-url=Staging=http://127.0.0.1:{port}", "-rE")
+    result = small.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging=http://127.0.0.1:{port}", "-rE"
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     outcomes = result.parseoutcomes()
     assert outcomes.get("errors") == 3 and "passed" not in outcomes
-    result.stdout.fnmatch_lines([f"*Staging at http://127.0.0.1:{port} is unreachable*",
-                                 "*gate * for Staging: ERROR*"])
+    result.stdout.fnmatch_lines(
+        [f"*Staging at http://127.0.0.1:{port} is unreachable*", "*gate * for Staging: ERROR*"]
+    )
 
 
 def test_stage_without_url_is_an_error_naming_the_fix(gate_dir: pytest.Pytester) -> None:
@@ -131,8 +162,12 @@ def test_stage_without_url_is_an_error_naming_the_fix(gate_dir: pytest.Pytester)
     result = gate_dir.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "passed" not in result.parseoutcomes()
-    result.stdout.fnmatch_lines(["*no URL for Staging: set environments.Staging.url in monspec.json "
-                                 "or pass --perfsig-url Staging=http://host:port*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*no URL for Staging: set environments.Staging.url in monspec.json "
+            "or pass --perfsig-url Staging=http://host:port*"
+        ]
+    )
 
 
 def test_ini_options_are_honoured(small: pytest.Pytester) -> None:
@@ -147,8 +182,9 @@ def test_ini_options_are_honoured(small: pytest.Pytester) -> None:
             Staging=http://127.0.0.1:{port}
     """)
     result = small.runpytest_subprocess()
-    result.stdout.fnmatch_lines(["*gate *: Staging, 3 checks, 3 users, 2 s of load*",
-                                 f"*http://127.0.0.1:{port} is unreachable*"])
+    result.stdout.fnmatch_lines(
+        ["*gate *: Staging, 3 checks, 3 users, 2 s of load*", f"*http://127.0.0.1:{port} is unreachable*"]
+    )
 
 
 def test_command_line_beats_ini(small: pytest.Pytester) -> None:
@@ -156,8 +192,12 @@ def test_command_line_beats_ini(small: pytest.Pytester) -> None:
         [pytest]
         perfsig_users = 3
     """)
-    result = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--perfsig-users=7",
-                                        f"--perfsig-url=Staging=http://127.0.0.1:{closed_port()}")
+    result = small.runpytest_subprocess(
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        "--perfsig-users=7",
+        f"--perfsig-url=Staging=http://127.0.0.1:{closed_port()}",
+    )
     result.stdout.fnmatch_lines(["*3 checks, 7 users*"])
 
 
@@ -165,8 +205,9 @@ def test_gate_alone_unless_paths_are_named(small: pytest.Pytester) -> None:
     small.makepyfile(test_plain="def test_plain():\n    pass\n")
     alone = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q")
     alone.stdout.fnmatch_lines(["3 tests collected*"])
-    both = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q",
-                                      "test_plain.py")
+    both = small.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q", "test_plain.py"
+    )
     both.stdout.fnmatch_lines(["4 tests collected*"])
 
 

@@ -34,13 +34,31 @@ class SampleCapture:
         self.last_flush = time.monotonic()
         self.captured = 0
 
-    def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
-                   exception: BaseException | None = None, response: Any = None,
-                   start_time: float | None = None, **_: Any) -> None:
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None = None,
+        response: Any = None,
+        start_time: float | None = None,
+        **_: Any,
+    ) -> None:
         started = start_time if start_time is not None else time.time() - response_time / 1000.0
         status = int(getattr(response, "status_code", 0) or 0)
-        self.buffer.append((self.run_id, started, self.service, self.env, name, float(response_time),
-                            0 if exception else 1, status))
+        self.buffer.append(
+            (
+                self.run_id,
+                started,
+                self.service,
+                self.env,
+                name,
+                float(response_time),
+                0 if exception else 1,
+                status,
+            )
+        )
         if len(self.buffer) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()
 
@@ -57,8 +75,9 @@ def install_from_environment(events: Any) -> SampleCapture | None:
     store_path = os.environ.get(ENV_STORE)
     if not store_path:
         return None
-    capture = SampleCapture(SqliteStore(store_path), os.environ[ENV_RUN_ID],
-                            os.environ[ENV_SERVICE], os.environ[ENV_ENV])
+    capture = SampleCapture(
+        SqliteStore(store_path), os.environ[ENV_RUN_ID], os.environ[ENV_SERVICE], os.environ[ENV_ENV]
+    )
     events.request.add_listener(capture.on_request)
     events.test_stop.add_listener(capture.flush)
     events.quitting.add_listener(capture.flush)

@@ -21,7 +21,7 @@ def main() -> int:
         atexit.register(capture.flush)
     sys.argv[0] = "locust"
     try:
-        locust_main()
+        locust_main()  # type: ignore[no-untyped-call]
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
     return 0

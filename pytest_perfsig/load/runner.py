@@ -61,17 +61,26 @@ def check_reachable(spec: LoadSpec, timeout_s: float = 5.0) -> None:
 
 def _locust_command(spec: LoadSpec) -> list[str]:
     return [
-        sys.executable, "-m", "pytest_perfsig.load.locust_main",
-        "-f", spec.locustfile,
+        sys.executable,
+        "-m",
+        "pytest_perfsig.load.locust_main",
+        "-f",
+        spec.locustfile,
         "--headless",
-        "--host", spec.url,
-        "--users", str(spec.users),
-        "--spawn-rate", f"{spec.spawn_rate:g}",
-        "--run-time", f"{max(1, round(spec.duration_s))}s",
+        "--host",
+        spec.url,
+        "--users",
+        str(spec.users),
+        "--spawn-rate",
+        f"{spec.spawn_rate:g}",
+        "--run-time",
+        f"{max(1, round(spec.duration_s))}s",
         # Failed requests are data for the gate, not a reason for Locust to report an error.
-        "--exit-code-on-error", "0",
+        "--exit-code-on-error",
+        "0",
         "--only-summary",
-        "--loglevel", "WARNING",
+        "--loglevel",
+        "WARNING",
     ]
 
 
@@ -90,11 +99,18 @@ class _Child:
         self.log_path = log_dir / f"{run_id}.log"
         env = dict(os.environ)
         env.update(spec.extra_env)
-        env.update({capture.ENV_STORE: str(store_path), capture.ENV_RUN_ID: run_id,
-                    capture.ENV_SERVICE: spec.service, capture.ENV_ENV: spec.env})
+        env.update(
+            {
+                capture.ENV_STORE: str(store_path),
+                capture.ENV_RUN_ID: run_id,
+                capture.ENV_SERVICE: spec.service,
+                capture.ENV_ENV: spec.env,
+            }
+        )
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(_locust_command(spec), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(
+                _locust_command(spec), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -106,9 +122,16 @@ class _Child:
                 self.process.wait()
 
 
-def run_load(specs: Sequence[LoadSpec], store: SqliteStore, *, gate_id: str | None = None,
-             build: str | None = None, log_dir: Path | None = None,
-             progress: Progress | None = None, progress_every_s: float = 2.0) -> list[LoadResult]:
+def run_load(
+    specs: Sequence[LoadSpec],
+    store: SqliteStore,
+    *,
+    gate_id: str | None = None,
+    build: str | None = None,
+    log_dir: Path | None = None,
+    progress: Progress | None = None,
+    progress_every_s: float = 2.0,
+) -> list[LoadResult]:
     """Drive every spec at once and wait for all; raise LoadError naming what went wrong.
 
     Runs are recorded in the store before they start and closed with their outcome, and
@@ -122,10 +145,20 @@ def run_load(specs: Sequence[LoadSpec], store: SqliteStore, *, gate_id: str | No
     try:
         for spec in specs:
             run_id = f"{spec.env}-{uuid.uuid4().hex[:12]}"
-            store.create_run(RunRecord(run_id=run_id, service=spec.service, env=spec.env, url=spec.url,
-                                       gate_id=gate_id, build=build, locustfile=spec.locustfile,
-                                       users=spec.users, spawn_rate=spec.spawn_rate,
-                                       duration_s=spec.duration_s))
+            store.create_run(
+                RunRecord(
+                    run_id=run_id,
+                    service=spec.service,
+                    env=spec.env,
+                    url=spec.url,
+                    gate_id=gate_id,
+                    build=build,
+                    locustfile=spec.locustfile,
+                    users=spec.users,
+                    spawn_rate=spec.spawn_rate,
+                    duration_s=spec.duration_s,
+                )
+            )
             children.append(_Child(spec, run_id, store.path, log_dir))
         _wait(children, store, progress, progress_every_s)
     except BaseException as exc:
@@ -144,12 +177,17 @@ def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None,
     while any(child.process.poll() is None for child in children):
         now = time.monotonic()
         if now > deadline:
-            raise LoadError(f"Locust did not finish within {duration + STARTUP_GRACE_S:.0f} s "
-                            f"(logs: {', '.join(str(c.log_path) for c in children)})")
+            raise LoadError(
+                f"Locust did not finish within {duration + STARTUP_GRACE_S:.0f} s "
+                f"(logs: {', '.join(str(c.log_path) for c in children)})"
+            )
         if progress is not None and now >= next_report:
             next_report = now + every_s
-            progress(min(now - started, duration), duration,
-                     [(child.spec, *store.run_counts(child.run_id)) for child in children])
+            progress(
+                min(now - started, duration),
+                duration,
+                [(child.spec, *store.run_counts(child.run_id)) for child in children],
+            )
         time.sleep(0.1)
 
 
@@ -161,11 +199,15 @@ def _collect(child: _Child, store: SqliteStore) -> LoadResult:
     if code != 0:
         detail = f"Locust exited with code {code}"
         store.finish_run(child.run_id, "error", detail)
-        raise LoadError(f"load on {spec.env} ({spec.url}) failed: {detail}; last lines of "
-                        f"{child.log_path}:\n{_tail(child.log_path)}")
+        raise LoadError(
+            f"load on {spec.env} ({spec.url}) failed: {detail}; last lines of "
+            f"{child.log_path}:\n{_tail(child.log_path)}"
+        )
     if window is None:
         store.finish_run(child.run_id, "error", "no requests")
-        raise LoadError(f"Locust sent no requests to {spec.env} ({spec.url}) with {spec.locustfile}; "
-                        f"last lines of {child.log_path}:\n{_tail(child.log_path)}")
+        raise LoadError(
+            f"Locust sent no requests to {spec.env} ({spec.url}) with {spec.locustfile}; "
+            f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+        )
     store.finish_run(child.run_id, "completed", f"{requests} requests, {failures} failed")
     return LoadResult(spec, child.run_id, requests, failures, window, child.log_path)

@@ -29,14 +29,17 @@ class LocalSource:
 
     def check_metric(self, timeseries: str) -> None:
         if parse_metric(timeseries) is None:
-            raise SourceError(f"the {self.name} source has no metric {timeseries!r} "
-                              f"(known: {', '.join(known_metric_ids())})")
+            raise SourceError(
+                f"the {self.name} source has no metric {timeseries!r} "
+                f"(known: {', '.join(known_metric_ids())})"
+            )
 
     def _samples(self, query: MetricQuery) -> SampleColumns:
         key = (query.service, query.env, query.method, query.window.start, query.window.end)
         if key not in self._cache:
-            self._cache[key] = self.store.samples(query.service, query.env, query.window.start,
-                                                  query.window.end, endpoint=query.method)
+            self._cache[key] = self.store.samples(
+                query.service, query.env, query.window.start, query.window.end, endpoint=query.method
+            )
         return self._cache[key]
 
     def measure(self, query: MetricQuery) -> Measurement:
@@ -46,8 +49,9 @@ class LocalSource:
             raise NoDataError(f"no data for {where}")
         needed = required_samples(query.aggregate, self.min_samples)
         if len(samples) < needed:
-            raise NoDataError(f"too few samples for {where}: {len(samples)} < {needed} "
-                              f"needed for {query.aggregate}")
+            raise NoDataError(
+                f"too few samples for {where}: {len(samples)} < {needed} needed for {query.aggregate}"
+            )
         return Measurement(query, self._value(query, samples), len(samples))
 
     def _value(self, query: MetricQuery, samples: SampleColumns) -> float:
@@ -69,9 +73,9 @@ class LocalSource:
             if not per_bucket:
                 return 100.0 * float(failed.sum()) / len(samples)
             totals = bucket_series(samples.ts, window.start, window.end, BUCKET_S)
-            failures = bucket_series(samples.ts, window.start, window.end, BUCKET_S,
-                                     weights=failed.astype(float))
+            failures = bucket_series(
+                samples.ts, window.start, window.end, BUCKET_S, weights=failed.astype(float)
+            )
             busy = totals > 0
             return aggregate(100.0 * failures[busy] / totals[busy], spec)
         raise SourceError(f"no rule for metric kind {kind}")  # pragma: no cover
-

@@ -113,12 +113,15 @@ class SqliteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # A long busy timeout: the Locust processes write while pytest reads.
-            self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
 
@@ -155,17 +158,22 @@ class SqliteStore:
     def create_run(self, run: RunRecord) -> None:
         row = asdict(run)
         with self._transaction() as db:
-            db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                       tuple(row.values()))
+            db.execute(
+                f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
+            )
 
     def finish_run(self, run_id: str, status: str, detail: str | None = None) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE runs SET ended_at = ?, status = ?, detail = ? WHERE run_id = ?",
-                       (time.time(), status, detail, run_id))
+            db.execute(
+                "UPDATE runs SET ended_at = ?, status = ?, detail = ? WHERE run_id = ?",
+                (time.time(), status, detail, run_id),
+            )
 
     def run(self, run_id: str) -> RunRecord | None:
-        rows = self._query(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs WHERE run_id = ?",
-                           (run_id,))
+        rows = self._query(
+            f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs WHERE run_id = ?", (run_id,)
+        )
         return RunRecord(*rows[0]) if rows else None
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
@@ -174,8 +182,9 @@ class SqliteStore:
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
         """(requests, failures) stored so far for a run."""
-        rows = self._query("SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples WHERE run_id = ?",
-                           (run_id,))
+        rows = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples WHERE run_id = ?", (run_id,)
+        )
         return int(rows[0][0]), int(rows[0][1])
 
     def run_window(self, run_id: str) -> tuple[float, float] | None:
@@ -184,13 +193,16 @@ class SqliteStore:
         first, last = rows[0]
         return None if first is None else (float(first), float(last))
 
-    def samples(self, service: str, env: str, start: float, end: float,
-                endpoint: str | None = None) -> SampleColumns:
+    def samples(
+        self, service: str, env: str, start: float, end: float, endpoint: str | None = None
+    ) -> SampleColumns:
         """Every sample of a service in an environment whose request started in [start, end]."""
         import numpy as np
 
-        sql = ("SELECT ts, latency_ms, success, endpoint FROM samples "
-               "WHERE service = ? AND env = ? AND ts >= ? AND ts <= ?")
+        sql = (
+            "SELECT ts, latency_ms, success, endpoint FROM samples "
+            "WHERE service = ? AND env = ? AND ts >= ? AND ts <= ?"
+        )
         params: list[Any] = [service, env, start, end]
         if endpoint is not None:
             sql += " AND endpoint = ?"
@@ -200,29 +212,43 @@ class SqliteStore:
             empty = np.empty(0)
             return SampleColumns(empty, empty, empty.astype(bool), [])
         ts, latency, success, endpoints = zip(*rows, strict=True)
-        return SampleColumns(np.asarray(ts, dtype=float), np.asarray(latency, dtype=float),
-                             np.asarray(success, dtype=bool), list(endpoints))
+        return SampleColumns(
+            np.asarray(ts, dtype=float),
+            np.asarray(latency, dtype=float),
+            np.asarray(success, dtype=bool),
+            list(endpoints),
+        )
 
     # ------------------------------------------------------------------ gates and verdicts
 
     def create_gate(self, gate_id: str, monspec: str, stage: str, build: str | None) -> None:
         with self._transaction() as db:
-            db.execute("INSERT INTO gates (gate_id, monspec, stage, build, started_at, status) "
-                       "VALUES (?, ?, ?, ?, ?, 'running')", (gate_id, monspec, stage, build, time.time()))
+            db.execute(
+                "INSERT INTO gates (gate_id, monspec, stage, build, started_at, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                (gate_id, monspec, stage, build, time.time()),
+            )
 
     def finish_gate(self, gate_id: str, status: str, summary: dict[str, Any]) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE gates SET ended_at = ?, status = ?, summary = ? WHERE gate_id = ?",
-                       (time.time(), status, json.dumps(summary), gate_id))
+            db.execute(
+                "UPDATE gates SET ended_at = ?, status = ?, summary = ? WHERE gate_id = ?",
+                (time.time(), status, json.dumps(summary), gate_id),
+            )
 
     def save_verdict(self, gate_id: str, check_id: str, record: dict[str, Any]) -> None:
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
-                       (gate_id, check_id, json.dumps(record), record["status"]))
+            db.execute(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
+                (gate_id, check_id, json.dumps(record), record["status"]),
+            )
 
     def gates(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._query("SELECT gate_id, stage, build, started_at, ended_at, status, summary FROM gates "
-                           "ORDER BY started_at DESC LIMIT ?", (limit,))
+        rows = self._query(
+            "SELECT gate_id, stage, build, started_at, ended_at, status, summary FROM gates "
+            "ORDER BY started_at DESC LIMIT ?",
+            (limit,),
+        )
         keys = ("gate_id", "stage", "build", "started_at", "ended_at", "status", "summary")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
