@@ -56,6 +56,8 @@ def fmt(value: float | None, unit: str = "") -> str:
     if value == 0:
         return f"0.0 {unit}".rstrip()
     magnitude = abs(value)
+    if magnitude >= 999.5:  # .3g would switch to an exponent here
+        return f"{value:.0f} {unit}".rstrip()
     text = (
         f"{value:.0f}"
         if magnitude >= 1000
@@ -96,7 +98,8 @@ def compute_limit(
     if tolerance is None:
         tolerance = default_abs_tolerance
     sign = 1 if upper else -1
-    value = compare_value * (1 + sign * factor / 100.0) + sign * tolerance
+    # (100 ± f) / 100 rather than 1 ± f/100: 100 × 1.15 must be 115, not 114.99999999999999.
+    value = compare_value * (100.0 + sign * factor) / 100.0 + sign * tolerance
     multiplier = 1 + sign * factor / 100.0
     op = "+" if upper else "−"
     rule = f"{entry.direction}: {compare_env} × {multiplier:.2f} {op} {fmt(tolerance, unit)} abs"

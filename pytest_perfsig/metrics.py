@@ -133,4 +133,5 @@ def required_samples(aggregate: Aggregate, floor: int) -> int:
     100 / (100 - XX) values to reach past the maximum (p90: 10, p99: 100)."""
     if aggregate.percentile is None:
         return floor
-    return max(floor, math.ceil(100.0 / (100.0 - aggregate.percentile)))
+    # round(): 100 − 99.9 is 0.0999999999999943 in binary floating point.
+    return max(floor, math.ceil(round(100.0 / (100.0 - aggregate.percentile), 6)))

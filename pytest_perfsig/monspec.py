@@ -34,19 +34,24 @@ MAX_SCALE_FACTOR = 1000.0
 
 
 def _drop_comments(data: Any) -> Any:
+    """Remove ``_comment*`` keys from every object of a document, maps included."""
     if isinstance(data, dict):
-        return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("_comment"))}
+        return {
+            k: _drop_comments(v)
+            for k, v in data.items()
+            if not (isinstance(k, str) and k.startswith("_comment"))
+        }
+    if isinstance(data, list):
+        return [_drop_comments(v) for v in data]
     return data
 
 
 class _Model(BaseModel):
-    # strict: "30" is not a number; forbid: a misspelt key must not silently change the gate.
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _ignore_comments(cls, data: Any) -> Any:
-        return _drop_comments(data)
+    # strict: "30" is not a number; forbid: a misspelt key must not silently change the gate;
+    # no NaN/Infinity: a NaN limit would pass everything.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, populate_by_name=True, frozen=True, allow_inf_nan=False
+    )
 
 
 class Tag(_Model):
@@ -79,6 +84,17 @@ class Comparison(_Model):
     abstolerance: dict[str, float] = Field(default_factory=dict)
     shiftsourcetimeframe: int = Field(default=0, ge=0)
     shiftcomparetimeframe: int = Field(default=0, ge=0)
+
+    @field_validator("scalefactorperc", "abstolerance")
+    @classmethod
+    def _one_key_per_metric(cls, table: dict[str, float]) -> dict[str, float]:
+        seen: dict[str, str] = {}
+        for key in table:
+            canonical = canonical_id(key)
+            if canonical in seen:
+                raise ValueError(f"{key!r} and {seen[canonical]!r} name the same metric")
+            seen[canonical] = key
+        return table
 
     @field_validator("scalefactorperc")
     @classmethod
@@ -254,6 +270,8 @@ def _parse_document(text: str, name: str) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
         raise MonspecError(name, [str(exc)]) from None
+    except RecursionError:
+        raise MonspecError(name, ["nested too deeply to be a monspec"]) from None
     except json.JSONDecodeError:
         pass  # maybe JSON5 (comments, trailing commas): the JSON5 parser decides
     try:
@@ -261,7 +279,8 @@ def _parse_document(text: str, name: str) -> Any:
     except _DuplicateKey as exc:
         raise MonspecError(name, [str(exc)]) from None
     except ValueError as exc:
-        raise MonspecError(name, [_syntax_message(str(exc))]) from None
+        duplicate = re.search(r"duplicate key '.*'", str(exc))
+        raise MonspecError(name, [duplicate.group(0) if duplicate else _syntax_message(str(exc))]) from None
     except RecursionError:
         raise MonspecError(name, ["nested too deeply to be a monspec"]) from None
 

@@ -33,9 +33,12 @@ def aggregate(values: Any, spec: Aggregate) -> float:
 
 
 def bucket_series(ts: Any, start: float, end: float, width_s: float, weights: Any = None) -> Any:
-    """Per-bucket totals over [start, end]: counts, or sums of ``weights``."""
-    edges = np.arange(start, end + width_s, width_s)
-    if edges.size < 2:
-        edges = np.array([start, start + width_s])
+    """Per-bucket totals (counts, or sums of ``weights``) over the whole buckets of [start, end].
+
+    A trailing partial bucket is left out: counted as a whole one it would look like a dip.
+    A window shorter than one bucket is one bucket.
+    """
+    whole = max(1, int((end - start) // width_s))
+    edges = start + np.arange(whole + 1) * width_s
     totals, _ = np.histogram(np.asarray(ts, dtype=float), bins=edges, weights=weights)
     return totals

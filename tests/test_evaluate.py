@@ -208,17 +208,12 @@ def test_source_equal_to_the_computed_limit_passes_both_ways() -> None:
         assert v.status == "pass", v.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compute_limit computes compare × (1 + f/100) in binary floating "
-                   "point: 100 × 1.15 = 114.99999999999999, so a source exactly at the limit (115 ms with the "
-                   "seed's 15 % factor) is a violation, reported as 'Staging 115 ms > limit 115 ms'")
 def test_equality_at_a_decimal_upper_limit_passes() -> None:
     e, c = entry(), comparison(scalefactorperc={"default": 15})
     v = judge(e, c, method=None, unit="ms", source_value=115.0, compare_value=100.0, default_abs_tolerance=0.0)
     assert v.status == "pass", v.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 10 × (1 − 70/100) = 3.0000000000000004 in floating point, so "
-                   "a lower-validated source of exactly 3 (the limit) is a violation")
 def test_equality_at_a_decimal_lower_limit_passes() -> None:
     e = entry("service.requestspermin", aggregate="count", validate="lower")
     c = comparison(scalefactorperc={"default": 70})
@@ -402,7 +397,5 @@ def test_fmt(value: float | None, unit: str, expected: str) -> None:
     assert fmt(value, unit) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fmt uses '%.3g' below 1000, and 999.5 <= x < 1000 rounds "
-                   "to '1e+03' (an exponent for an everyday size, against fmt's docstring)")
 def test_fmt_just_below_one_thousand_has_no_exponent() -> None:
     assert fmt(999.6, "ms") == "1000 ms"

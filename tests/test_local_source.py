@@ -267,8 +267,6 @@ def test_required_samples(aggregate: str, floor: int, expected: int) -> None:
     assert required_samples(spec, floor) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (off by one): required_samples computes ceil(100 / (100 − 99.9)) "
-                   "in floating point: 100 − 99.9 = 0.0999999999999943, so p99.9 asks for 1001 samples, not 1000")
 def test_p999_needs_1000_samples() -> None:
     spec = parse_aggregate("p99.9")
     assert spec is not None

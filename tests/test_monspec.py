@@ -144,9 +144,6 @@ def test_comment_keys_are_ignored_at_every_level() -> None:
     assert monspec.entities["Svc"].comparisons[0].scalefactorperc == {"default": 5.0}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (minor): `_comment*` keys are dropped from models and from the "
-                   "top-level map of entities, but not from the other maps (environments, scalefactorperc, "
-                   "abstolerance): there they are read as an environment / a metric id")
 @pytest.mark.parametrize("where", ["environments", "scalefactorperc", "abstolerance"])
 def test_comment_keys_are_ignored_in_maps_too(where: str) -> None:
     doc = _base()
@@ -414,8 +411,6 @@ def test_directory_is_not_a_monspec(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plain-JSON parse of a deeply nested document raises "
-                   "RecursionError; _parse_document only catches RecursionError around json5.loads")
 def test_deeply_nested_plain_json_raises_monspec_error(tmp_path: Path) -> None:
     path = tmp_path / "deep.json"
     path.write_text("[" * 100_000, encoding="utf-8")
@@ -432,8 +427,6 @@ def test_deeply_nested_json5_raises_monspec_error(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: nested too deeply to be a monspec"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a comparison abstolerance of NaN passes the `value < 0` "
-                   "check; every limit becomes NaN and every entry passes (source > NaN is False)")
 def test_nan_comparison_abstolerance_is_rejected() -> None:
     text = _broken(lambda s: s["comparisons"][0].update(abstolerance={"default": float("nan")}))
     assert "NaN" in text  # Python's json module (and JSON5) accept NaN
@@ -442,8 +435,6 @@ def test_nan_comparison_abstolerance_is_rejected() -> None:
     assert f"{S}.comparisons[0].abstolerance" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a static _upperlimit of NaN is accepted; "
-                   "`source > NaN` is False so the entry always passes")
 def test_nan_static_limit_is_rejected() -> None:
     text = _broken(lambda s: s["perfsignature"][0].update(_upperlimit=float("nan")))
     assert "NaN" in text
@@ -452,8 +443,6 @@ def test_nan_static_limit_is_rejected() -> None:
     assert f"{S}.perfsignature[0]._upperlimit" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (ambiguity): the Dynatrace id and the short id of one metric "
-                   "may both be given with different scale factors; the first one silently wins")
 def test_aliased_scale_factor_keys_are_a_duplicate() -> None:
     text = _broken(lambda s: s["comparisons"][0]["scalefactorperc"].update(
         {"service.requestspermin": 10}))  # the base already has com.dynatrace.builtin:...requestspermin: 90
