@@ -39,6 +39,8 @@ class Verdict:
     compare_samples: int | None = None
     source_window: str | None = None
     compare_window: str | None = None
+    # Judge-specific numbers (test, p-value, shift and its interval...), None for the scale rule.
+    details: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -75,6 +77,15 @@ class Limit:
     explanation: str
 
 
+def resolve_tolerance(entry: SignatureEntry, comparison: Comparison, default_abs_tolerance: float) -> float:
+    """The entry's absolute tolerance, else the comparison's (per metric, then default),
+    else the metric's built-in default."""
+    if entry.abstolerance is not None:
+        return entry.abstolerance
+    tolerance = comparison.abs_tolerance(entry.metric_key)
+    return default_abs_tolerance if tolerance is None else tolerance
+
+
 def compute_limit(
     entry: SignatureEntry,
     comparison: Comparison,
@@ -92,11 +103,7 @@ def compute_limit(
     if compare_value is None:
         return None
     factor = comparison.scale_factor(entry.metric_key)
-    tolerance = entry.abstolerance
-    if tolerance is None:
-        tolerance = comparison.abs_tolerance(entry.metric_key)
-    if tolerance is None:
-        tolerance = default_abs_tolerance
+    tolerance = resolve_tolerance(entry, comparison, default_abs_tolerance)
     sign = 1 if upper else -1
     # (100 ± f) / 100 rather than 1 ± f/100: 100 × 1.15 must be 115, not 114.99999999999999.
     value = compare_value * (100.0 + sign * factor) / 100.0 + sign * tolerance

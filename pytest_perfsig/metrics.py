@@ -128,10 +128,14 @@ def aggregate_allowed(kind: MetricKind, aggregate: Aggregate) -> bool:
     return False
 
 
+TAIL_SAMPLES = 5
+"""Samples a percentile needs beyond it: p90 is only meaningful with a few values above it."""
+
+
 def required_samples(aggregate: Aggregate, floor: int) -> int:
-    """Samples a window needs before an aggregate means something: pXX needs at least
-    100 / (100 - XX) values to reach past the maximum (p90: 10, p99: 100)."""
+    """Samples a window needs before an aggregate means something: pXX needs TAIL_SAMPLES
+    values above it, i.e. 5 × 100 / (100 − XX) (p90: 50, p95: 100, p99: 500)."""
     if aggregate.percentile is None:
         return floor
     # round(): 100 − 99.9 is 0.0999999999999943 in binary floating point.
-    return max(floor, math.ceil(round(100.0 / (100.0 - aggregate.percentile), 6)))
+    return max(floor, math.ceil(round(TAIL_SAMPLES * 100.0 / (100.0 - aggregate.percentile), 6)))

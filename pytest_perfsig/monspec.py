@@ -74,6 +74,34 @@ class Environment(_Model):
         return url.rstrip("/") if url else url
 
 
+JUDGES = ("scalefactor", "mannwhitney")
+
+
+class JudgeConfig(_Model):
+    """How an entry is judged. ``scalefactor``: the aggregate against the scaled baseline.
+    ``mannwhitney``: a rank test on the raw samples (a proportions test for failure rates),
+    violated only when the shift is significant *and* larger than the effect-size floor."""
+
+    type: Literal["scalefactor", "mannwhitney"] = "scalefactor"
+    confidence: float = Field(default=0.98, gt=0.5, lt=1.0)
+    # increase / decrease default from `validate` (upper / lower).
+    direction: Literal["increase", "decrease", "either"] | None = None
+    # Smallest relative shift that counts, in percent; default: the entry's scale factor.
+    effectsizeperc: float | None = Field(default=None, ge=0, le=MAX_SCALE_FACTOR)
+
+
+def _judge_config(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class BaselineRuns(_Model):
+    """Several earlier runs: each is measured, then the values are aggregated."""
+
+    runs: int = Field(ge=1, le=100)
+    aggregate: Literal["median", "avg", "min", "max"] = "median"
+    passed_only: bool = False
+
+
 class Comparison(_Model):
     name: str = Field(min_length=1)
     source: str
@@ -84,6 +112,24 @@ class Comparison(_Model):
     abstolerance: dict[str, float] = Field(default_factory=dict)
     shiftsourcetimeframe: int = Field(default=0, ge=0)
     shiftcomparetimeframe: int = Field(default=0, ge=0)
+    # Extension: the compare side from stored runs instead of a time window.
+    baseline: Literal["latest", "latest_passed"] | BaselineRuns | None = None
+    # Extension: the judge of every entry of this comparison (an entry may override it).
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_shorthand(cls, value: Any) -> Any:
+        return _judge_config(value)
+
+    @model_validator(mode="after")
+    def _baseline_or_shift(self) -> Comparison:
+        if self.baseline is not None and self.shiftcomparetimeframe:
+            raise ValueError(
+                "'baseline' and 'shiftcomparetimeframe' exclude each other: "
+                "the baseline runs define the compare window"
+            )
+        return self
 
     @field_validator("scalefactorperc", "abstolerance")
     @classmethod
@@ -136,6 +182,13 @@ class SignatureEntry(_Model):
     lowerlimit: float | None = Field(default=None, alias="_lowerlimit")
     # Extension: absolute tolerance for this entry, overriding the comparison's.
     abstolerance: float | None = Field(default=None, ge=0)
+    # Extension: the judge of this entry, overriding the comparison's.
+    judge: JudgeConfig | None = None
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_shorthand(cls, value: Any) -> Any:
+        return _judge_config(value)
 
     @field_validator("aggregate")
     @classmethod
@@ -313,7 +366,11 @@ def _format_path(parts: tuple[Any, ...] | list[Any]) -> str:
 
 def _describe(entity_name: str, error: Any) -> str:
     # pydantic puts the failing union/literal branch names into loc; keep the document path.
-    loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))]
+    loc = [
+        p
+        for p in error["loc"]
+        if not (isinstance(p, str) and (p.startswith(("function-", "literal[")) or p in _MODEL_NAMES))
+    ]
     path = _format_path([entity_name, *loc])
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -324,6 +381,9 @@ def _describe(entity_name: str, error: Any) -> str:
     if kind in {"float_type", "int_type", "string_type", "list_type", "dict_type", "bool_type", "model_type"}:
         message = f"{message}, got {_type_name(error.get('input'))}"
     return f"{path}: {message}"
+
+
+_MODEL_NAMES = {"BaselineRuns", "JudgeConfig"}
 
 
 def _check_references(entity_name: str, entity: Entity) -> list[str]:

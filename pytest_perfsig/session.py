@@ -8,17 +8,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import LoadError, NoDataError, PerfsigError, SourceError, UsageError
-from .evaluate import Verdict, judge, not_judged
+from .evaluate import Status, Verdict, judge, not_judged
 from .load.runner import LoadResult, LoadSpec, Progress, run_load
-from .monspec import Comparison, Entity, Monspec, SignatureEntry
+from .metrics import Aggregate
+from .monspec import BaselineRuns, Comparison, Entity, Monspec, SignatureEntry
 from .sources.base import Measurement, MetricQuery, Window
 from .sources.local import DEFAULT_MIN_SAMPLES, LocalSource
-from .store import DEFAULT_STORE_PATH, SqliteStore
+from .statjudge import judge_shift
+from .stats import aggregate
+from .store import DEFAULT_STORE_PATH, RunRecord, SqliteStore
 
 PRODUCTION_PREFIX = "Production"
 
@@ -36,6 +41,8 @@ class GateOptions:
     min_samples: int = DEFAULT_MIN_SAMPLES
     build: str | None = None
     loadtests_dir: Path = Path("loadtests")
+    # Pin the compare side of every comparison to one stored run.
+    baseline_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,11 @@ class Gate:
         for check in checks:
             wanted[(check.service, self.options.stage)] = None
             comparison = check.comparison
-            same_window = comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
+            same_window = (
+                comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
+                and comparison.baseline is None
+                and self.options.baseline_run is None
+            )
             if (
                 same_window
                 and comparison.compare != comparison.source
@@ -223,84 +234,137 @@ class Gate:
         entry, comparison = check.entry, check.comparison
         metric = entry.metric
         unit = metric.family.unit if metric else ""
-        source = self.source
-        reason = source.unsupported_reason(entry.timeseries, entry.smartscape)
+
+        def not_ok(status: Status, reason: str, **values: Any) -> Verdict:
+            return not_judged(
+                entry, comparison, method=check.method, unit=unit, status=status, reason=reason, **values
+            )
+
+        reason = self.source.unsupported_reason(entry.timeseries, entry.smartscape)
         if reason is not None:
-            return not_judged(
-                entry, comparison, method=check.method, unit=unit, status="skipped", reason=reason
-            )
+            return not_ok("skipped", reason)
         if metric is None:
-            return not_judged(
-                entry,
-                comparison,
-                method=check.method,
-                unit=unit,
-                status="error",
-                reason=f"the local source has no metric {entry.timeseries!r}",
-            )
+            return not_ok("error", f"the local source has no metric {entry.timeseries!r}")
         if self.load_error is not None:
-            return not_judged(
-                entry, comparison, method=check.method, unit=unit, status="error", reason=str(self.load_error)
-            )
+            return not_ok("error", str(self.load_error))
         result = self.load_results.get((check.service, self.options.stage))
         if result is None:
-            return not_judged(
-                entry,
-                comparison,
-                method=check.method,
-                unit=unit,
-                status="error",
-                reason="no load ran for this gate",
-            )
+            return not_ok("error", "no load ran for this gate")
         base = Window(*result.window)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
-        compare_window = base.shifted(comparison.shiftcomparetimeframe)
-
-        def query(env: str, window: Window) -> MetricQuery:
-            return MetricQuery(check.service, env, check.method, metric, entry.aggregate_spec, window)
-
-        windows: dict[str, Any] = {"source_window": str(source_window), "compare_window": str(compare_window)}
+        source_query = MetricQuery(
+            check.service, comparison.source, check.method, metric, entry.aggregate_spec, source_window
+        )
+        values: dict[str, Any] = {"source_window": str(source_window)}
         problems: list[str] = []
-        measured: dict[str, Measurement] = {}
-        for side, env, window in (
-            ("source", comparison.source, source_window),
-            ("compare", comparison.compare, compare_window),
-        ):
-            try:
-                measured[side] = source.measure(query(env, window))
-            except NoDataError as exc:
-                # A static limit needs no baseline; without one, missing compare data is an error.
-                if side == "source" or entry.static_limit is None:
-                    problems.append(str(exc))
-            except SourceError as exc:
+        source = compare = None
+        try:
+            source = self.source.measure(source_query)
+            values.update(source_value=source.value, source_samples=source.samples)
+        except SourceError as exc:
+            problems.append(str(exc))
+        try:
+            compare, values["compare_window"] = self._measure_compare(check, source_query, base)
+            values.update(compare_value=compare.value, compare_samples=compare.samples)
+        except SourceError as exc:
+            # A static limit needs no baseline; without one, missing compare data is an error.
+            if entry.static_limit is None or not isinstance(exc, NoDataError):
                 problems.append(str(exc))
-        values: dict[str, Any] = dict(windows)
-        for side, measurement in measured.items():
-            values[f"{side}_value"] = measurement.value
-            values[f"{side}_samples"] = measurement.samples
-        if problems:
-            return not_judged(
+        if problems or source is None:
+            return not_ok("error", "; ".join(problems), **values)
+        config = entry.judge or comparison.judge
+        if (
+            config.type == "mannwhitney"
+            and entry.static_limit is None
+            and compare is not None
+            and source.observations is not None
+            and compare.observations is not None
+        ):
+            return judge_shift(
                 entry,
                 comparison,
+                config,
+                kind=metric.family.kind,
                 method=check.method,
                 unit=unit,
-                status="error",
-                reason="; ".join(problems),
-                **values,
+                source=source,
+                compare=compare,
+                default_abs_tolerance=metric.family.abs_tolerance,
+                source_window=values["source_window"],
+                compare_window=values.get("compare_window"),
             )
-        compare = measured.get("compare")
         return judge(
             entry,
             comparison,
             method=check.method,
             unit=unit,
-            source_value=measured["source"].value,
+            source_value=source.value,
             compare_value=compare.value if compare else None,
             default_abs_tolerance=metric.family.abs_tolerance,
-            source_samples=measured["source"].samples,
+            source_samples=source.samples,
             compare_samples=compare.samples if compare else None,
-            **windows,
+            source_window=values["source_window"],
+            compare_window=values.get("compare_window"),
         )
+
+    def _measure_compare(
+        self, check: Check, source_query: MetricQuery, base: Window
+    ) -> tuple[Measurement, str]:
+        """The baseline: a shifted window of the compare environment, or stored runs."""
+        comparison = check.comparison
+        if self.options.baseline_run is None and comparison.baseline is None:
+            window = base.shifted(comparison.shiftcomparetimeframe)
+            query = replace(source_query, env=comparison.compare, window=window)
+            return self.source.measure(query), str(window)
+        runs, wanted = self._baseline_runs(check)
+        measurements = []
+        for run in runs:
+            span = self.store.run_window(run.run_id)
+            if span is None:
+                continue
+            query = replace(source_query, env=run.env, window=Window(*span), run_ids=(run.run_id,))
+            measurements.append(self.source.measure(query))
+        if not measurements:
+            raise NoDataError(f"the baseline runs of {comparison.compare} hold no samples")
+        label = ", ".join(run.run_id for run in runs)
+        if len(measurements) == 1:
+            return measurements[0], f"run {label}"
+        how = comparison.baseline.aggregate if isinstance(comparison.baseline, BaselineRuns) else "median"
+        value = aggregate([m.value for m in measurements], Aggregate(how))
+        observations = None
+        if all(m.observations is not None for m in measurements):
+            observations = np.concatenate([m.observations for m in measurements])
+        combined = Measurement(
+            measurements[0].query, value, sum(m.samples for m in measurements), observations
+        )
+        return combined, f"{how} of {len(measurements)} of {wanted} runs: {label}"
+
+    def _baseline_runs(self, check: Check) -> tuple[list[RunRecord], int]:
+        comparison = check.comparison
+        pinned = self.options.baseline_run
+        if pinned is not None:
+            run = self.store.run(pinned)
+            if run is None:
+                raise NoDataError(f"baseline run {pinned!r} is not in the store {self.store.path}")
+            if (run.service, run.env) != (check.service, comparison.compare):
+                raise SourceError(
+                    f"baseline run {pinned!r} measured {run.service} in {run.env}, "
+                    f"but {comparison.name} compares with {comparison.compare}"
+                )
+            return [run], 1
+        mode = comparison.baseline
+        count = mode.runs if isinstance(mode, BaselineRuns) else 1
+        passed_only = mode == "latest_passed" or (isinstance(mode, BaselineRuns) and mode.passed_only)
+        runs = self.store.baseline_runs(
+            check.service, comparison.compare, count, passed_only=passed_only, exclude_gate=self.gate_id
+        )
+        if not runs:
+            which = "passed " if passed_only else ""
+            raise NoDataError(
+                f"no {which}stored run of {comparison.compare} to compare with "
+                f"(baseline {mode if isinstance(mode, str) else f'{count} runs'}) in {self.store.path}"
+            )
+        return runs, count
 
     def finish(self) -> str:
         """Close the gate in the store; its status is what an approval would be based on."""

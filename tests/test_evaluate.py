@@ -317,7 +317,7 @@ def test_message_of_the_issue_example() -> None:
         "status": "violation", "metric": "service.failurerate", "aggregate": "avg", "method": None, "unit": "%",
         "source_env": "Staging", "compare_env": "Production", "message": v.message, "rule": v.rule,
         "source_value": 48.9, "compare_value": 0.0, "limit": 0.5, "source_samples": 1000,
-        "compare_samples": 2000, "source_window": "w1", "compare_window": "w2",
+        "compare_samples": 2000, "source_window": "w1", "compare_window": "w2", "details": None,
     }
     assert v.label == "service.failurerate avg"
 

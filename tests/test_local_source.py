@@ -83,7 +83,7 @@ def test_data_is_what_the_tests_assume() -> None:
     ("min", float(LATENCIES.min())),
     ("max", float(LATENCIES.max())),
     ("median", float(np.median(LATENCIES))),
-    ("p90", float(np.percentile(LATENCIES, 90))),
+    ("p80", float(np.percentile(LATENCIES, 80))),  # 48 samples: p90 would need 50
     ("p50", float(np.percentile(LATENCIES, 50))),
     ("count", 48.0),
 ])
@@ -121,8 +121,8 @@ def test_failurerate_avg_is_percent_of_requests(store: SqliteStore) -> None:
     ("max", 50.0),  # second 0: 1 of 2
     ("min", 0.0),
     ("median", 0.0),
-    # per-second rates sorted: eight 0 %, 10 %, 50 % → p90 = 10 + 0.1 × (50 − 10)
-    ("p90", 14.0),
+    # per-second rates sorted: eight 0 %, 10 %, 50 % → p80 = 0 + 0.2 × (10 − 0)
+    ("p80", 2.0),
 ])
 def test_failurerate_over_one_second_buckets(store: SqliteStore, aggregate: str, expected: float) -> None:
     assert LocalSource(store).measure(q("service.failurerate", aggregate)).value == pytest.approx(expected,
@@ -245,21 +245,21 @@ def test_too_few_samples_default_floor_is_20(tmp_path: Path) -> None:
             LocalSource(db).measure(q("service.responsetime", "avg"))
 
 
-def test_p99_needs_100_samples(tmp_path: Path) -> None:
-    p99 = parse_aggregate("p99")
-    assert p99 is not None and required_samples(p99, 20) == 100
-    with SqliteStore(tmp_path / "p99.db") as db:
-        db.add_samples([("r", T0 + 0.05 * k, SVC, "Staging", INVOKE, float(k), 1, 200) for k in range(99)])
+def test_p90_needs_50_samples(tmp_path: Path) -> None:
+    p90 = parse_aggregate("p90")
+    assert p90 is not None and required_samples(p90, 20) == 50
+    with SqliteStore(tmp_path / "p90.db") as db:
+        db.add_samples([("r", T0 + 0.1 * k, SVC, "Staging", INVOKE, float(k), 1, 200) for k in range(49)])
         with pytest.raises(NoDataError) as info:
-            LocalSource(db, min_samples=1).measure(q("service.responsetime", "p99"))
-        assert str(info.value) == f"too few samples for Staging in {W_TEXT}: 99 < 100 needed for p99"
-        db.add_samples([("r", T0 + 9.9, SVC, "Staging", INVOKE, 99.0, 1, 200)])
-        m = LocalSource(db, min_samples=1).measure(q("service.responsetime", "p99"))
-        assert (m.samples, m.value) == (100, pytest.approx(98.01, abs=1e-9))  # 0..99: p99 = 98.01
+            LocalSource(db, min_samples=1).measure(q("service.responsetime", "p90"))
+        assert str(info.value) == f"too few samples for Staging in {W_TEXT}: 49 < 50 needed for p90"
+        db.add_samples([("r", T0 + 9.9, SVC, "Staging", INVOKE, 49.0, 1, 200)])
+        m = LocalSource(db, min_samples=1).measure(q("service.responsetime", "p90"))
+        assert (m.samples, m.value) == (50, pytest.approx(44.1, abs=1e-9))  # 0..49: p90 = 44.1
 
 
 @pytest.mark.parametrize(("aggregate", "floor", "expected"), [
-    ("avg", 20, 20), ("p90", 20, 20), ("p90", 5, 10), ("p95", 1, 20), ("p99", 1, 100), ("p50", 1, 2),
+    ("avg", 20, 20), ("p90", 20, 50), ("p90", 60, 60), ("p95", 1, 100), ("p99", 1, 500), ("p50", 1, 10),
 ])
 def test_required_samples(aggregate: str, floor: int, expected: int) -> None:
     spec = parse_aggregate(aggregate)
@@ -267,10 +267,10 @@ def test_required_samples(aggregate: str, floor: int, expected: int) -> None:
     assert required_samples(spec, floor) == expected
 
 
-def test_p999_needs_1000_samples() -> None:
+def test_p999_needs_5000_samples() -> None:
     spec = parse_aggregate("p99.9")
     assert spec is not None
-    assert required_samples(spec, 1) == 1000
+    assert required_samples(spec, 1) == 5000
 
 
 # ---------------------------------------------------------------------------- source surface

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..metrics import Aggregate, MetricId
 
@@ -38,6 +38,8 @@ class MetricQuery:
     metric: MetricId
     aggregate: Aggregate
     window: Window
+    # Only the samples of these runs (a stored baseline), instead of all in the window.
+    run_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Measurement:
     query: MetricQuery
     value: float
     samples: int
+    # The observations a statistical judge compares: latencies, per-bucket rates, or 0/1
+    # failure flags; None where the source has no per-observation data.
+    observations: Any = None
 
     @property
     def unit(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import NoDataError, SourceError
 from ..metrics import MetricKind, known_metric_ids, parse_metric, required_samples
 from ..stats import aggregate, bucket_series
@@ -20,7 +22,7 @@ class LocalSource:
     def __init__(self, store: SqliteStore, min_samples: int = DEFAULT_MIN_SAMPLES) -> None:
         self.store = store
         self.min_samples = min_samples
-        self._cache: dict[tuple[str, str, str | None, float, float], SampleColumns] = {}
+        self._cache: dict[tuple[Any, ...], SampleColumns] = {}
 
     def unsupported_reason(self, timeseries: str | None, smartscape: str | None) -> str | None:
         if smartscape is not None:
@@ -35,16 +37,22 @@ class LocalSource:
             )
 
     def _samples(self, query: MetricQuery) -> SampleColumns:
-        key = (query.service, query.env, query.method, query.window.start, query.window.end)
+        key = (query.service, query.env, query.method, query.window.start, query.window.end, query.run_ids)
         if key not in self._cache:
             self._cache[key] = self.store.samples(
-                query.service, query.env, query.window.start, query.window.end, endpoint=query.method
+                query.service,
+                query.env,
+                query.window.start,
+                query.window.end,
+                endpoint=query.method,
+                run_ids=query.run_ids,
             )
         return self._cache[key]
 
     def measure(self, query: MetricQuery) -> Measurement:
         samples = self._samples(query)
-        where = f"{query.env}{' ' + query.method if query.method else ''} in {query.window}"
+        runs = f" (run {', '.join(query.run_ids)})" if query.run_ids else ""
+        where = f"{query.env}{' ' + query.method if query.method else ''} in {query.window}{runs}"
         if len(samples) == 0:
             raise NoDataError(f"no data for {where}")
         needed = required_samples(query.aggregate, self.min_samples)
@@ -52,30 +60,31 @@ class LocalSource:
             raise NoDataError(
                 f"too few samples for {where}: {len(samples)} < {needed} needed for {query.aggregate}"
             )
-        return Measurement(query, self._value(query, samples), len(samples))
+        value, observations = self._value(query, samples)
+        return Measurement(query, value, len(samples), observations)
 
-    def _value(self, query: MetricQuery, samples: SampleColumns) -> float:
+    def _value(self, query: MetricQuery, samples: SampleColumns) -> tuple[float, Any]:
+        """The aggregate, and the observations a statistical judge compares."""
         spec = query.aggregate
         window = query.window
         kind = query.metric.family.kind
         per_bucket = spec.percentile is not None or spec.name in {"min", "max", "median"}
         if kind is MetricKind.LATENCY:
-            return aggregate(samples.latency_ms, spec)
+            return aggregate(samples.latency_ms, spec), samples.latency_ms
         if kind is MetricKind.COUNT:
-            return float(len(samples))
+            return float(len(samples)), None
         if kind is MetricKind.RATE:
+            rates = bucket_series(samples.ts, window.start, window.end, BUCKET_S) * (60.0 / BUCKET_S)
             if not per_bucket:
-                return len(samples) / (max(window.duration_s, BUCKET_S) / 60.0)
-            counts = bucket_series(samples.ts, window.start, window.end, BUCKET_S)
-            return aggregate(counts * (60.0 / BUCKET_S), spec)
+                return len(samples) / (max(window.duration_s, BUCKET_S) / 60.0), rates
+            return aggregate(rates, spec), rates
         if kind is MetricKind.FAILURE_RATE:
             failed = ~samples.success
+            flags = failed.astype(float)
             if not per_bucket:
-                return 100.0 * float(failed.sum()) / len(samples)
+                return 100.0 * float(failed.sum()) / len(samples), flags
             totals = bucket_series(samples.ts, window.start, window.end, BUCKET_S)
-            failures = bucket_series(
-                samples.ts, window.start, window.end, BUCKET_S, weights=failed.astype(float)
-            )
+            failures = bucket_series(samples.ts, window.start, window.end, BUCKET_S, weights=flags)
             busy = totals > 0
-            return aggregate(100.0 * failures[busy] / totals[busy], spec)
+            return aggregate(100.0 * failures[busy] / totals[busy], spec), flags
         raise SourceError(f"no rule for metric kind {kind}")  # pragma: no cover

@@ -194,9 +194,16 @@ class SqliteStore:
         return None if first is None else (float(first), float(last))
 
     def samples(
-        self, service: str, env: str, start: float, end: float, endpoint: str | None = None
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Sequence[str] | None = None,
     ) -> SampleColumns:
-        """Every sample of a service in an environment whose request started in [start, end]."""
+        """Every sample of a service in an environment whose request started in [start, end],
+        optionally only those of some runs."""
         import numpy as np
 
         sql = (
@@ -207,6 +214,9 @@ class SqliteStore:
         if endpoint is not None:
             sql += " AND endpoint = ?"
             params.append(endpoint)
+        if run_ids is not None:
+            sql += f" AND run_id IN ({', '.join('?' * len(run_ids))})"
+            params.extend(run_ids)
         rows = self._query(sql, params)
         if not rows:
             empty = np.empty(0)
@@ -218,6 +228,26 @@ class SqliteStore:
             np.asarray(success, dtype=bool),
             list(endpoints),
         )
+
+    def baseline_runs(
+        self, service: str, env: str, count: int, *, passed_only: bool, exclude_gate: str | None = None
+    ) -> list[RunRecord]:
+        """The most recent completed runs of an environment, newest first. ``passed_only``:
+        only runs whose own gate (a gate of that environment) passed."""
+        columns = ", ".join("r." + name for name in RunRecord.__dataclass_fields__)
+        sql = f"SELECT {columns} FROM runs r"
+        if passed_only:
+            sql += " JOIN gates g ON g.gate_id = r.gate_id AND g.stage = r.env AND g.status = 'pass'"
+        sql += " WHERE r.service = ? AND r.env = ? AND r.status = 'completed'"
+        sql += " AND (? IS NULL OR r.gate_id IS NOT ?)"
+        sql += " ORDER BY r.started_at DESC LIMIT ?"
+        rows = self._query(sql, (service, env, exclude_gate, exclude_gate, count))
+        return [RunRecord(*row) for row in rows]
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        columns = ", ".join(RunRecord.__dataclass_fields__)
+        rows = self._query(f"SELECT {columns} FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [RunRecord(*row) for row in rows]
 
     # ------------------------------------------------------------------ gates and verdicts
 

@@ -1,0 +1,471 @@
+"""The HTML report: one self-contained file with one gate's verdicts and timelines, and the
+history of recent gates.
+
+Everything is inline (CSS, SVG, one script) and nothing refers to another URL; the page's
+Content-Security-Policy allows no fetches at all and only the report's own script (by hash).
+Every text from monspecs, endpoints and stores goes through Jinja's autoescaping; the history
+data reaches the script as a ``<script type="application/json">`` block in which ``<``, ``>``
+and ``&`` are ``\\u`` escapes, and the script builds the DOM with ``textContent`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from ..store.sqlite import SqliteStore
+from .json_report import generator
+from .model import (
+    STATUSES,
+    GateReport,
+    History,
+    RunInfo,
+    Series,
+    VerdictRow,
+    build_gate_report,
+    build_history,
+    finite,
+    format_time,
+    format_value,
+    jsonable,
+)
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+STATUS_LABEL = {"pass": "PASS", "violation": "VIOLATION", "error": "ERROR", "skipped": "SKIPPED"}
+SOURCE_COLOR = "src"
+COMPARE_COLOR = "cmp"
+
+
+# ---------------------------------------------------------------------------- helpers for templates
+
+
+def status_class(status: Any) -> str:
+    """A CSS class from a fixed set: store values never become class names."""
+    return str(status) if status in STATUSES else "unknown"
+
+
+def status_label(status: Any) -> str:
+    return STATUS_LABEL.get(str(status), str(status).upper() or "UNKNOWN")
+
+
+def format_duration(seconds: Any) -> str:
+    value = finite(seconds)
+    if value is None:
+        return "n/a"
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(round(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def format_extra(value: Any) -> str:
+    """Any stored value as one line of text (numbers with 4 significant digits)."""
+    number = finite(value)
+    if number is not None and not isinstance(value, int):
+        return f"{number:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {format_extra(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(format_extra(v) for v in value)
+    return "n/a" if value is None else str(value)
+
+
+def extra_items(value: Any) -> list[tuple[str, str]]:
+    """(key, text) pairs of an unknown record key: a dict is spread one level deep."""
+    return [(str(k), format_extra(v)) for k, v in value.items()] if isinstance(value, dict) else []
+
+
+def script_json(data: Any) -> Markup:
+    """JSON for a ``<script type="application/json">`` block: no ``<``, ``>``, ``&`` (so no
+    ``</script>`` or ``<!--``) and no line separators that could end it early."""
+    text = json.dumps(jsonable(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(raw, escaped)
+    return Markup(text)
+
+
+# ---------------------------------------------------------------------------- charts (inline SVG)
+
+
+def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """About ``count`` round tick values covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        high = low + 1.0
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 10))
+        value += step
+    if ticks[-1] < high:
+        ticks.append(round(ticks[-1] + step, 10))
+    return ticks
+
+
+def tick_text(value: float) -> str:
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 10000:
+        return f"{value / 1000:.0f}k"
+    if magnitude >= 1000:
+        return f"{value / 1000:.1f}k".replace(".0k", "k")
+    return f"{value:.3g}"
+
+
+@dataclass
+class ChartPath:
+    d: str
+    kind: str  # CSS class: "src", "cmp"
+    dashed: bool = False
+    label: str = ""
+
+
+@dataclass
+class ChartBar:
+    x: float
+    y: float
+    w: float
+    h: float
+    kind: str
+
+
+@dataclass
+class Chart:
+    title: str
+    y_label: str
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    paths: list[ChartPath] = field(default_factory=list)
+    bars: list[ChartBar] = field(default_factory=list)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)
+    hovers: list[tuple[float, float, str]] = field(default_factory=list)
+    legend: list[tuple[str, bool, str]] = field(default_factory=list)
+    empty: str = ""
+
+    @property
+    def plot_w(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_h(self) -> int:
+        return self.height - self.top - self.bottom
+
+
+def _path(xs: Sequence[float], ys: Sequence[float | None]) -> str:
+    parts: list[str] = []
+    pen_up = True
+    for x, y in zip(xs, ys, strict=True):
+        if y is None:
+            pen_up = True
+            continue
+        parts.append(f"{'M' if pen_up else 'L'}{x:.1f},{y:.1f}")
+        pen_up = False
+    return "".join(parts)
+
+
+def _frame(title: str, y_label: str, x_max: float, y_max: float, width: int = 560, height: int = 210) -> Chart:
+    chart = Chart(title, y_label, width, height, left=48, right=12, top=12, bottom=28)
+    for value in nice_ticks(0.0, y_max):
+        chart.y_ticks.append((value, tick_text(value)))
+    for value in nice_ticks(0.0, x_max, 6):
+        if value <= x_max + 1e-9:
+            chart.x_ticks.append((value, f"{tick_text(value)} s"))
+    return chart
+
+
+def _scale(chart: Chart, x_max: float) -> tuple[Any, Any]:
+    y_top = chart.y_ticks[-1][0] if chart.y_ticks else 1.0
+    y_top = y_top or 1.0
+
+    def sx(x: float) -> float:
+        return chart.left + chart.plot_w * (x / x_max if x_max else 0.0)
+
+    def sy(y: float) -> float:
+        return chart.top + chart.plot_h * (1.0 - y / y_top)
+
+    chart.y_ticks = [(sy(v), text) for v, text in chart.y_ticks]
+    chart.x_ticks = [(sx(v), text) for v, text in chart.x_ticks]
+    return sx, sy
+
+
+def _sides(comparison_sides: Sequence[tuple[str, Series | None]]) -> list[tuple[str, Series]]:
+    return [(kind, s) for kind, s in comparison_sides if s is not None]
+
+
+def _hover_text(t0: float, width: float, sides: Sequence[tuple[str, Series]], index: int) -> str:
+    lines = [f"{tick_text(t0)}–{tick_text(t0 + width)} s"]
+    for _, series in sides:
+        if index >= len(series.t):
+            continue
+        n, failed = series.requests[index], series.failures[index]
+        mean, p90 = series.mean_ms[index], series.p90_ms[index]
+        if n:
+            share = 100.0 * failed / n
+            lines.append(
+                f"{series.env}: {n} req, {failed} failed ({share:.3g} %), "
+                f"mean {format_value(mean, 'ms')}, p90 {format_value(p90, 'ms')}"
+            )
+        else:
+            lines.append(f"{series.env}: no requests")
+    return "\n".join(lines)
+
+
+def latency_chart(source: Series | None, compare: Series | None) -> Chart:
+    """Mean and p90 response time per bucket, source and compare windows laid over each other."""
+    sides = _sides([(SOURCE_COLOR, source), (COMPARE_COLOR, compare)])
+    values = [v for _, s in sides for v in (*s.mean_ms, *s.p90_ms) if v is not None]
+    x_max = max((s.t[-1] + s.bucket_s for _, s in sides), default=1.0)
+    chart = _frame("Response time", "ms", x_max, max(values, default=1.0) * 1.05)
+    if not sides:
+        chart.empty = "no samples stored for these windows"
+        return chart
+    sx, sy = _scale(chart, x_max)
+    for kind, series in sides:
+        xs = [sx(t + series.bucket_s / 2) for t in series.t]
+        for ys, dashed, name in ((series.mean_ms, False, "mean"), (series.p90_ms, True, "p90")):
+            d = _path(xs, [None if v is None else sy(v) for v in ys])
+            chart.paths.append(ChartPath(d, kind, dashed, f"{series.env} {name}"))
+            chart.legend.append((kind, dashed, f"{series.env} {name}"))
+    _add_hovers(chart, sides, sx)
+    return chart
+
+
+def failure_chart(source: Series | None, compare: Series | None) -> Chart:
+    """Share of failed requests per bucket, as paired bars (source, compare)."""
+    sides = _sides([(SOURCE_COLOR, source), (COMPARE_COLOR, compare)])
+    values = [v for _, s in sides for v in s.failure_percent if v is not None]
+    x_max = max((s.t[-1] + s.bucket_s for _, s in sides), default=1.0)
+    top = max(values, default=0.0)
+    chart = _frame("Failed requests", "%", x_max, max(top * 1.05, 1.0))
+    if not sides:
+        chart.empty = "no samples stored for these windows"
+        return chart
+    sx, sy = _scale(chart, x_max)
+    slots = len(sides)
+    for slot, (kind, series) in enumerate(sides):
+        for t, share in zip(series.t, series.failure_percent, strict=True):
+            if not share:
+                continue
+            x0, x1 = sx(t), sx(t + series.bucket_s)
+            gap = min(1.5, (x1 - x0) * 0.1)
+            w = (x1 - x0 - 2 * gap) / slots
+            y = sy(share)
+            chart.bars.append(ChartBar(x0 + gap + slot * w, y, max(w, 0.5), max(sy(0.0) - y, 0.5), kind))
+        total = sum(series.failures)
+        chart.legend.append((kind, False, f"{series.env} ({total} of {series.samples} failed)"))
+    _add_hovers(chart, sides, sx)
+    return chart
+
+
+def _add_hovers(chart: Chart, sides: Sequence[tuple[str, Series]], sx: Any) -> None:
+    longest = max((s for _, s in sides), key=lambda s: len(s.t))
+    for index, t in enumerate(longest.t):
+        x0, x1 = sx(t), sx(t + longest.bucket_s)
+        chart.hovers.append((x0, max(x1 - x0, 0.5), _hover_text(t, longest.bucket_s, sides, index)))
+
+
+@dataclass
+class Bullet:
+    """Where the source value lies against baseline and limit, for one verdict row."""
+
+    width: int
+    height: int
+    zone_x: float
+    zone_w: float
+    limit_x: float
+    compare_x: float | None
+    source_x: float
+    title: str
+
+
+def bullet(verdict: VerdictRow, width: int = 120, height: int = 18) -> Bullet | None:
+    """None unless the limit bounds the value itself (scale rule, static limits)."""
+    direction = verdict.direction
+    source, limit = finite(verdict.get("source_value")), finite(verdict.get("limit"))
+    compare = finite(verdict.get("compare_value"))
+    if direction is None or source is None or limit is None:
+        return None
+    values = [v for v in (source, limit, compare) if v is not None]
+    low, high = min(0.0, *values), max(values)
+    span = (high - low) * 1.15 or 1.0
+    pad = 4.0
+
+    def x(v: float) -> float:
+        return pad + (width - 2 * pad) * (v - low) / span
+
+    right = float(width) - pad
+    zone = (x(limit), right - x(limit)) if direction == "upper" else (pad, x(limit) - pad)
+    unit = verdict.unit
+    title = (
+        f"{verdict.text('source_env')} {format_value(source, unit)} · "
+        f"{verdict.text('compare_env')} {format_value(compare, unit)} · limit {format_value(limit, unit)} "
+        f"({direction})"
+    )
+    return Bullet(
+        width,
+        height,
+        zone[0],
+        max(zone[1], 0.0),
+        x(limit),
+        None if compare is None else x(compare),
+        x(source),
+        title,
+    )
+
+
+# ---------------------------------------------------------------------------- history data for the script
+
+
+def history_data(history: History, report: GateReport | None) -> dict[str, Any]:
+    """What the history view draws: gates oldest first, and per check id its points."""
+    entries = list(reversed(history.entries))
+    index = {entry.gate.gate_id: i for i, entry in enumerate(entries)}
+    gates = [
+        {
+            "id": e.gate.gate_id,
+            "time": format_time(e.gate.started_at),
+            "stage": e.gate.stage,
+            "build": e.gate.build,
+            "pipeline": e.gate.pipeline,
+            "status": e.gate.status,
+            "counts": e.counts,
+        }
+        for e in entries
+    ]
+    checks = []
+    first = [v.check_id for v in report.verdicts] if report else []
+    for check in history.checks(first):
+        points = []
+        bound = True
+        for entry, verdict in check.points:
+            bound = bound and verdict.direction is not None
+            unit = verdict.unit
+            points.append(
+                {
+                    "g": index[entry.gate.gate_id],
+                    "s": verdict.status,
+                    "v": finite(verdict.get("source_value")),
+                    "c": finite(verdict.get("compare_value")),
+                    "l": finite(verdict.get("limit")),
+                    "vt": format_value(verdict.get("source_value"), unit),
+                    "ct": format_value(verdict.get("compare_value"), unit),
+                    "lt": format_value(verdict.get("limit"), unit),
+                    "se": verdict.text("source_env"),
+                    "ce": verdict.text("compare_env"),
+                }
+            )
+        checks.append(
+            {
+                "id": check.check_id,
+                "comparison": check.comparison,
+                "label": check.label,
+                "unit": check.unit,
+                "bound": bound,
+                "points": points,
+            }
+        )
+    return {
+        "reported": report.gate.gate_id if report else None,
+        "limit": history.limit,
+        "has_pipeline": history.has_pipeline,
+        "gates": gates,
+        "checks": checks,
+    }
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        status_class=status_class,
+        status_label=status_label,
+        format_value=format_value,
+        format_time=format_time,
+        format_duration=format_duration,
+        format_extra=format_extra,
+        extra_items=extra_items,
+        latency_chart=latency_chart,
+        failure_chart=failure_chart,
+        bullet=bullet,
+        statuses=STATUSES,
+    )
+    return env
+
+
+def _script_hash(script: str) -> str:
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+def render_html(report: GateReport | None, history: History, store_path: str) -> str:
+    """The report page of an already built gate report and history."""
+    env = _environment()
+    script = env.get_template("_script.html.j2").render()
+    style = env.get_template("_style.html.j2").render()
+    runs_by_gate: list[RunInfo] = report.runs if report else []
+    return env.get_template("report.html.j2").render(
+        report=report,
+        gate=report.gate if report else None,
+        runs=runs_by_gate,
+        history=history,
+        store_path=store_path,
+        generator=generator(),
+        generated_at=format_time(time.time()),
+        data_json=script_json(history_data(history, report)),
+        script=Markup(script),
+        style=Markup(style),
+        script_hash=_script_hash(script),
+    )
+
+
+def write_html_report(
+    store: SqliteStore, path: Path, gate_id: str | None = None, history_limit: int = 50
+) -> Path:
+    """Write the report of gate ``gate_id`` (default: the newest) with the history of the
+    newest ``history_limit`` gates to ``path`` (parents created); returns the path.
+
+    Raises KeyError for a gate id the store does not hold.
+    """
+    report = build_gate_report(store, gate_id)
+    history = build_history(store, history_limit)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(render_html(report, history, str(store.path)), encoding="utf-8")
+    tmp.replace(target)
+    return target
