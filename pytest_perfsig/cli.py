@@ -42,6 +42,18 @@ def _gates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    with SqliteStore(args.store) as store:
+        runs = store.runs(args.limit)
+    for run in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
+        print(
+            f"{run.run_id:<28} {started}  {run.service}/{run.env:<12} build={run.build or '-':<8} "
+            f"{run.status:<10} gate={run.gate_id or '-'}  {run.detail or ''}"
+        )
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     with SqliteStore(args.store) as store:
         records = store.verdicts(args.gate_id)
@@ -64,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--store", default=DEFAULT_STORE_PATH)
     gates.add_argument("--limit", type=int, default=20)
     gates.set_defaults(handler=_gates)
+    runs = sub.add_parser("runs", help="list the most recent load runs (ids for --perfsig-baseline)")
+    runs.add_argument("--store", default=DEFAULT_STORE_PATH)
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(handler=_runs)
     show = sub.add_parser("show", help="show the verdicts of one stored gate")
     show.add_argument("gate_id")
     show.add_argument("--store", default=DEFAULT_STORE_PATH)

@@ -60,6 +60,13 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
         "fewest samples a window needs before it is judged",
     ),
     ("--perfsig-build", "perfsig_build", str, None, f"build label recorded with the runs (env {ENV_BUILD})"),
+    (
+        "--perfsig-baseline",
+        "perfsig_baseline",
+        str,
+        None,
+        "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
+    ),
 ]
 
 
@@ -130,6 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
             min_samples=_setting(config, "--perfsig-min-samples"),
             build=_setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
             loadtests_dir=_loadtests_dir(config),
+            baseline_run=_setting(config, "--perfsig-baseline"),
         )
         config.stash[GATE_KEY] = Gate(monspec, options)
     except (PerfsigError, ValueError) as exc:
@@ -203,8 +211,10 @@ class PerfsigItem(pytest.Item):
 
 
 def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
+    judge_name = (verdict.details or {}).get("judge", "scalefactor")
     props: list[tuple[str, object]] = [
         ("status", verdict.status),
+        ("judge", judge_name),
         ("comparison", check.comparison.name),
         ("metric", verdict.metric),
         ("aggregate", verdict.aggregate),
@@ -224,6 +234,7 @@ def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
         ("compare_window", verdict.compare_window),
     ]
     props += [(k, v) for k, v in optional if v is not None]
+    props += [(key, value) for key, value in (verdict.details or {}).items() if key != "judge"]
     props.append(("message", verdict.message))
     return props
 

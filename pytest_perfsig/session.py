@@ -180,6 +180,7 @@ class Gate:
                     users=self.options.users,
                     spawn_rate=self.options.spawn_rate,
                     duration_s=self.options.duration_s,
+                    build=self.options.build if env == self.options.stage else None,
                 )
             )
         return specs
@@ -212,7 +213,7 @@ class Gate:
             self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
             specs = self.load_specs(checks)
             results = run_load(
-                specs, self.store, gate_id=self.gate_id, build=self.options.build, progress=progress
+                specs, self.store, gate_id=self.gate_id, progress=progress
             )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:

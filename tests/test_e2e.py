@@ -121,7 +121,7 @@ def test_every_request_is_stored_raw(
     db = sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db")
     runs = db.execute("SELECT run_id, env, status, build FROM runs ORDER BY env").fetchall()
     assert [(env, status, build) for _, env, status, build in runs] == [
-        ("Production", "completed", "b1"),
+        ("Production", "completed", None),
         ("Staging", "completed", "b1"),
     ]
     for run_id, *_ in runs:

@@ -17,17 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def spec(url: str, locustfile: Path | str, duration_s: float = 2) -> LoadSpec:
+def spec(url: str, locustfile: Path | str, duration_s: float = 2, build: str | None = None) -> LoadSpec:
     return LoadSpec(service="Svc", env="Staging", url=url, locustfile=str(locustfile), users=3,
-                    spawn_rate=3, duration_s=duration_s, extra_env={"PERFSIG_THINK_S": "0.1"})
+                    spawn_rate=3, duration_s=duration_s, extra_env={"PERFSIG_THINK_S": "0.1"}, build=build)
 
 
 def test_run_records_samples_and_reports_progress(tmp_path: Path, sample_app: Callable[..., RunningApp]) -> None:
     app = sample_app("Staging", build=2)
     seen: list[tuple[float, int]] = []
     with SqliteStore(tmp_path / "s.db") as store:
-        (result,) = run_load([spec(app.url, ROOT / "loadtests" / "staging.py", 3)], store, gate_id="g1",
-                             build="2", progress=lambda e, d, runs: seen.append((e, runs[0][1])),
+        (result,) = run_load([spec(app.url, ROOT / "loadtests" / "staging.py", 3, build="2")], store,
+                             gate_id="g1", progress=lambda e, d, runs: seen.append((e, runs[0][1])),
                              progress_every_s=0.5)
         run = store.run(result.run_id)
     assert run is not None and run.status == "completed" and run.gate_id == "g1" and run.build == "2"

@@ -34,6 +34,7 @@ class LoadSpec:
     spawn_rate: float
     duration_s: float
     extra_env: dict[str, str] = field(default_factory=dict)
+    build: str | None = None  # label of what is deployed there, when known
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,6 @@ def run_load(
     store: SqliteStore,
     *,
     gate_id: str | None = None,
-    build: str | None = None,
     log_dir: Path | None = None,
     progress: Progress | None = None,
     progress_every_s: float = 2.0,
@@ -152,7 +152,7 @@ def run_load(
                     env=spec.env,
                     url=spec.url,
                     gate_id=gate_id,
-                    build=build,
+                    build=spec.build,
                     locustfile=spec.locustfile,
                     users=spec.users,
                     spawn_rate=spec.spawn_rate,
