@@ -44,6 +44,8 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
     ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
     ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
+    ("--perfsig-warmup", "perfsig_warmup", float, 2.0,
+     "seconds at the start of the load left out of the judged window (at most a quarter of it)"),
     (
         "--perfsig-locustfile",
         "perfsig_locustfile",
@@ -138,6 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
             build=_setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
             loadtests_dir=_loadtests_dir(config),
             baseline_run=_setting(config, "--perfsig-baseline"),
+            warmup_s=_setting(config, "--perfsig-warmup"),
         )
         config.stash[GATE_KEY] = Gate(monspec, options)
     except (PerfsigError, ValueError) as exc:

@@ -43,6 +43,8 @@ class GateOptions:
     loadtests_dir: Path = Path("loadtests")
     # Pin the compare side of every comparison to one stored run.
     baseline_run: str | None = None
+    # Seconds at the start of the load phase left out of every window.
+    warmup_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ class Gate:
         result = self.load_results.get((check.service, self.options.stage))
         if result is None:
             return not_ok("error", "no load ran for this gate")
-        base = Window(*result.window)
+        base = self.base_window(check.service)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
         source_query = MetricQuery(
             check.service, comparison.source, check.method, metric, entry.aggregate_spec, source_window
@@ -307,6 +309,14 @@ class Gate:
             source_window=values["source_window"],
             compare_window=values.get("compare_window"),
         )
+
+    def base_window(self, service: str) -> Window:
+        """The window every comparison starts from: where all environments loaded together
+        were under load, less the warm-up (Locust processes starting, connections opening)."""
+        spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
+        start, end = max(s for s, _ in spans), min(e for _, e in spans)
+        warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
+        return Window(start + warmup, end)
 
     def _measure_compare(
         self, check: Check, source_query: MetricQuery, base: Window

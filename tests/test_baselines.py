@@ -47,6 +47,7 @@ def add_run(store: SqliteStore, run_id: str, env: str, start: float, latencies: 
 def gate_over(store: SqliteStore, text: str, *, stage: str = "Staging", run_id: str = "current",
               **options: Any) -> Gate:
     """A Gate whose load phase is the stored run ``run_id`` (what run_load would have left)."""
+    options.setdefault("warmup_s", 0.0)
     gate = Gate(parse_monspec(text, "m.json"), GateOptions(stage=stage, store_path=store.path, **options),
                 store=store)
     gate.started = True
@@ -185,3 +186,13 @@ def test_entry_judge_overrides_comparison_and_static_limits_keep_the_rule(store:
     first, second = (gate.verdict(check) for check in gate.checks)
     assert first.details is None and first.rule.startswith("upper: Production × 1.10")
     assert second.details is None and second.rule == "static upper limit (_upperlimit)" and second.status == "pass"
+
+
+def test_base_window_is_the_overlap_of_all_loads_less_the_warmup(store: SqliteStore) -> None:
+    add_run(store, "current", "Staging", NOW, [10.0] * 40)
+    gate = gate_over(store, monspec({"compare": "Production"}), warmup_s=2.0)
+    spec = LoadSpec(SVC, "Production", "http://127.0.0.1:2", "x.py", 1, 1, DURATION)
+    gate.load_results[(SVC, "Production")] = LoadResult(spec, "p", 0, 0, (NOW + 1.0, NOW + 8.0), Path("p.log"))
+    window = gate.base_window(SVC)
+    assert (window.start, window.end) == (NOW + 1.0 + 1.75, NOW + 8.0)  # warm-up capped at a quarter
+    assert gate_over(store, monspec({"compare": "Production"}), warmup_s=1.0).base_window(SVC).start == NOW + 1.0
