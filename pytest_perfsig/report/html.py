@@ -168,6 +168,7 @@ class Chart:
     hovers: list[tuple[float, float, str]] = field(default_factory=list)
     legend: list[tuple[str, bool, str]] = field(default_factory=list)
     empty: str = ""
+    bar_legend: bool = False
 
     @property
     def plot_w(self) -> int:
@@ -190,8 +191,10 @@ def _path(xs: Sequence[float], ys: Sequence[float | None]) -> str:
     return "".join(parts)
 
 
-def _frame(title: str, y_label: str, x_max: float, y_max: float, width: int = 560, height: int = 210) -> Chart:
-    chart = Chart(title, y_label, width, height, left=48, right=12, top=12, bottom=28)
+def _frame(
+    title: str, y_label: str, x_max: float, y_max: float, width: int = 560, height: int = 210
+) -> Chart:
+    chart = Chart(title, y_label, width, height, left=48, right=14, top=22, bottom=28)
     for value in nice_ticks(0.0, y_max):
         chart.y_ticks.append((value, tick_text(value)))
     for value in nice_ticks(0.0, x_max, 6):
@@ -215,13 +218,27 @@ def _scale(chart: Chart, x_max: float) -> tuple[Any, Any]:
     return sx, sy
 
 
-def _sides(comparison_sides: Sequence[tuple[str, Series | None]]) -> list[tuple[str, Series]]:
-    return [(kind, s) for kind, s in comparison_sides if s is not None]
+def side_names(source_env: str, compare_env: str) -> tuple[str, str]:
+    """How charts name the two sides: the environments, or roles when both are one."""
+    if source_env != compare_env:
+        return source_env, compare_env
+    return f"{source_env} (this gate)", f"{compare_env} (baseline)"
 
 
-def _hover_text(t0: float, width: float, sides: Sequence[tuple[str, Series]], index: int) -> str:
+def _sides(
+    source: Series | None, compare: Series | None, names: tuple[str, str] | None
+) -> list[tuple[str, str, Series]]:
+    source_name, compare_name = names or (
+        source.env if source else "source",
+        compare.env if compare else "baseline",
+    )
+    pairs = ((SOURCE_COLOR, source_name, source), (COMPARE_COLOR, compare_name, compare))
+    return [(kind, name, s) for kind, name, s in pairs if s is not None]
+
+
+def _hover_text(t0: float, width: float, sides: Sequence[tuple[str, str, Series]], index: int) -> str:
     lines = [f"{tick_text(t0)}–{tick_text(t0 + width)} s"]
-    for _, series in sides:
+    for _, name, series in sides:
         if index >= len(series.t):
             continue
         n, failed = series.requests[index], series.failures[index]
@@ -229,47 +246,52 @@ def _hover_text(t0: float, width: float, sides: Sequence[tuple[str, Series]], in
         if n:
             share = 100.0 * failed / n
             lines.append(
-                f"{series.env}: {n} req, {failed} failed ({share:.3g} %), "
+                f"{name}: {n} req, {failed} failed ({share:.3g} %), "
                 f"mean {format_value(mean, 'ms')}, p90 {format_value(p90, 'ms')}"
             )
         else:
-            lines.append(f"{series.env}: no requests")
+            lines.append(f"{name}: no requests")
     return "\n".join(lines)
 
 
-def latency_chart(source: Series | None, compare: Series | None) -> Chart:
+def latency_chart(
+    source: Series | None, compare: Series | None, names: tuple[str, str] | None = None
+) -> Chart:
     """Mean and p90 response time per bucket, source and compare windows laid over each other."""
-    sides = _sides([(SOURCE_COLOR, source), (COMPARE_COLOR, compare)])
-    values = [v for _, s in sides for v in (*s.mean_ms, *s.p90_ms) if v is not None]
-    x_max = max((s.t[-1] + s.bucket_s for _, s in sides), default=1.0)
+    sides = _sides(source, compare, names)
+    values = [v for _, _, s in sides for v in (*s.mean_ms, *s.p90_ms) if v is not None]
+    x_max = max((s.t[-1] + s.bucket_s for _, _, s in sides), default=1.0)
     chart = _frame("Response time", "ms", x_max, max(values, default=1.0) * 1.05)
     if not sides:
         chart.empty = "no samples stored for these windows"
         return chart
     sx, sy = _scale(chart, x_max)
-    for kind, series in sides:
+    for kind, side, series in sides:
         xs = [sx(t + series.bucket_s / 2) for t in series.t]
         for ys, dashed, name in ((series.mean_ms, False, "mean"), (series.p90_ms, True, "p90")):
             d = _path(xs, [None if v is None else sy(v) for v in ys])
-            chart.paths.append(ChartPath(d, kind, dashed, f"{series.env} {name}"))
-            chart.legend.append((kind, dashed, f"{series.env} {name}"))
+            chart.paths.append(ChartPath(d, kind, dashed, f"{side} {name}"))
+            chart.legend.append((kind, dashed, f"{side} {name}"))
     _add_hovers(chart, sides, sx)
     return chart
 
 
-def failure_chart(source: Series | None, compare: Series | None) -> Chart:
+def failure_chart(
+    source: Series | None, compare: Series | None, names: tuple[str, str] | None = None
+) -> Chart:
     """Share of failed requests per bucket, as paired bars (source, compare)."""
-    sides = _sides([(SOURCE_COLOR, source), (COMPARE_COLOR, compare)])
-    values = [v for _, s in sides for v in s.failure_percent if v is not None]
-    x_max = max((s.t[-1] + s.bucket_s for _, s in sides), default=1.0)
+    sides = _sides(source, compare, names)
+    values = [v for _, _, s in sides for v in s.failure_percent if v is not None]
+    x_max = max((s.t[-1] + s.bucket_s for _, _, s in sides), default=1.0)
     top = max(values, default=0.0)
     chart = _frame("Failed requests", "%", x_max, max(top * 1.05, 1.0))
+    chart.bar_legend = True
     if not sides:
         chart.empty = "no samples stored for these windows"
         return chart
     sx, sy = _scale(chart, x_max)
     slots = len(sides)
-    for slot, (kind, series) in enumerate(sides):
+    for slot, (kind, side, series) in enumerate(sides):
         for t, share in zip(series.t, series.failure_percent, strict=True):
             if not share:
                 continue
@@ -279,13 +301,13 @@ def failure_chart(source: Series | None, compare: Series | None) -> Chart:
             y = sy(share)
             chart.bars.append(ChartBar(x0 + gap + slot * w, y, max(w, 0.5), max(sy(0.0) - y, 0.5), kind))
         total = sum(series.failures)
-        chart.legend.append((kind, False, f"{series.env} ({total} of {series.samples} failed)"))
+        chart.legend.append((kind, False, f"{side} ({total} of {series.samples} failed)"))
     _add_hovers(chart, sides, sx)
     return chart
 
 
-def _add_hovers(chart: Chart, sides: Sequence[tuple[str, Series]], sx: Any) -> None:
-    longest = max((s for _, s in sides), key=lambda s: len(s.t))
+def _add_hovers(chart: Chart, sides: Sequence[tuple[str, str, Series]], sx: Any) -> None:
+    longest = max((s for _, _, s in sides), key=lambda s: len(s.t))
     for index, t in enumerate(longest.t):
         x0, x1 = sx(t), sx(t + longest.bucket_s)
         chart.hovers.append((x0, max(x1 - x0, 0.5), _hover_text(t, longest.bucket_s, sides, index)))
@@ -421,6 +443,7 @@ def _environment() -> Environment:
         extra_items=extra_items,
         latency_chart=latency_chart,
         failure_chart=failure_chart,
+        side_names=side_names,
         bullet=bullet,
         statuses=STATUSES,
     )

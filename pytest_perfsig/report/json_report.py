@@ -73,7 +73,9 @@ def report_dict(report: GateReport | None, history: History, store_path: str) ->
     return jsonable(document)  # type: ignore[no-any-return]
 
 
-def build_json_report(store: SqliteStore, gate_id: str | None = None, history_limit: int = 50) -> dict[str, Any]:
+def build_json_report(
+    store: SqliteStore, gate_id: str | None = None, history_limit: int = 50
+) -> dict[str, Any]:
     """The report of gate ``gate_id`` (default: the newest) and the newest ``history_limit``
     gates, as a JSON-ready dict. Raises KeyError for a gate the store does not hold."""
     report = build_gate_report(store, gate_id)

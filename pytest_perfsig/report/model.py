@@ -223,13 +223,19 @@ class VerdictRow:
 
     def to_dict(self) -> dict[str, Any]:
         """Every known key (None when the record lacks it), then every other stored key."""
-        out: dict[str, Any] = {"check_id": self.check_id, "comparison": self.comparison, "service": self.service}
+        out: dict[str, Any] = {
+            "check_id": self.check_id,
+            "comparison": self.comparison,
+            "service": self.service,
+        }
         out.update({k: self.record.get(k) for k in VERDICT_FIELDS})
         out.update({k: v for k, v in self.record.items() if k not in out})
         return jsonable(out)  # type: ignore[no-any-return]
 
 
-def split_check_id(check_id: str, record: Mapping[str, Any], services: Iterable[str] = ()) -> tuple[str | None, str]:
+def split_check_id(
+    check_id: str, record: Mapping[str, Any], services: Iterable[str] = ()
+) -> tuple[str | None, str]:
     """(service, comparison) of a check id ``[service::]comparison::[method::]metric[agg][#n]``.
 
     Record keys ``service`` / ``comparison`` win when present; otherwise the known tail
@@ -546,7 +552,7 @@ def series_of_runs(store: SqliteStore, env: str, run_ids: Sequence[str], label: 
         firsts.setdefault(run_id, ts)
     offsets = [ts - firsts[run_id] for run_id, ts, _, _ in rows]
     start = min(firsts.values())
-    duration = max(offsets) + 1.0
+    duration = max(max(offsets), 1.0)
     shifted = [start + o for o in offsets]
     return _series(
         env, label, start, start + duration, shifted, [r[2] for r in rows], [bool(r[3]) for r in rows]
@@ -560,17 +566,48 @@ def series_of_window(
     return _series(env, label, start, end, samples.ts, samples.latency_ms, samples.success)
 
 
-def judged_window(window_text: Any, base: tuple[float, float] | None) -> tuple[float, float] | None:
-    """The exact window a side was judged on: the printed window (whole seconds) made exact
-    with the base window (the stage's run, first to last request) it was shifted from."""
+def window_candidates(
+    parsed: tuple[float, float], bases: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Exact windows a printed window (whole seconds) may stand for: each base window (the
+    stage's run; the overlap of the gate's runs) moved by whole seconds (shifts, warm-up) to
+    fall on the printed seconds; the printed window itself last."""
+    found = []
+    for first, last in bases:
+        start = first + (parsed[0] - math.floor(first))
+        end = last + (parsed[1] - 1 - math.floor(last))
+        if start < end and (start, end) not in found:
+            found.append((start, end))
+    return [*found, parsed]
+
+
+def _count_samples(store: SqliteStore, service: str, env: str, window: tuple[float, float]) -> int:
+    # Local query: a count without loading the samples (see the notes on store methods).
+    rows = store._query(
+        "SELECT COUNT(*) FROM samples WHERE service = ? AND env = ? AND ts >= ? AND ts <= ?",
+        (service, env, window[0], window[1]),
+    )
+    return int(rows[0][0])
+
+
+def judged_window(
+    store: SqliteStore,
+    service: str | None,
+    env: str,
+    window_text: Any,
+    bases: Sequence[tuple[float, float]] = (),
+    expected_samples: int | None = None,
+) -> tuple[float, float] | None:
+    """The window a side was judged on: the candidate (see :func:`window_candidates`) that
+    holds exactly the samples the verdict counted, else the printed window (a superset by
+    less than a second at each end); None when the text is no window."""
     parsed = parse_window(window_text)
     if parsed is None:
         return None
-    if base is not None:
-        shift = math.floor(base[0]) - parsed[0]
-        start, end = base[0] - shift, base[1] - shift
-        if math.floor(start) == parsed[0] and math.floor(end) == parsed[1] - 1:
-            return start, end
+    if service is not None and expected_samples is not None:
+        for candidate in window_candidates(parsed, bases):
+            if _count_samples(store, service, env, candidate) == expected_samples:
+                return candidate
     return parsed
 
 
@@ -580,12 +617,13 @@ def side_series(
     env: str,
     window_text: Any,
     gate_runs: Sequence[RunInfo],
-    base: tuple[float, float] | None = None,
+    bases: Sequence[tuple[float, float]] = (),
+    expected_samples: int | None = None,
 ) -> Series | None:
     """The samples one side of a comparison was judged on, as far as the store can tell:
-    those in its window (made exact with ``base``); the stored runs a baseline names; the
-    gate's own run of that environment when no window is recorded."""
-    window = judged_window(window_text, base)
+    those in its window; the stored runs a baseline names; the gate's own run of that
+    environment when no window is recorded."""
+    window = judged_window(store, service, env, window_text, bases, expected_samples)
     if window is not None:
         names = [service] if service else sorted({r.service for r in gate_runs})
         for name in names:
@@ -676,7 +714,31 @@ class GateReport:
         }
 
 
-def build_gate_report(store: SqliteStore, gate_id: str | None = None, with_series: bool = True) -> GateReport | None:
+def _first_int(values: Iterable[Any]) -> int | None:
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
+def _base_windows(runs: Sequence[RunInfo], stage: str, service: str | None) -> list[tuple[float, float]]:
+    """Windows the gate's comparison windows start from: the stage's run (first to last
+    request) and the overlap of all its runs of the service."""
+    spans = [
+        (r.env, r.first_sample_at, r.last_sample_at)
+        for r in runs
+        if (service is None or r.service == service)
+        and r.first_sample_at is not None
+        and r.last_sample_at is not None
+    ]
+    bases = [(first, last) for env, first, last in spans if env == stage]
+    if spans:
+        overlap = (max(s[1] for s in spans), min(s[2] for s in spans))
+        if overlap[0] < overlap[1] and overlap not in bases:
+            bases.append(overlap)
+    return bases
+
+
+def build_gate_report(
+    store: SqliteStore, gate_id: str | None = None, with_series: bool = True
+) -> GateReport | None:
     """The report of gate ``gate_id`` (default: the newest gate); None when there is none.
 
     Raises KeyError for a gate id the store does not hold.
@@ -699,21 +761,26 @@ def build_gate_report(store: SqliteStore, gate_id: str | None = None, with_serie
         if with_series:
             source_window = next((v.get("source_window") for v in rows if v.get("source_window")), None)
             compare_window = next((v.get("compare_window") for v in rows if v.get("compare_window")), None)
-            stage_run = next(
-                (
-                    r
-                    for r in runs
-                    if r.env == gate.stage and (service is None or r.service == service) and r.first_sample_at
-                ),
-                None,
+            bases = _base_windows(runs, gate.stage, service)
+            service_level = [v for v in rows if v.method is None]
+            source = side_series(
+                store,
+                service,
+                source_env,
+                source_window,
+                runs,
+                bases,
+                _first_int(v.get("source_samples") for v in service_level),
             )
-            base = (
-                (stage_run.first_sample_at, stage_run.last_sample_at)
-                if stage_run and stage_run.first_sample_at is not None and stage_run.last_sample_at is not None
-                else None
+            compare = side_series(
+                store,
+                service,
+                compare_env,
+                compare_window,
+                runs,
+                bases,
+                _first_int(v.get("compare_samples") for v in service_level),
             )
-            source = side_series(store, service, source_env, source_window, runs, base)
-            compare = side_series(store, service, compare_env, compare_window, runs, base)
         comparisons.append(ComparisonReport(name, service, source_env, compare_env, rows, source, compare))
     return GateReport(gate, runs, verdicts, comparisons)
 
