@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import PerfsigError
 from .evaluate import Verdict
@@ -54,6 +55,25 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report.html import write_html_report
+    from .report.json_report import write_json_report
+
+    out = Path(args.out or f"perfsig-report.{args.format}")
+    write = write_html_report if args.format == "html" else write_json_report
+    with SqliteStore(args.store) as store:
+        if not store.gates(1):
+            print(f"perfsig: no gate in {args.store} yet", file=sys.stderr)
+            return 1
+        try:
+            written = write(store, out, gate_id=args.gate, history_limit=args.history)
+        except KeyError:
+            print(f"perfsig: no gate {args.gate!r} in {args.store}", file=sys.stderr)
+            return 1
+    print(f"perfsig: {args.format.upper()} report {written}")
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     with SqliteStore(args.store) as store:
         records = store.verdicts(args.gate_id)
@@ -80,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--store", default=DEFAULT_STORE_PATH)
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(handler=_runs)
+    report = sub.add_parser("report", help="write the HTML or JSON report of a gate and its history")
+    report.add_argument("--out", help="file to write (default perfsig-report.html / .json)")
+    report.add_argument("--format", choices=("html", "json"), default="html")
+    report.add_argument("--gate", help="gate id (default: the newest)")
+    report.add_argument("--history", type=int, default=50, help="gates in the history view (default 50)")
+    report.add_argument("--store", default=DEFAULT_STORE_PATH)
+    report.set_defaults(handler=_report)
     show = sub.add_parser("show", help="show the verdicts of one stored gate")
     show.add_argument("gate_id")
     show.add_argument("--store", default=DEFAULT_STORE_PATH)

@@ -17,6 +17,8 @@ from .errors import PerfsigError
 from .evaluate import Verdict
 from .load.runner import LoadSpec
 from .monspec import load_monspec
+from .report.html import write_html_report
+from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
 from .session import Check, Gate, GateOptions, gate_status, parse_url_overrides
 from .sources.local import DEFAULT_MIN_SAMPLES
@@ -44,8 +46,13 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
     ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
     ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
-    ("--perfsig-warmup", "perfsig_warmup", float, 2.0,
-     "seconds at the start of the load left out of the judged window (at most a quarter of it)"),
+    (
+        "--perfsig-warmup",
+        "perfsig_warmup",
+        float,
+        2.0,
+        "seconds at the start of the load left out of the judged window (at most a quarter of it)",
+    ),
     (
         "--perfsig-locustfile",
         "perfsig_locustfile",
@@ -300,10 +307,27 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[Check]) -> None:
         )
 
 
+REPORTS_KEY = pytest.StashKey[list[str]]()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = _gate(session.config)
-    if gate is not None and gate.started:
-        gate.finish()
+    if gate is None or not gate.started:
+        return
+    gate.finish()
+    lines: list[str] = []
+    writers = (("--perfsig-html", "HTML", write_html_report), ("--perfsig-json", "JSON", write_json_report))
+    for flag, kind, write in writers:
+        target = _setting(session.config, flag)
+        if not target:
+            continue
+        try:
+            written = write(gate.store, Path(target), gate_id=gate.gate_id)
+            lines.append(f"perfsig: {kind} report {written}")
+        except (OSError, PerfsigError) as exc:
+            # The verdicts are in the store already; a report can be written again with `perfsig report`.
+            lines.append(f"perfsig: could not write the {kind} report {target}: {exc}")
+    session.config.stash[REPORTS_KEY] = lines
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -324,3 +348,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"perfsig: gate {gate.gate_id} for {stage}: {status.upper()} (store {gate.options.store_path})",
         **markup,
     )
+    for line in config.stash.get(REPORTS_KEY, []):
+        terminalreporter.write_line(line, red="could not" in line)

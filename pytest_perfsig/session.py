@@ -214,9 +214,7 @@ class Gate:
         try:
             self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
             specs = self.load_specs(checks)
-            results = run_load(
-                specs, self.store, gate_id=self.gate_id, progress=progress
-            )
+            results = run_load(specs, self.store, gate_id=self.gate_id, progress=progress)
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc

@@ -52,12 +52,14 @@ def main() -> int:
             f"--perfsig-url=Production={production.url}",
             f"--perfsig-build={args.build}",
             f"--junitxml={work / 'junit.xml'}",
+            f"--perfsig-html={work / 'report.html'}",
             *pytest_args,
         ]
         print("demo: " + " ".join(command[2:]), flush=True)
         code = subprocess.call(command, cwd=ROOT)
     verdict = {0: "APPROVED", 1: "REJECTED"}.get(code, f"NOT JUDGED (pytest exit code {code})")
-    print(f"demo: build {args.build} on Staging: {verdict}; JUnit XML at {work / 'junit.xml'}")
+    print(f"demo: build {args.build} on Staging: {verdict}; report {work / 'report.html'}, "
+          f"JUnit XML {work / 'junit.xml'}")
     return code
 
 
