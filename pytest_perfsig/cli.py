@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PerfsigError
+from .errors import PerfsigError, UsageError
 from .evaluate import Verdict
 from .monspec import load_monspec
 from .report.terminal import render_table, verdict_rows
@@ -86,6 +87,108 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    from .registry import new_request, open_registry, parse_user_parameters
+
+    if args.user_parameters:
+        comparison, minutes, approval = parse_user_parameters(args.user_parameters)
+    else:
+        if not args.comparison or args.minutes is None:
+            raise UsageError("give 'Comparison,Minutes[,ApprovalAction]' or --comparison and --minutes")
+        comparison, minutes, approval = args.comparison, args.minutes, args.approval_action
+    pipeline = args.pipeline or _default_pipeline()
+    if not pipeline:
+        raise UsageError("--pipeline is required outside CodeBuild (CODEBUILD_INITIATOR is not set)")
+    monspec = load_monspec(args.monspec)  # fail now, not when the worker picks it up
+    if not any(e.comparison(comparison) for e in monspec.entities.values()):
+        raise UsageError(f"comparison {comparison!r} is not defined in {args.monspec}")
+    text = (
+        Path(args.monspec).read_text(encoding="utf-8")
+        if args.embed_monspec
+        else str(Path(args.monspec).resolve())
+    )
+    request = new_request(
+        pipeline, comparison, minutes, text, approval_action=approval, stage=args.stage, action=args.action
+    )
+    registry = open_registry(args.registry, args.store)
+    registry.register(request)
+    print(
+        f"perfsig: registered {comparison} for {pipeline} at {request.timestamp_ms} in {registry}: "
+        f"due in {minutes:g} min" + (f", then {approval} is approved or rejected" if approval else "")
+    )
+    return 0
+
+
+def _default_pipeline() -> str | None:
+    from .aws.approval import default_pipeline_name
+
+    name = default_pipeline_name()
+    return str(name) if name else None
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+    from .worker import codepipeline_approver, describe, run_worker
+
+    registry = open_registry(args.registry, args.store)
+    approve = None if args.no_approve else codepipeline_approver()
+    with SqliteStore(args.store) as store:
+        count = run_worker(
+            registry,
+            store,
+            interval_s=args.interval,
+            once=args.once,
+            worker=args.worker_id,
+            approve=approve,
+            lease_s=args.lease,
+            report=lambda p: print(f"perfsig: {describe(p)}", flush=True),
+        )
+    if args.once:
+        print(f"perfsig: {count} request(s) processed from {registry}")
+    return 0
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from .registry import open_registry
+
+    for request in open_registry(args.registry, args.store).recent(args.pipeline, args.limit):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(request.timestamp_ms / 1000))
+        print(
+            f"{request.pipeline}  {request.timestamp_ms}  {started}  {request.comparison:<28} "
+            f"{request.minutes:g} min  {request.status:<9} attempts={request.attempts}"
+            + (f"  {request.reason}" if request.reason else "")
+        )
+    return 0
+
+
+def _deployment_event(args: argparse.Namespace) -> int:
+    from .store import DeploymentEvent
+
+    event = DeploymentEvent(
+        env=args.stage,
+        deployment_id=args.codedeploy_deployment_id,
+        application=args.application,
+        deployment_group=args.deployment_group,
+        revision=json.loads(args.revision) if args.revision else None,
+        pipeline=args.pipeline,
+        stage=args.pipeline_stage or args.stage,
+        remediation_url=args.remediation_url,
+    )
+    if args.codedeploy_deployment_id and not (
+        event.application and event.deployment_group and event.revision
+    ):
+        from .aws.events import describe_deployment
+
+        event = describe_deployment(event)
+    with SqliteStore(args.store) as store:
+        store.add_deployment_event(event)
+    print(
+        f"perfsig: deployment event {event.event_id} for {event.env}: {event.application}/"
+        f"{event.deployment_group} {event.deployment_id or ''}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfsig", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +214,52 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("gate_id")
     show.add_argument("--store", default=DEFAULT_STORE_PATH)
     show.set_defaults(handler=_show)
+    register = sub.add_parser("register", help="register a deferred validation request (pipeline action)")
+    register.add_argument(
+        "user_parameters", nargs="?", help="'Comparison,Minutes[,ApprovalAction]' (original form)"
+    )
+    register.add_argument("--comparison")
+    register.add_argument("--minutes", type=float)
+    register.add_argument("--approval-action")
+    register.add_argument("--pipeline", help="default: from CODEBUILD_INITIATOR inside CodeBuild")
+    register.add_argument("--stage", help="pipeline stage that registers it")
+    register.add_argument("--action", help="pipeline action that registers it")
+    register.add_argument("--monspec", default="monspec.json")
+    register.add_argument("--embed-monspec", action="store_true", help="store the monspec text, not its path")
+    register.add_argument("--registry", help="sqlite:PATH (default: the store) or dynamodb:TABLE")
+    register.add_argument("--store", default=DEFAULT_STORE_PATH)
+    register.set_defaults(handler=_register)
+    worker = sub.add_parser("worker", help="judge due validation requests and approve / reject their actions")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument("--interval", type=float, default=120.0, help="seconds between passes (default 120)")
+    worker.add_argument("--worker-id")
+    worker.add_argument(
+        "--lease",
+        type=float,
+        default=600.0,
+        help="seconds a claimed request stays with this worker before others may retry it",
+    )
+    worker.add_argument("--no-approve", action="store_true", help="judge and record only, call no AWS API")
+    worker.add_argument("--registry")
+    worker.add_argument("--store", default=DEFAULT_STORE_PATH)
+    worker.set_defaults(handler=_worker)
+    requests = sub.add_parser("requests", help="list validation requests and their outcome")
+    requests.add_argument("--pipeline")
+    requests.add_argument("--limit", type=int, default=20)
+    requests.add_argument("--registry")
+    requests.add_argument("--store", default=DEFAULT_STORE_PATH)
+    requests.set_defaults(handler=_requests)
+    event = sub.add_parser("deployment-event", help="record a deployment into an environment")
+    event.add_argument("--stage", required=True, help="environment deployed to, e.g. Production")
+    event.add_argument("--pipeline")
+    event.add_argument("--pipeline-stage")
+    event.add_argument("--codedeploy-deployment-id")
+    event.add_argument("--application")
+    event.add_argument("--deployment-group")
+    event.add_argument("--revision", help="the CodeDeploy revision as JSON (looked up when omitted)")
+    event.add_argument("--remediation-url", help="URL to POST problems of this deployment to")
+    event.add_argument("--store", default=DEFAULT_STORE_PATH)
+    event.set_defaults(handler=_deployment_event)
     return parser
 
 

@@ -20,7 +20,7 @@ from .monspec import load_monspec
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
-from .session import Check, Gate, GateOptions, gate_status, parse_url_overrides
+from .session import Check, Gate, GateOptions, parse_url_overrides
 from .sources.local import DEFAULT_MIN_SAMPLES
 from .store import DEFAULT_STORE_PATH
 
@@ -327,7 +327,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except (OSError, PerfsigError) as exc:
             # The verdicts are in the store already; a report can be written again with `perfsig report`.
             lines.append(f"perfsig: could not write the {kind} report {target}: {exc}")
+    action = _setting(session.config, "--perfsig-approve")
+    if action:
+        approved = _approve(session, gate, action, lines)
+        if not approved and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     session.config.stash[REPORTS_KEY] = lines
+
+
+def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str]) -> bool:
+    """Send the approval; False when it could not be sent (the run must not look green)."""
+    from .approve import gate_summary, send_approval
+    from .aws.approval import default_pipeline_name
+
+    pipeline = _setting(session.config, "--perfsig-pipeline") or default_pipeline_name()
+    if not pipeline:
+        lines.append(f"perfsig: cannot approve {action}: no --perfsig-pipeline and no CODEBUILD_INITIATOR")
+        return False
+    problems = gate.problems()
+    summary = gate_summary(
+        gate.gate_id,
+        gate.options.stage,
+        gate.status(),
+        list(gate.verdicts.values()),
+        load_error="; ".join(problems) or None,
+        report_url=_setting(session.config, "--perfsig-report-url"),
+    )
+    try:
+        outcome = send_approval(pipeline, action, summary)
+    except PerfsigError as exc:
+        lines.append(f"perfsig: approval of {action} in {pipeline} failed, nothing approved: {exc}")
+        return False
+    lines.append(f"perfsig: {pipeline}/{action}: {outcome.message}")
+    return True
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -341,7 +373,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(lines[0], bold=True)
     for line, (_, verdict) in zip(lines[1:], ordered, strict=True):
         terminalreporter.write_line(line, **STATUS_MARKUP[verdict.status])
-    status = gate_status(gate.verdicts.values(), gate.load_error)
+    status = gate.status()
     markup = {"green": True} if status == "pass" else {"red": True, "bold": True}
     stage = gate.options.stage
     terminalreporter.write_line(
@@ -349,4 +381,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         **markup,
     )
     for line in config.stash.get(REPORTS_KEY, []):
-        terminalreporter.write_line(line, red="could not" in line)
+        terminalreporter.write_line(line, red="could not" in line or "failed" in line)

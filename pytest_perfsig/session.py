@@ -132,6 +132,8 @@ class Gate:
         self.verdicts: dict[str, Verdict] = {}
         self.started = False
         self._source: LocalSource | None = None
+        self.fixed_window: Window | None = None
+        self.selected: list[Check] = []
 
     @property
     def source(self) -> LocalSource:
@@ -210,14 +212,27 @@ class Gate:
     def run(self, checks: list[Check], progress: Progress | None = None) -> None:
         """Drive the load for the selected checks; a failure is kept, not raised: every
         check then reports it as its error."""
-        self.started = True
+        self.selected = list(checks)
         try:
-            self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
+            self.open()
             specs = self.load_specs(checks)
             results = run_load(specs, self.store, gate_id=self.gate_id, progress=progress)
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc
+
+    def open(self) -> None:
+        """Record the gate in the store; from now on every verdict is stored as it is made."""
+        self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
+        self.started = True
+
+    def judge_window(self, window: Window) -> list[Verdict]:
+        """Judge every check over a given window instead of a load phase of this gate
+        (a deferred validation: the traffic came from elsewhere)."""
+        self.fixed_window = window
+        self.selected = list(self.checks)
+        self.open()
+        return [self.verdict(check) for check in self.checks]
 
     # ------------------------------------------------------------------ verdicts
 
@@ -248,8 +263,7 @@ class Gate:
             return not_ok("error", f"the local source has no metric {entry.timeseries!r}")
         if self.load_error is not None:
             return not_ok("error", str(self.load_error))
-        result = self.load_results.get((check.service, self.options.stage))
-        if result is None:
+        if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
             return not_ok("error", "no load ran for this gate")
         base = self.base_window(check.service)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
@@ -311,6 +325,8 @@ class Gate:
     def base_window(self, service: str) -> Window:
         """The window every comparison starts from: where all environments loaded together
         were under load, less the warm-up (Locust processes starting, connections opening)."""
+        if self.fixed_window is not None:
+            return self.fixed_window
         spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
         start, end = max(s for s, _ in spans), min(e for _, e in spans)
         warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
@@ -375,15 +391,32 @@ class Gate:
             )
         return runs, count
 
+    def missing(self) -> list[Check]:
+        """Selected checks without a verdict (the session stopped early)."""
+        return [check for check in self.selected if check.check_id not in self.verdicts]
+
+    def status(self) -> str:
+        """What an approval is based on: ``error`` also when the gate is incomplete."""
+        if self.missing():
+            return "error"
+        return gate_status(self.verdicts.values(), self.load_error)
+
+    def problems(self) -> list[str]:
+        """Why the gate did not pass, gate-level first (load error, unjudged checks)."""
+        reasons = [str(self.load_error)] if self.load_error else []
+        if missing := self.missing():
+            reasons.append(f"incomplete: {len(missing)} of {len(self.selected)} checks were not judged")
+        return reasons
+
     def finish(self) -> str:
         """Close the gate in the store; its status is what an approval would be based on."""
-        status = gate_status(self.verdicts.values(), self.load_error)
+        status = self.status()
         if self.started:
             counts: dict[str, int] = {}
             for verdict in self.verdicts.values():
                 counts[verdict.status] = counts.get(verdict.status, 0) + 1
             self.store.finish_gate(
-                self.gate_id, status, {"counts": counts, "load_error": str(self.load_error or "") or None}
+                self.gate_id, status, {"counts": counts, "problems": self.problems() or None}
             )
         return status
 

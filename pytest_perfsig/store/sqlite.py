@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -60,6 +61,39 @@ CREATE TABLE IF NOT EXISTS gates (
     status TEXT NOT NULL,
     summary TEXT
 );
+CREATE TABLE IF NOT EXISTS validation_requests (
+    pipeline TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    comparison TEXT NOT NULL,
+    minutes REAL NOT NULL,
+    approval_action TEXT,
+    stage TEXT,
+    action TEXT,
+    monspec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ready_at REAL NOT NULL,
+    results TEXT,
+    reason TEXT,
+    worker TEXT,
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    gate_id TEXT,
+    PRIMARY KEY (pipeline, timestamp_ms)
+);
+CREATE INDEX IF NOT EXISTS validation_requests_due ON validation_requests (status, ready_at);
+CREATE TABLE IF NOT EXISTS deployment_events (
+    event_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    env TEXT NOT NULL,
+    pipeline TEXT,
+    stage TEXT,
+    application TEXT,
+    deployment_group TEXT,
+    deployment_id TEXT,
+    revision TEXT,
+    remediation_url TEXT
+);
+CREATE INDEX IF NOT EXISTS deployment_events_by_env ON deployment_events (env, ts);
 CREATE TABLE IF NOT EXISTS verdicts (
     gate_id TEXT NOT NULL,
     check_id TEXT NOT NULL,
@@ -90,6 +124,22 @@ class RunRecord:
     ended_at: float | None = None
     status: str = "running"
     detail: str | None = None
+
+
+@dataclass
+class DeploymentEvent:
+    """A deployment into an environment, as the pipeline reported it (CUSTOM_DEPLOYMENT)."""
+
+    env: str
+    deployment_id: str | None = None
+    application: str | None = None
+    deployment_group: str | None = None
+    revision: dict[str, Any] | None = None
+    pipeline: str | None = None
+    stage: str | None = None
+    remediation_url: str | None = None
+    ts: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -272,6 +322,28 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
                 (gate_id, check_id, json.dumps(record), record["status"]),
             )
+
+    def add_deployment_event(self, event: DeploymentEvent) -> None:
+        row = asdict(event)
+        row["revision"] = json.dumps(event.revision) if event.revision is not None else None
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO deployment_events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
+            )
+
+    def deployment_events(self, env: str | None = None, limit: int = 20) -> list[DeploymentEvent]:
+        """Newest first."""
+        columns = ", ".join(DeploymentEvent.__dataclass_fields__)
+        where, params = ("WHERE env = ?", (env, limit)) if env else ("", (limit,))
+        rows = self._query(
+            f"SELECT {columns} FROM deployment_events {where} ORDER BY ts DESC LIMIT ?", params
+        )
+        events = [DeploymentEvent(*row) for row in rows]
+        for event in events:
+            if isinstance(event.revision, str):
+                event.revision = json.loads(event.revision)
+        return events
 
     def gates(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._query(

@@ -1,0 +1,64 @@
+"""boto3 clients with the retry policy every AWS call of pytest-perfsig uses.
+
+boto3 is imported when a client is created, not when this module is imported, so the rest of
+the package works without it. Endpoints, credentials and the region come from boto3's own
+configuration chain: ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, profiles, the CodeBuild or Lambda
+role, and ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` for local endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_perfsig.aws import AwsError
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "RETRY_MODE",
+    "client_config",
+    "codedeploy_client",
+    "codepipeline_client",
+    "dynamodb_resource",
+]
+
+RETRY_MODE = "standard"
+#: botocore's ``max_attempts``: retries after the first attempt (6 attempts in all)
+MAX_ATTEMPTS = 5
+USER_AGENT_EXTRA = "pytest-perfsig"
+
+
+def _boto3() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:
+        raise AwsError(
+            "the AWS integration needs boto3, which is not installed: pip install 'pytest-perfsig[aws]'"
+        ) from exc
+    return boto3
+
+
+def client_config() -> Any:
+    """The botocore ``Config`` of every client: standard retry mode (exponential backoff with
+    jitter, throttling and transient errors retried), ``max_attempts`` 5."""
+    _boto3()
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
+        user_agent_extra=USER_AGENT_EXTRA,
+    )
+
+
+def codepipeline_client(region: str | None = None) -> Any:
+    """A CodePipeline client (``GetPipeline``, ``GetPipelineState``, ``PutApprovalResult``)."""
+    return _boto3().client("codepipeline", region_name=region, config=client_config())
+
+
+def codedeploy_client(region: str | None = None) -> Any:
+    """A CodeDeploy client (deployments and rollbacks)."""
+    return _boto3().client("codedeploy", region_name=region, config=client_config())
+
+
+def dynamodb_resource(region: str | None = None) -> Any:
+    """A DynamoDB service resource (the ``BuildValidationRequests`` table)."""
+    return _boto3().resource("dynamodb", region_name=region, config=client_config())
