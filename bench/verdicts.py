@@ -41,8 +41,14 @@ from pytest_perfsig.store import SqliteStore  # noqa: E402
 from sample_app.launcher import start_app  # noqa: E402
 
 EXPECTED = {  # (build, stage) -> approve?
-    (1, "Staging"): True, (2, "Staging"): False, (3, "Staging"): True, (4, "Staging"): True,
-    (1, "Production"): True, (2, "Production"): False, (3, "Production"): True, (4, "Production"): False,
+    (1, "Staging"): True,
+    (2, "Staging"): False,
+    (3, "Staging"): True,
+    (4, "Staging"): True,
+    (1, "Production"): True,
+    (2, "Production"): False,
+    (3, "Production"): True,
+    (4, "Production"): False,
 }
 JUDGES = ("scalefactor", "mannwhitney")
 COMPARISON = {"Staging": "StagingToProduction", "Production": "ProductionToPreviousRun"}
@@ -74,12 +80,27 @@ def switch_build(url: str, build: int) -> None:
     httpx.get(f"{url}/api/version", params={"newBuildNumber": build}, timeout=5).raise_for_status()
 
 
-def run_gate(stage: str, urls: dict[str, str], store: SqliteStore, args: argparse.Namespace,
-             baseline_run: str | None, build: int) -> tuple[dict[str, str], float, str | None]:
+def run_gate(
+    stage: str,
+    urls: dict[str, str],
+    store: SqliteStore,
+    args: argparse.Namespace,
+    baseline_run: str | None,
+    build: int,
+) -> tuple[dict[str, str], float, str | None]:
     """Load once, judge with both judges; (verdict per judge, seconds to verdict, stage run id)."""
-    options = GateOptions(stage=stage, comparisons=(COMPARISON[stage],), urls=urls, users=args.users,
-                          spawn_rate=args.users, duration_s=args.duration, store_path=store.path,
-                          build=str(build), loadtests_dir=ROOT / "loadtests", baseline_run=baseline_run)
+    options = GateOptions(
+        stage=stage,
+        comparisons=(COMPARISON[stage],),
+        urls=urls,
+        users=args.users,
+        spawn_rate=args.users,
+        duration_s=args.duration,
+        store_path=store.path,
+        build=str(build),
+        loadtests_dir=ROOT / "loadtests",
+        baseline_run=baseline_run,
+    )
     started = time.monotonic()
     primary = Gate(parse_monspec(monspec_text(JUDGES[0]), "monspec.json"), options, store=store)
     primary.run(primary.checks)
@@ -88,7 +109,11 @@ def run_gate(stage: str, urls: dict[str, str], store: SqliteStore, args: argpars
     primary.finish()
     for judge in JUDGES[1:]:
         other = Gate(parse_monspec(monspec_text(judge), "monspec.json"), options, store=store)
-        other.load_results, other.load_error, other.gate_id = primary.load_results, primary.load_error, primary.gate_id
+        other.load_results, other.load_error, other.gate_id = (
+            primary.load_results,
+            primary.load_error,
+            primary.gate_id,
+        )
         statuses[judge] = _status(other)
     result = primary.load_results.get((next(iter(primary.monspec.entities)), stage))
     return statuses, seconds, result.run_id if result else None
@@ -104,7 +129,9 @@ def _status(gate: Gate) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=10, help="rounds of the whole matrix (default 10)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per gate (default 8)")
     parser.add_argument("--users", type=int, default=10, help="Locust users per environment (default 10)")
@@ -124,8 +151,12 @@ def main() -> int:
                     statuses, seconds, _ = run_gate("Staging", urls, store, args, None, build)
                     _record(cells[(build, "Staging")], statuses, seconds, round_no)
                 # The build-1 Production traffic of the last Staging gate is what Production ran.
-                baseline = store.baseline_runs(next(iter(json5.loads((ROOT / "monspec.json").read_text()))),
-                                               "Production", 1, passed_only=False)[0].run_id
+                baseline = store.baseline_runs(
+                    next(iter(json5.loads((ROOT / "monspec.json").read_text()))),
+                    "Production",
+                    1,
+                    passed_only=False,
+                )[0].run_id
                 for build in (1, 2, 3, 4):
                     switch_build(production.url, build)
                     statuses, seconds, _ = run_gate("Production", urls, store, args, baseline, build)
@@ -148,14 +179,19 @@ def _record(cell: Cell, statuses: dict[str, str], seconds: float, round_no: int)
 
 def _report(cells: dict[tuple[int, str], Cell], repeat: int) -> int:
     print()
-    print(f"{'build':>5}  {'stage':<10} {'expected':<8} " + "  ".join(f"{j:>12}" for j in JUDGES)
-          + f"  {'median s':>8}  {'p95 s':>6}")
+    print(
+        f"{'build':>5}  {'stage':<10} {'expected':<8} "
+        + "  ".join(f"{j:>12}" for j in JUDGES)
+        + f"  {'median s':>8}  {'p95 s':>6}"
+    )
     times: list[float] = []
     for cell in cells.values():
         times += cell.seconds
-        print(f"{cell.build:>5}  {cell.stage:<10} {'approve' if cell.expected else 'reject':<8} "
-              + "  ".join(f"{cell.correct[j]:>9}/{repeat:<2}" for j in JUDGES)
-              + f"  {statistics.median(cell.seconds):8.1f}  {_p95(cell.seconds):6.1f}")
+        print(
+            f"{cell.build:>5}  {cell.stage:<10} {'approve' if cell.expected else 'reject':<8} "
+            + "  ".join(f"{cell.correct[j]:>9}/{repeat:<2}" for j in JUDGES)
+            + f"  {statistics.median(cell.seconds):8.1f}  {_p95(cell.seconds):6.1f}"
+        )
     for cell in cells.values():
         for line in cell.wrong:
             print(f"  wrong: build {cell.build} {cell.stage} {line}")
@@ -166,16 +202,20 @@ def _report(cells: dict[tuple[int, str], Cell], repeat: int) -> int:
         correct = sum(c.correct[judge] for c in cells.values())
         false_rejections = sum(repeat - c.correct[judge] for c in aa)
         summary[judge] = (correct, false_rejections)
-        print(f"{judge}: correct {correct}/{total}, A/A false rejections {false_rejections}/{len(aa) * repeat}")
+        print(
+            f"{judge}: correct {correct}/{total}, A/A false rejections {false_rejections}/{len(aa) * repeat}"
+        )
     correct, false_rejections = summary[JUDGES[0]]
-    print(f"verdicts correct={correct}/{total} aa_false_rejections={false_rejections}/{len(aa) * repeat} "
-          f"median_verdict_s={statistics.median(times):.1f} p95_verdict_s={_p95(times):.1f}")
+    print(
+        f"verdicts correct={correct}/{total} aa_false_rejections={false_rejections}/{len(aa) * repeat} "
+        f"median_verdict_s={statistics.median(times):.1f} p95_verdict_s={_p95(times):.1f}"
+    )
     return 0 if correct == total else 1
 
 
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 if __name__ == "__main__":

@@ -76,6 +76,29 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
         None,
         "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
     ),
+    ("--perfsig-html", "perfsig_html", str, None, "write the HTML report (this gate and its history) here"),
+    ("--perfsig-json", "perfsig_json", str, None, "write the JSON report here"),
+    (
+        "--perfsig-approve",
+        "perfsig_approve",
+        str,
+        None,
+        "CodePipeline approval action to approve (gate passed) or reject (anything else) at the end",
+    ),
+    (
+        "--perfsig-pipeline",
+        "perfsig_pipeline",
+        str,
+        None,
+        "pipeline of --perfsig-approve (default: from CODEBUILD_INITIATOR inside CodeBuild)",
+    ),
+    (
+        "--perfsig-report-url",
+        "perfsig_report_url",
+        str,
+        None,
+        "link to the report, put in the approval summary",
+    ),
 ]
 
 
@@ -328,10 +351,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             # The verdicts are in the store already; a report can be written again with `perfsig report`.
             lines.append(f"perfsig: could not write the {kind} report {target}: {exc}")
     action = _setting(session.config, "--perfsig-approve")
-    if action:
-        approved = _approve(session, gate, action, lines)
-        if not approved and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    sent = _approve(session, gate, action, lines) if action else True
+    # A gate that did not pass (nothing judged, incomplete) or whose approval failed is never green.
+    if (not sent or gate.status() != "pass") and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     session.config.stash[REPORTS_KEY] = lines
 
 

@@ -58,8 +58,10 @@ def main() -> int:
         print("demo: " + " ".join(command[2:]), flush=True)
         code = subprocess.call(command, cwd=ROOT)
     verdict = {0: "APPROVED", 1: "REJECTED"}.get(code, f"NOT JUDGED (pytest exit code {code})")
-    print(f"demo: build {args.build} on Staging: {verdict}; report {work / 'report.html'}, "
-          f"JUnit XML {work / 'junit.xml'}")
+    print(
+        f"demo: build {args.build} on Staging: {verdict}; report {work / 'report.html'}, "
+        f"JUnit XML {work / 'junit.xml'}"
+    )
     return code
 
 
