@@ -171,7 +171,8 @@ def test_repo_monspec_loads() -> None:
     entity = monspec.entities["SampleJSonService"]
     assert entity.environments["Staging"].url == "http://127.0.0.1:8081"
     assert entity.environments["Production"].url == "http://127.0.0.1:8082"
-    assert [c.name for c in entity.comparisons] == ["StagingToProduction", "ProductionToProductionLastHour"]
+    assert [c.name for c in entity.comparisons] == ["StagingToProduction", "ProductionToPreviousRun"]
+    assert entity.comparisons[1].baseline == "latest_passed"
     s2p = entity.comparisons[0]
     assert s2p.abstolerance == {"service.failurerate": 0.5, "servicemethod.failurerate": 0.5}
     assert s2p.abs_tolerance("servicemethod.failurerate") == 0.5
