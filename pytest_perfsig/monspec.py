@@ -65,6 +65,8 @@ class Environment(_Model):
     # Extension: where this stage is reachable for load, and which locustfile drives it.
     url: str | None = None
     locustfile: str | None = None
+    # Extension: where this environment's metrics are read (default: --perfsig-source, local).
+    source: str | None = None
 
     @field_validator("url")
     @classmethod

@@ -76,6 +76,8 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
         None,
         "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
     ),
+    ("--perfsig-source", "perfsig_source", str, None,
+     "where metrics are read: local (stored samples, default), prometheus://HOST:PORT, ..."),
     ("--perfsig-html", "perfsig_html", str, None, "write the HTML report (this gate and its history) here"),
     ("--perfsig-json", "perfsig_json", str, None, "write the JSON report here"),
     (
@@ -171,6 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
             loadtests_dir=_loadtests_dir(config),
             baseline_run=_setting(config, "--perfsig-baseline"),
             warmup_s=_setting(config, "--perfsig-warmup"),
+            source_url=_setting(config, "--perfsig-source"),
         )
         config.stash[GATE_KEY] = Gate(monspec, options)
     except (PerfsigError, ValueError) as exc:

@@ -19,8 +19,9 @@ from .evaluate import Status, Verdict, judge, not_judged
 from .load.runner import LoadResult, LoadSpec, Progress, run_load
 from .metrics import Aggregate
 from .monspec import BaselineRuns, Comparison, Entity, Monspec, SignatureEntry
+from .sources import MetricSource, open_source
 from .sources.base import Measurement, MetricQuery, Window
-from .sources.local import DEFAULT_MIN_SAMPLES, LocalSource
+from .sources.local import DEFAULT_MIN_SAMPLES
 from .statjudge import judge_shift
 from .stats import aggregate
 from .store import DEFAULT_STORE_PATH, RunRecord, SqliteStore
@@ -45,6 +46,8 @@ class GateOptions:
     baseline_run: str | None = None
     # Seconds at the start of the load phase left out of every window.
     warmup_s: float = 2.0
+    # Where metrics are read for environments whose monspec names no source.
+    source_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,15 +134,19 @@ class Gate:
         self.load_error: PerfsigError | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.started = False
-        self._source: LocalSource | None = None
+        self._sources: dict[str, MetricSource] = {}
         self.fixed_window: Window | None = None
         self.selected: list[Check] = []
 
-    @property
-    def source(self) -> LocalSource:
-        if self._source is None:
-            self._source = LocalSource(self.store, self.options.min_samples)
-        return self._source
+    def source_for(self, service: str, env: str) -> MetricSource:
+        """The environment's own source (monspec), else --perfsig-source, else local."""
+        url = self._entity(service).environments[env].source or self.options.source_url or "local"
+        if url not in self._sources:
+            self._sources[url] = open_source(url, self.store, self.options.min_samples)
+        return self._sources[url]
+
+    def _tags(self, service: str, env: str) -> tuple[tuple[str, str, str | None], ...]:
+        return tuple((t.context, t.key, t.value) for t in self._entity(service).environments[env].tags)
 
     @property
     def store(self) -> SqliteStore:
@@ -256,11 +263,15 @@ class Gate:
                 entry, comparison, method=check.method, unit=unit, status=status, reason=reason, **values
             )
 
-        reason = self.source.unsupported_reason(entry.timeseries, entry.smartscape)
-        if reason is not None:
+        reasons = {
+            self.source_for(check.service, env).unsupported_reason(entry.timeseries, entry.smartscape)
+            for env in (comparison.source, comparison.compare)
+        } - {None}
+        reason = "; ".join(sorted(r for r in reasons if r))
+        if reason:
             return not_ok("skipped", reason)
         if metric is None:
-            return not_ok("error", f"the local source has no metric {entry.timeseries!r}")
+            return not_ok("error", f"no source knows the metric {entry.timeseries!r}")
         if self.load_error is not None:
             return not_ok("error", str(self.load_error))
         if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
@@ -268,13 +279,19 @@ class Gate:
         base = self.base_window(check.service)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
         source_query = MetricQuery(
-            check.service, comparison.source, check.method, metric, entry.aggregate_spec, source_window
+            check.service,
+            comparison.source,
+            check.method,
+            metric,
+            entry.aggregate_spec,
+            source_window,
+            tags=self._tags(check.service, comparison.source),
         )
         values: dict[str, Any] = {"source_window": str(source_window)}
         problems: list[str] = []
         source = compare = None
         try:
-            source = self.source.measure(source_query)
+            source = self.source_for(check.service, comparison.source).measure(source_query)
             values.update(source_value=source.value, source_samples=source.samples)
         except SourceError as exc:
             problems.append(str(exc))
@@ -339,16 +356,27 @@ class Gate:
         comparison = check.comparison
         if self.options.baseline_run is None and comparison.baseline is None:
             window = base.shifted(comparison.shiftcomparetimeframe)
-            query = replace(source_query, env=comparison.compare, window=window)
-            return self.source.measure(query), str(window)
+            query = replace(
+                source_query,
+                env=comparison.compare,
+                window=window,
+                tags=self._tags(check.service, comparison.compare),
+            )
+            return self.source_for(check.service, comparison.compare).measure(query), str(window)
         runs, wanted = self._baseline_runs(check)
         measurements = []
         for run in runs:
             span = self.store.run_window(run.run_id)
             if span is None:
                 continue
-            query = replace(source_query, env=run.env, window=Window(*span), run_ids=(run.run_id,))
-            measurements.append(self.source.measure(query))
+            query = replace(
+                source_query,
+                env=run.env,
+                window=Window(*span),
+                run_ids=(run.run_id,),
+                tags=self._tags(check.service, run.env),
+            )
+            measurements.append(self.source_for(check.service, run.env).measure(query))
         if not measurements:
             raise NoDataError(f"the baseline runs of {comparison.compare} hold no samples")
         label = ", ".join(run.run_id for run in runs)

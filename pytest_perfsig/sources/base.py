@@ -40,6 +40,9 @@ class MetricQuery:
     window: Window
     # Only the samples of these runs (a stored baseline), instead of all in the window.
     run_ids: tuple[str, ...] | None = None
+    # The environment's monspec tags, (context, key, value): how a monitoring system
+    # identifies the service there. Each source maps them to its own selectors.
+    tags: tuple[tuple[str, str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class Measurement:
 
 
 class MetricSource(Protocol):
+    """Answers metric queries. Implementations: local (stored samples), prometheus, ...
+    Errors are SourceError / NoDataError with a message naming the environment and window;
+    a source never returns a guess for missing data."""
+
     name: str
 
     def unsupported_reason(self, timeseries: str | None, smartscape: str | None) -> str | None:
