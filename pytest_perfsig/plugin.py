@@ -76,8 +76,13 @@ _OPTIONS: list[tuple[str, str, Any, Any, str]] = [
         None,
         "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
     ),
-    ("--perfsig-source", "perfsig_source", str, None,
-     "where metrics are read: local (stored samples, default), prometheus://HOST:PORT, ..."),
+    (
+        "--perfsig-source",
+        "perfsig_source",
+        str,
+        None,
+        "where metrics are read: local (stored samples, default), prometheus://HOST:PORT, ...",
+    ),
     ("--perfsig-html", "perfsig_html", str, None, "write the HTML report (this gate and its history) here"),
     ("--perfsig-json", "perfsig_json", str, None, "write the JSON report here"),
     (

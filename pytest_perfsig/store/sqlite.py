@@ -94,6 +94,16 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     remediation_url TEXT
 );
 CREATE INDEX IF NOT EXISTS deployment_events_by_env ON deployment_events (env, ts);
+CREATE TABLE IF NOT EXISTS remediation_events (
+    problem_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    env TEXT,
+    status TEXT NOT NULL,
+    action TEXT,
+    deployment_event_id TEXT,
+    new_deployment_id TEXT,
+    detail TEXT
+);
 CREATE TABLE IF NOT EXISTS verdicts (
     gate_id TEXT NOT NULL,
     check_id TEXT NOT NULL,
@@ -344,6 +354,50 @@ class SqliteStore:
             if isinstance(event.revision, str):
                 event.revision = json.loads(event.revision)
         return events
+
+    def claim_remediation(self, problem_id: str, env: str | None) -> bool:
+        """Record that a problem is being remediated; False when it was already (idempotency:
+        the same problem notified twice must not roll back twice)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO remediation_events (problem_id, ts, env, status) VALUES (?, ?, ?, 'started')",
+                (problem_id, time.time(), env),
+            )
+            return cursor.rowcount == 1
+
+    def finish_remediation(
+        self,
+        problem_id: str,
+        status: str,
+        *,
+        action: str | None = None,
+        deployment_event_id: str | None = None,
+        new_deployment_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE remediation_events SET status = ?, action = ?, deployment_event_id = ?, "
+                "new_deployment_id = ?, detail = ? WHERE problem_id = ?",
+                (status, action, deployment_event_id, new_deployment_id, detail, problem_id),
+            )
+
+    def remediations(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first."""
+        keys = (
+            "problem_id",
+            "ts",
+            "env",
+            "status",
+            "action",
+            "deployment_event_id",
+            "new_deployment_id",
+            "detail",
+        )
+        rows = self._query(
+            f"SELECT {', '.join(keys)} FROM remediation_events ORDER BY ts DESC LIMIT ?", (limit,)
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def gates(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._query(
