@@ -360,7 +360,8 @@ class SqliteStore:
         the same problem notified twice must not roll back twice)."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO remediation_events (problem_id, ts, env, status) VALUES (?, ?, ?, 'started')",
+                "INSERT OR IGNORE INTO remediation_events (problem_id, ts, env, status) "
+                "VALUES (?, ?, ?, 'started')",
                 (problem_id, time.time(), env),
             )
             return cursor.rowcount == 1
