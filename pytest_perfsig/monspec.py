@@ -67,6 +67,8 @@ class Environment(_Model):
     locustfile: str | None = None
     # Extension: where this environment's metrics are read (default: --perfsig-source, local).
     source: str | None = None
+    # Extension: the environment's log, a file (relative to the monspec) or an http(s) URL.
+    log: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -241,6 +243,32 @@ class ServiceMethod(_Model):
     perfsignature: list[SignatureEntry] = Field(min_length=1)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class LogRule(_Model):
+    """Extension: lines of the stage's log that must not appear more often than allowed
+    during the load window (the original's log-monitoring rules)."""
+
+    name: str | None = None
+    pattern: str = Field(min_length=1)  # a regular expression, searched in each line's message
+    level: Literal["debug", "info", "warning", "error", "critical"] = "error"  # the lowest level counted
+    allowedperminute: float = Field(default=0.0, ge=0)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+    @property
+    def label(self) -> str:
+        return self.name or self.pattern
+
+
 class Entity(_Model):
     etype: Literal["SERVICE", "APPLICATION", "HOST", "PROCESS_GROUP_INSTANCE"] = "SERVICE"
     name: str | None = None
@@ -249,6 +277,7 @@ class Entity(_Model):
     comparisons: list[Comparison] = Field(default_factory=list)
     perfsignature: list[SignatureEntry] = Field(default_factory=list)
     servicemethods: list[ServiceMethod] = Field(default_factory=list)
+    logrules: list[LogRule] = Field(default_factory=list)
 
     def comparison(self, name: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.name == name), None)
@@ -414,6 +443,6 @@ def _check_references(entity_name: str, entity: Entity) -> list[str]:
                 f"{entity_name}.servicemethods[{i}].name: duplicate service method {method.name!r}"
             )
         methods.add(method.name)
-    if not entity.perfsignature and not entity.servicemethods:
-        problems.append(f"{entity_name}.perfsignature: empty (no metric to gate on)")
+    if not entity.perfsignature and not entity.servicemethods and not entity.logrules:
+        problems.append(f"{entity_name}.perfsignature: empty (no metric or log rule to gate on)")
     return problems

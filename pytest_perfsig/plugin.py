@@ -16,11 +16,12 @@ import pytest
 from .errors import PerfsigError
 from .evaluate import Verdict
 from .load.runner import LoadSpec
+from .logrules import LogCheck
 from .monspec import load_monspec
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
-from .session import Check, Gate, GateOptions, parse_url_overrides
+from .session import AnyCheck, Gate, GateOptions, parse_url_overrides
 from .sources.local import DEFAULT_MIN_SAMPLES
 from .store import DEFAULT_STORE_PATH
 
@@ -209,7 +210,8 @@ class MonspecFile(pytest.File):
     def collect(self) -> Iterable[pytest.Item]:
         gate = _gate(self.config)
         assert gate is not None
-        for check in gate.checks:
+        every: list[AnyCheck] = [*gate.checks, *gate.log_checks]
+        for check in every:
             yield PerfsigItem.from_parent(self, name=check.check_id, check=check)
 
 
@@ -218,7 +220,7 @@ class ViolationError(Exception):
 
 
 class PerfsigItem(pytest.Item):
-    def __init__(self, *, check: Check, **kwargs: Any) -> None:
+    def __init__(self, *, check: AnyCheck, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.check = check
         self.add_marker("perfsig")
@@ -251,12 +253,12 @@ class PerfsigItem(pytest.Item):
         return self.path, 0, f"perfsig {self.check.check_id}"
 
 
-def _properties(check: Check, verdict: Verdict) -> list[tuple[str, object]]:
+def _properties(check: AnyCheck, verdict: Verdict) -> list[tuple[str, object]]:
     judge_name = (verdict.details or {}).get("judge", "scalefactor")
     props: list[tuple[str, object]] = [
         ("status", verdict.status),
         ("judge", judge_name),
-        ("comparison", check.comparison.name),
+        ("comparison", "logrules" if isinstance(check, LogCheck) else check.comparison.name),
         ("metric", verdict.metric),
         ("aggregate", verdict.aggregate),
         ("unit", verdict.unit),
@@ -308,7 +310,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     return (yield)
 
 
-def _run_load(config: pytest.Config, gate: Gate, checks: list[Check]) -> None:
+def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def write(line: str, **markup: bool) -> None:
@@ -398,7 +400,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if gate is None or not gate.verdicts:
         return
     terminalreporter.section("perfsig verdicts")
-    ordered = [(c.check_id, gate.verdicts[c.check_id]) for c in gate.checks if c.check_id in gate.verdicts]
+    every: list[AnyCheck] = [*gate.checks, *gate.log_checks]
+    ordered = [(c.check_id, gate.verdicts[c.check_id]) for c in every if c.check_id in gate.verdicts]
     rows = verdict_rows(ordered)
     lines = render_table(rows)
     terminalreporter.write_line(lines[0], bold=True)

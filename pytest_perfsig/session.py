@@ -17,6 +17,7 @@ import numpy as np
 from .errors import LoadError, NoDataError, PerfsigError, SourceError, UsageError
 from .evaluate import Status, Verdict, judge, not_judged
 from .load.runner import LoadResult, LoadSpec, Progress, run_load
+from .logrules import LogCheck, judge_log, not_judged_log, plan_log_checks
 from .metrics import Aggregate
 from .monspec import BaselineRuns, Comparison, Entity, Monspec, SignatureEntry
 from .sources import MetricSource, open_source
@@ -61,6 +62,9 @@ class Check:
     entry: SignatureEntry
 
 
+AnyCheck = Check | LogCheck
+
+
 def parse_url_overrides(values: Iterable[str]) -> dict[str, str]:
     """``ENV=URL`` pairs from the command line."""
     urls: dict[str, str] = {}
@@ -72,7 +76,7 @@ def parse_url_overrides(values: Iterable[str]) -> dict[str, str]:
     return urls
 
 
-def plan_checks(monspec: Monspec, options: GateOptions) -> list[Check]:
+def plan_checks(monspec: Monspec, options: GateOptions, *, allow_empty: bool = False) -> list[Check]:
     """Every check the stage's gate consists of, in monspec order."""
     if options.stage not in monspec.environments():
         raise UsageError(
@@ -108,7 +112,7 @@ def plan_checks(monspec: Monspec, options: GateOptions) -> list[Check]:
                 seen[base] = seen.get(base, 0) + 1
                 check_id = base if seen[base] == 1 else f"{base}#{seen[base]}"
                 checks.append(Check(check_id, service, comparison, method, entry))
-    if not checks:
+    if not checks and not allow_empty:
         raise UsageError(
             f"no comparison in {monspec.path} has {options.stage!r} as its source"
             + (f" among {', '.join(options.comparisons)}" if options.comparisons else "")
@@ -127,7 +131,8 @@ class Gate:
     def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore | None = None) -> None:
         self.monspec = monspec
         self.options = options
-        self.checks = plan_checks(monspec, options)
+        self.log_checks = plan_log_checks(monspec, options.stage)
+        self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
         self._store = store
         self.gate_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.load_results: dict[tuple[str, str], LoadResult] = {}
@@ -136,7 +141,7 @@ class Gate:
         self.started = False
         self._sources: dict[str, MetricSource] = {}
         self.fixed_window: Window | None = None
-        self.selected: list[Check] = []
+        self.selected: list[AnyCheck] = []
 
     def source_for(self, service: str, env: str) -> MetricSource:
         """The environment's own source (monspec), else --perfsig-source, else local."""
@@ -156,12 +161,14 @@ class Gate:
 
     # ------------------------------------------------------------------ load
 
-    def load_specs(self, checks: Iterable[Check]) -> list[LoadSpec]:
+    def load_specs(self, checks: Iterable[AnyCheck]) -> list[LoadSpec]:
         """The stage under test, plus every compare environment judged in the same window
         that has a URL (the original had real-user traffic on Production all the time)."""
         wanted: dict[tuple[str, str], None] = {}
         for check in checks:
             wanted[(check.service, self.options.stage)] = None
+            if isinstance(check, LogCheck):
+                continue
             comparison = check.comparison
             same_window = (
                 comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
@@ -216,7 +223,7 @@ class Gate:
             )
         return str(path)
 
-    def run(self, checks: list[Check], progress: Progress | None = None) -> None:
+    def run(self, checks: list[AnyCheck], progress: Progress | None = None) -> None:
         """Drive the load for the selected checks; a failure is kept, not raised: every
         check then reports it as its error."""
         self.selected = list(checks)
@@ -237,15 +244,15 @@ class Gate:
         """Judge every check over a given window instead of a load phase of this gate
         (a deferred validation: the traffic came from elsewhere)."""
         self.fixed_window = window
-        self.selected = list(self.checks)
+        self.selected = [*self.checks, *self.log_checks]
         self.open()
-        return [self.verdict(check) for check in self.checks]
+        return [self.verdict(check) for check in self.selected]
 
     # ------------------------------------------------------------------ verdicts
 
-    def verdict(self, check: Check) -> Verdict:
+    def verdict(self, check: AnyCheck) -> Verdict:
         if check.check_id not in self.verdicts:
-            verdict = self._judge(check)
+            verdict = self._judge_log(check) if isinstance(check, LogCheck) else self._judge(check)
             self.verdicts[check.check_id] = verdict
             if self.started:
                 self.store.save_verdict(
@@ -339,6 +346,17 @@ class Gate:
             compare_window=values.get("compare_window"),
         )
 
+    def _judge_log(self, check: LogCheck) -> Verdict:
+        if self.load_error is not None:
+            return not_judged_log(check, str(self.load_error))
+        if self.fixed_window is not None:
+            return judge_log(check, self.fixed_window)
+        result = self.load_results.get((check.service, check.env))
+        if result is None:
+            return not_judged_log(check, "no load ran for this gate")
+        # The whole load phase, warm-up included, and a second for lines written after the last request.
+        return judge_log(check, Window(result.window[0], result.window[1] + 1.0))
+
     def base_window(self, service: str) -> Window:
         """The window every comparison starts from: where all environments loaded together
         were under load, less the warm-up (Locust processes starting, connections opening)."""
@@ -419,7 +437,7 @@ class Gate:
             )
         return runs, count
 
-    def missing(self) -> list[Check]:
+    def missing(self) -> list[AnyCheck]:
         """Selected checks without a verdict (the session stopped early)."""
         return [check for check in self.selected if check.check_id not in self.verdicts]
 

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from sample_app.builds import BuildPolicy, is_production
+from sample_app.metrics import instrument
 from sample_app.urls import format_host, parse_loopback_url
 
 DOWNSTREAM_TIMEOUT_S = 5.0
@@ -265,6 +266,7 @@ def create_app(config: AppConfig) -> Starlette:
         Route("/api/causeerror", cause_error),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    instrument(app, stage=config.stage, build=lambda: state.build)
     # Exposed for introspection in tests and debugging.
     app.state.sample_state = state
     app.state.config = config

@@ -367,7 +367,7 @@ BAD: list[Any] = [
     pytest.param("no_envs.json", _broken(lambda s: s.update(environments={})),
                  [f"{S}.environments", "at least 1 item"], id="empty-environments"),
     pytest.param("no_signature.json", _broken(lambda s: (s.update(perfsignature=[]), s.pop("servicemethods"))),
-                 [f"{S}.perfsignature", "empty (no metric to gate on)"], id="empty-perfsignature"),
+                 [f"{S}.perfsignature", "empty (no metric or log rule to gate on)"], id="empty-perfsignature"),
     pytest.param("method_no_signature.json",
                  _broken(lambda s: s["servicemethods"][0].update(perfsignature=[])),
                  [f"{S}.servicemethods[0].perfsignature", "at least 1 item"], id="servicemethod-empty-perfsignature"),
