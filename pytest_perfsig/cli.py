@@ -189,6 +189,34 @@ def _deployment_event(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_worker(args: argparse.Namespace) -> int:
+    """A Locust worker for a gate started with --perfsig-workers: its samples go to the master."""
+    import os
+    import subprocess
+
+    from .load.capture import ENV_WORKER
+
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_perfsig.load.locust_main",
+        "-f",
+        args.locustfile,
+        "--worker",
+        "--master-host",
+        args.master,
+        "--master-port",
+        str(args.master_port),
+        "--loglevel",
+        "WARNING",
+    ]
+    if args.processes > 1:
+        command += ["--processes", str(args.processes)]
+    env = {**os.environ, ENV_WORKER: "1"}
+    env.pop("PERFSIG_STORE", None)  # a worker never writes a store: the master does
+    return subprocess.call(command, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfsig", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--remediation-url", help="URL to POST problems of this deployment to")
     event.add_argument("--store", default=DEFAULT_STORE_PATH)
     event.set_defaults(handler=_deployment_event)
+    load_worker = sub.add_parser("load-worker", help="a Locust worker for a gate run with --perfsig-workers")
+    load_worker.add_argument("--master", required=True, help="host of the gate's Locust master")
+    load_worker.add_argument("--master-port", type=int, default=5557)
+    load_worker.add_argument("-f", "--locustfile", default="loadtests/staging.py")
+    load_worker.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
+    load_worker.set_defaults(handler=_load_worker)
     return parser
 
 

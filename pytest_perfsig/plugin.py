@@ -180,6 +180,10 @@ def pytest_configure(config: pytest.Config) -> None:
             baseline_run=_setting(config, "--perfsig-baseline"),
             warmup_s=_setting(config, "--perfsig-warmup"),
             source_url=_setting(config, "--perfsig-source"),
+            processes=_setting(config, "--perfsig-processes"),
+            workers=_setting(config, "--perfsig-workers"),
+            master_bind=_setting(config, "--perfsig-master-bind"),
+            arrival_rate=_setting(config, "--perfsig-arrival-rate"),
         )
         config.stash[GATE_KEY] = Gate(monspec, options)
     except (PerfsigError, ValueError) as exc:
@@ -335,8 +339,8 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         return
     for (_, env), result in gate.load_results.items():
         write(
-            f"perfsig: {env}: {result.requests} requests, {result.failures} failed "
-            f"(run {result.run_id}, log {result.log_path})"
+            f"perfsig: {env}: {result.requests} requests, {result.failures} failed, "
+            f"{result.spec.load_model} model (run {result.run_id}, log {result.log_path})"
         )
 
 

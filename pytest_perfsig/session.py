@@ -49,6 +49,11 @@ class GateOptions:
     warmup_s: float = 2.0
     # Where metrics are read for environments whose monspec names no source.
     source_url: str | None = None
+    # Load topology and model.
+    processes: int = 1
+    workers: int = 0
+    master_bind: str = "127.0.0.1"
+    arrival_rate: float | None = None  # open model: requests per second per endpoint
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,9 @@ def plan_checks(monspec: Monspec, options: GateOptions, *, allow_empty: bool = F
     return checks
 
 
-def default_locustfile(env: str, loadtests_dir: Path) -> Path:
+def default_locustfile(env: str, loadtests_dir: Path, open_model: bool = False) -> Path:
+    if open_model:
+        return loadtests_dir / "open.py"
     profile = "production.py" if env.startswith(PRODUCTION_PREFIX) else "staging.py"
     return loadtests_dir / profile
 
@@ -191,17 +198,37 @@ class Gate:
                 )
             specs.append(
                 LoadSpec(
-                    service=service,
-                    env=env,
-                    url=url,
-                    locustfile=self._locustfile(service, env),
-                    users=self.options.users,
-                    spawn_rate=self.options.spawn_rate,
-                    duration_s=self.options.duration_s,
-                    build=self.options.build if env == self.options.stage else None,
+                    **{
+                        "service": service,
+                        "env": env,
+                        "url": url,
+                        "locustfile": self._locustfile(service, env),
+                        "users": self.options.users,
+                        "spawn_rate": self.options.spawn_rate,
+                        "duration_s": self.options.duration_s,
+                        "build": self.options.build if env == self.options.stage else None,
+                        **self._load_model(),
+                    }
                 )
             )
         return specs
+
+    def _load_model(self) -> dict[str, Any]:
+        options = self.options
+        model: dict[str, Any] = {
+            "processes": options.processes,
+            "workers": options.workers,
+            "master_bind": options.master_bind,
+        }
+        if options.arrival_rate is not None:
+            # One scheduling user sends at the intended times (loadtests/open.py).
+            model.update(
+                users=1,
+                spawn_rate=1.0,
+                load_model=f"open {options.arrival_rate:g}/s per endpoint",
+                extra_env={"PERFSIG_ARRIVAL_RATE": f"{options.arrival_rate:g}"},
+            )
+        return model
 
     def _url(self, service: str, env: str) -> str | None:
         return self.options.urls.get(env) or self._entity(service).environments[env].url
@@ -215,7 +242,7 @@ class Gate:
         elif (configured := self._entity(service).environments[env].locustfile) is not None:
             path = Path(self.monspec.path).parent / configured
         else:
-            path = default_locustfile(env, self.options.loadtests_dir)
+            path = default_locustfile(env, self.options.loadtests_dir, self.options.arrival_rate is not None)
         if not path.is_file():
             raise LoadError(
                 f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "

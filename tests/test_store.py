@@ -245,7 +245,7 @@ def no_auto_flush(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteStore) -> None:
-    capture = SampleCapture(store, "run-1", SVC, "Staging")
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     _fire(capture, "/api/invoke", 12.3456, T0 + 0.125, 200)
     _fire(capture, "/api/invoke", 250.0000001, T0 + 0.5, 500, CatchResponseError("500 Internal Server Error"))
     _fire(capture, "/api/health", 3, T0 + 0.75, None, ConnectionRefusedError(111, "refused"))
@@ -266,7 +266,7 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_capture_without_start_time_backdates_by_the_latency(store: SqliteStore) -> None:
-    capture = SampleCapture(store, "run-1", SVC, "Staging")
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     before = time.time()
     _fire(capture, "/x", 2000.0, None, 200)  # 2 s
     after = time.time()
@@ -277,7 +277,7 @@ def test_capture_without_start_time_backdates_by_the_latency(store: SqliteStore)
 def test_capture_flushes_every_n_rows(store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
                                       no_auto_flush: None) -> None:
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 3)
-    capture = SampleCapture(store, "run-1", SVC, "Staging")
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     for k in range(2):
         _fire(capture, "/x", 1.0, T0 + k, 200)
     assert store.run_counts("run-1") == (0, 0)
@@ -287,7 +287,7 @@ def test_capture_flushes_every_n_rows(store: SqliteStore, monkeypatch: pytest.Mo
 
 
 def test_capture_flushes_after_an_interval(store: SqliteStore) -> None:
-    capture = SampleCapture(store, "run-1", SVC, "Staging")
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     capture.last_flush = time.monotonic() - capture_module.FLUSH_EVERY_S - 0.01
     _fire(capture, "/x", 1.0, T0, 200)
     assert store.run_counts("run-1") == (1, 0)
@@ -295,7 +295,7 @@ def test_capture_flushes_after_an_interval(store: SqliteStore) -> None:
 
 def test_second_store_on_the_same_file_sees_rows(db_path: Path, store: SqliteStore) -> None:
     """The Locust process writes while pytest reads: two connections, one WAL file."""
-    capture = SampleCapture(store, "run-1", SVC, "Staging")
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     _fire(capture, "/api/invoke", 12.3456, T0, 200)
     capture.flush()
     with SqliteStore(db_path) as reader:
@@ -316,7 +316,7 @@ class _Hook:
 
 
 def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events = SimpleNamespace(request=_Hook(), test_stop=_Hook(), quitting=_Hook())
+    events = SimpleNamespace(init=_Hook(), request=_Hook(), test_stop=_Hook(), quitting=_Hook())
     monkeypatch.delenv(capture_module.ENV_STORE, raising=False)
     assert install_from_environment(events) is None
     assert events.request.listeners == []
@@ -330,6 +330,7 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
     try:
         assert (installed.run_id, installed.service, installed.env) == ("run-9", SVC, "Production")
         assert events.request.listeners == [installed.on_request]
+        assert events.init.listeners == [installed.on_init]
         assert events.test_stop.listeners == [installed.flush]
         assert events.quitting.listeners == [installed.flush]
         events.request.listeners[0](request_type="GET", name="/", response_time=1.5, response_length=0,
@@ -339,3 +340,40 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
         assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
     finally:
         installed.store.close()
+
+
+class _FakeWorker:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send_message(self, msg_type: str, data: dict[str, Any]) -> None:
+        self.sent.append((msg_type, data))
+
+
+@pytest.mark.usefixtures("no_auto_flush")
+def test_worker_sends_batches_to_the_master_which_stores_them(store: SqliteStore) -> None:
+    worker = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    worker.runner = _FakeWorker()
+    _fire(worker, "/x", 5.5, T0, 200)
+    worker.flush()
+    assert store.run_counts("run-1") == (0, 0)  # a worker never writes the store itself
+    ((msg_type, data),) = worker.runner.sent
+    assert msg_type == capture_module.MESSAGE and len(data["rows"]) == 1
+
+    class Msg:
+        pass
+
+    msg = Msg()
+    msg.data = data  # type: ignore[attr-defined]
+    master = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    master.on_worker_batch(environment=None, msg=msg)
+    assert store.run_counts("run-1") == (1, 0) and master.captured == 1
+
+
+@pytest.mark.usefixtures("no_auto_flush")
+def test_open_model_latency_counts_from_the_intended_send_time(store: SqliteStore) -> None:
+    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    capture.on_request(request_type="GET", name="/x", response_time=10.0, response_length=0,
+                       start_time=T0 + 0.25, context={capture_module.INTENDED: T0})
+    (row,) = capture.buffer
+    assert row[1] == T0 and row[5] == pytest.approx(260.0)  # 250 ms late + 10 ms service time

@@ -1,8 +1,18 @@
-"""Raw-sample capture inside the Locust process.
+"""Raw-sample capture inside the Locust processes.
 
 Locust's own statistics round response times into buckets; the gate needs each request's
-exact latency and start time, so this listener stores every request event. It is set up
-by :mod:`pytest_perfsig.load.locust_main` from environment variables the runner passes.
+exact latency and start time, so this listener keeps every request event. It is set up by
+:mod:`pytest_perfsig.load.locust_main` from environment variables the runner passes.
+
+Where the samples go depends on the Locust process:
+- a single process (local runner) or a master writes batches to the SQLite store;
+- a worker (``--processes N``, or ``--worker`` on another machine) sends its batches to the
+  master with Locust's own messaging, and the master stores them. So no sample is lost and
+  none is counted twice, whatever the topology, and only the master needs the store.
+
+Open load model: a request whose ``context`` carries ``perfsig_intended`` (the epoch time it
+was scheduled for) is recorded with its latency measured from that intended time, so a slow
+stage cannot hide its latency by slowing the load (coordinated omission).
 """
 
 from __future__ import annotations
@@ -17,22 +27,45 @@ ENV_STORE = "PERFSIG_STORE"
 ENV_RUN_ID = "PERFSIG_RUN_ID"
 ENV_SERVICE = "PERFSIG_SERVICE"
 ENV_ENV = "PERFSIG_ENV"
+ENV_NO_CAPTURE = "PERFSIG_NO_CAPTURE"  # benchmarks: measure the harness without the capture
+ENV_WORKER = "PERFSIG_CAPTURE_WORKER"  # a remote worker: capture and send to the master
 
+MESSAGE = "perfsig_samples"
+INTENDED = "perfsig_intended"
 FLUSH_EVERY_ROWS = 500
 FLUSH_EVERY_S = 0.5
 
 
 class SampleCapture:
-    """Buffers request events and writes them to the store in batches."""
+    """Buffers request events and hands batches to a sink: the store, or the master."""
 
-    def __init__(self, store: SqliteStore, run_id: str, service: str, env: str) -> None:
-        self.store = store
+    def __init__(self, store_path: str, run_id: str, service: str, env: str) -> None:
+        self.store_path = store_path
         self.run_id = run_id
         self.service = service
         self.env = env
         self.buffer: list[SampleRow] = []
         self.last_flush = time.monotonic()
         self.captured = 0
+        self.runner: Any = None  # set on init; a WorkerRunner sends to the master
+        self._store: SqliteStore | None = None
+        self._store_pid = 0
+
+    @property
+    def store(self) -> SqliteStore:
+        # One connection per process: a connection must not cross a fork (--processes).
+        if self._store is None or self._store_pid != os.getpid():
+            self._store, self._store_pid = SqliteStore(self.store_path), os.getpid()
+        return self._store
+
+    def on_init(self, environment: Any, **_: Any) -> None:
+        from locust.runners import MasterRunner, WorkerRunner
+
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            self.runner = runner
+        elif isinstance(runner, MasterRunner):
+            runner.register_message(MESSAGE, self.on_worker_batch)
 
     def on_request(
         self,
@@ -43,29 +76,38 @@ class SampleCapture:
         exception: BaseException | None = None,
         response: Any = None,
         start_time: float | None = None,
+        context: Any = None,
         **_: Any,
     ) -> None:
         started = start_time if start_time is not None else time.time() - response_time / 1000.0
+        latency = float(response_time)
+        intended = context.get(INTENDED) if isinstance(context, dict) else None
+        if intended is not None:
+            latency = (started - float(intended)) * 1000.0 + latency
+            started = float(intended)
         status = int(getattr(response, "status_code", 0) or 0)
         self.buffer.append(
-            (
-                self.run_id,
-                started,
-                self.service,
-                self.env,
-                name,
-                float(response_time),
-                0 if exception else 1,
-                status,
-            )
+            (self.run_id, started, self.service, self.env, name, latency, 0 if exception else 1, status)
         )
         if len(self.buffer) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()
 
+    def on_worker_batch(self, environment: Any, msg: Any, **_: Any) -> None:
+        # The master names the run: a remote worker does not know it.
+        rows = [
+            (self.run_id, ts, self.service, self.env, name, latency, ok, status)
+            for _, ts, _, _, name, latency, ok, status in msg.data["rows"]
+        ]
+        self.store.add_samples(rows)
+        self.captured += len(rows)
+
     def flush(self, **_: Any) -> None:
         if self.buffer:
             rows, self.buffer = self.buffer, []
-            self.store.add_samples(rows)
+            if self.runner is not None:
+                self.runner.send_message(MESSAGE, {"rows": [list(row) for row in rows]})
+            else:
+                self.store.add_samples(rows)
             self.captured += len(rows)
         self.last_flush = time.monotonic()
 
@@ -73,11 +115,15 @@ class SampleCapture:
 def install_from_environment(events: Any) -> SampleCapture | None:
     """Hook a capture into Locust's events when the runner asked for one."""
     store_path = os.environ.get(ENV_STORE)
-    if not store_path:
+    if os.environ.get(ENV_NO_CAPTURE) or not (store_path or os.environ.get(ENV_WORKER)):
         return None
-    capture = SampleCapture(
-        SqliteStore(store_path), os.environ[ENV_RUN_ID], os.environ[ENV_SERVICE], os.environ[ENV_ENV]
-    )
+    if store_path:
+        capture = SampleCapture(
+            store_path, os.environ[ENV_RUN_ID], os.environ[ENV_SERVICE], os.environ[ENV_ENV]
+        )
+    else:
+        capture = SampleCapture("", "remote", "remote", "remote")  # sends everything to its master
+    events.init.add_listener(capture.on_init)
     events.request.add_listener(capture.on_request)
     events.test_stop.add_listener(capture.flush)
     events.quitting.add_listener(capture.flush)

@@ -19,6 +19,7 @@ from . import capture
 
 # Locust needs a moment to start and to stop its users after --run-time.
 STARTUP_GRACE_S = 30.0
+WORKER_WAIT_S = 60.0
 LOG_TAIL_LINES = 15
 
 
@@ -35,6 +36,16 @@ class LoadSpec:
     duration_s: float
     extra_env: dict[str, str] = field(default_factory=dict)
     build: str | None = None  # label of what is deployed there, when known
+    processes: int = 1  # Locust worker processes on this machine (--processes)
+    workers: int = 0  # remote workers to wait for (master mode; `perfsig load-worker`)
+    master_bind: str = "127.0.0.1"
+    master_port: int = 5557
+    load_model: str = "closed"
+
+    @property
+    def grace_s(self) -> float:
+        # Remote workers may take a while to connect; the master waits for them.
+        return STARTUP_GRACE_S + (WORKER_WAIT_S if self.workers else 0.0)
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,26 @@ def _locust_command(spec: LoadSpec) -> list[str]:
         "--only-summary",
         "--loglevel",
         "WARNING",
+        *_topology(spec),
     ]
+
+
+def _topology(spec: LoadSpec) -> list[str]:
+    if spec.workers:
+        return [
+            "--master",
+            "--expect-workers",
+            str(spec.workers),
+            "--expect-workers-max-wait",
+            f"{WORKER_WAIT_S:g}",
+            "--master-bind-host",
+            spec.master_bind,
+            "--master-bind-port",
+            str(spec.master_port),
+        ]
+    if spec.processes > 1:
+        return ["--processes", str(spec.processes)]
+    return []
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -157,6 +187,7 @@ def run_load(
                     users=spec.users,
                     spawn_rate=spec.spawn_rate,
                     duration_s=spec.duration_s,
+                    load_model=spec.load_model,
                 )
             )
             children.append(_Child(spec, run_id, store.path, log_dir))
@@ -172,13 +203,14 @@ def run_load(
 def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None, every_s: float) -> None:
     duration = max(child.spec.duration_s for child in children)
     started = time.monotonic()
-    deadline = started + duration + STARTUP_GRACE_S
+    grace = max(child.spec.grace_s for child in children)
+    deadline = started + duration + grace
     next_report = started + every_s
     while any(child.process.poll() is None for child in children):
         now = time.monotonic()
         if now > deadline:
             raise LoadError(
-                f"Locust did not finish within {duration + STARTUP_GRACE_S:.0f} s "
+                f"Locust did not finish within {duration + grace:.0f} s "
                 f"(logs: {', '.join(str(c.log_path) for c in children)})"
             )
         if progress is not None and now >= next_report:
