@@ -15,7 +15,12 @@ from locust import FastHttpUser, constant, task
 
 RATE = float(os.environ.get("PERFSIG_ARRIVAL_RATE", "10"))
 MAX_IN_FLIGHT = int(os.environ.get("PERFSIG_MAX_IN_FLIGHT", "1000"))
-ENDPOINTS = [("/", "/"), ("/version", "/version"), ("/api/echo?text=open", "/api/echo"), ("/api/invoke", "/api/invoke")]
+ENDPOINTS = [
+    ("/", "/"),
+    ("/version", "/version"),
+    ("/api/echo?text=open", "/api/echo"),
+    ("/api/invoke", "/api/invoke"),
+]
 
 
 class ArrivalScheduler(FastHttpUser):

@@ -217,6 +217,20 @@ def _load_worker(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+def _remediate_serve(args: argparse.Namespace) -> int:
+    from .remediation.server import serve
+
+    serve(
+        args.host,
+        args.port,
+        args.store,
+        production_prefix=args.production_prefix,
+        max_body=args.max_body,
+        log_level=args.log_level,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfsig", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--remediation-url", help="URL to POST problems of this deployment to")
     event.add_argument("--store", default=DEFAULT_STORE_PATH)
     event.set_defaults(handler=_deployment_event)
+    remediate = sub.add_parser("remediate", help="self-healing: problem notifications roll Production back")
+    remediate_sub = remediate.add_subparsers(dest="remediate_command", required=True)
+    serve = remediate_sub.add_parser(
+        "serve", help="run the webhook receiver (POST /problems); secret from PERFSIG_WEBHOOK_SECRET"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--store", default=DEFAULT_STORE_PATH)
+    serve.add_argument("--production-prefix", default="Production")
+    serve.add_argument("--max-body", type=int, default=64 * 1024)
+    serve.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    serve.set_defaults(handler=_remediate_serve)
     load_worker = sub.add_parser("load-worker", help="a Locust worker for a gate run with --perfsig-workers")
     load_worker.add_argument("--master", required=True, help="host of the gate's Locust master")
     load_worker.add_argument("--master-port", type=int, default=5557)

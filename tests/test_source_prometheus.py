@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -49,8 +49,15 @@ STAGING_TAGS = (("CONTEXTLESS", "DeploymentGroup", "Staging"),)
 FAKE = "http://prom.test"
 
 
-def q(metric: str, aggregate: str, *, env: str = "Staging", method: str | None = None, window: Window = W,
-      tags: tuple[tuple[str, str, str | None], ...] = STAGING_TAGS) -> MetricQuery:
+def q(
+    metric: str,
+    aggregate: str,
+    *,
+    env: str = "Staging",
+    method: str | None = None,
+    window: Window = W,
+    tags: tuple[tuple[str, str, str | None], ...] = STAGING_TAGS,
+) -> MetricQuery:
     parsed_metric, parsed_aggregate = parse_metric(metric), parse_aggregate(aggregate)
     assert parsed_metric is not None and parsed_aggregate is not None
     return MetricQuery(SVC, env, method, parsed_metric, parsed_aggregate, window, tags=tags)
@@ -71,8 +78,10 @@ def fake_source(**kwargs: Any) -> PrometheusSource:
 def test_from_url_schemes_parameters_and_credentials() -> None:
     source = PrometheusSource.from_url("prometheus://127.0.0.1:9090", min_samples=5)
     assert (source.base_url, source.min_samples, source.timeout_s) == ("http://127.0.0.1:9090", 5, 10.0)
-    tls = PrometheusSource.from_url("prometheus+https://bob:s3cret@prom.example.com/prom?step=5&settle=0"
-                                    "&requests=app_requests_total&duration=app_latency_seconds&failed=5..")
+    tls = PrometheusSource.from_url(
+        "prometheus+https://bob:s3cret@prom.example.com/prom?step=5&settle=0"
+        "&requests=app_requests_total&duration=app_latency_seconds&failed=5.."
+    )
     assert tls.base_url == "https://prom.example.com/prom"  # credentials go to basic auth, not the URL
     assert (tls.config.step_s, tls.config.settle_s, tls.config.failed) == (5.0, 0.0, "5..")
     assert (tls.config.requests, tls.config.duration) == ("app_requests_total", "app_latency_seconds")
@@ -90,30 +99,41 @@ def test_from_url_schemes_parameters_and_credentials() -> None:
 
 @respx.mock
 def test_avg_latency_is_sum_over_count_in_the_exact_window() -> None:
-    route = respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(120)),  # requests
-        httpx.Response(200, json=vector(0.0125)),  # seconds
-    ])
+    route = respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[
+            httpx.Response(200, json=vector(120)),  # requests
+            httpx.Response(200, json=vector(0.0125)),  # seconds
+        ]
+    )
     m = fake_source().measure(q("service.responsetime", "avg"))
     assert (m.value, m.samples, m.observations, m.unit) == (12.5, 120, None, "ms")
     sent = [call.request.url.params for call in route.calls]
     assert sent[0]["query"] == 'sum(increase(http_requests_total{stage="Staging"}[10000ms] @ 1700000010))'
     assert sent[1]["query"] == (
         'sum(increase(http_request_duration_seconds_sum{stage="Staging"}[10000ms] @ 1700000010)) / '
-        'sum(increase(http_request_duration_seconds_count{stage="Staging"}[10000ms] @ 1700000010))')
+        'sum(increase(http_request_duration_seconds_count{stage="Staging"}[10000ms] @ 1700000010))'
+    )
     assert sent[0]["time"] == "1700000010"
 
 
 @respx.mock
 def test_percentile_from_histogram_and_method_selector() -> None:
-    route = respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(60)), httpx.Response(200, json=vector(0.0071))])
-    tags = (("PROMETHEUS", "job", "shop"), ("PROMETHEUS", "env", 'pr"od'), ("CONTEXTLESS", "DeploymentGroup", "Production"))
-    m = fake_source().measure(q("servicemethod.responsetime", "p90", env="Production", method="/api/invoke", tags=tags))
+    route = respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[httpx.Response(200, json=vector(60)), httpx.Response(200, json=vector(0.0071))]
+    )
+    tags = (
+        ("PROMETHEUS", "job", "shop"),
+        ("PROMETHEUS", "env", 'pr"od'),
+        ("CONTEXTLESS", "DeploymentGroup", "Production"),
+    )
+    m = fake_source().measure(
+        q("servicemethod.responsetime", "p90", env="Production", method="/api/invoke", tags=tags)
+    )
     assert m.value == pytest.approx(7.1)
     assert route.calls[1].request.url.params["query"] == (
-        'histogram_quantile(0.9, sum by (le) (increase(http_request_duration_seconds_bucket'
-        '{job="shop",env="pr\\"od",stage="Production",endpoint="/api/invoke"}[10000ms] @ 1700000010)))')
+        "histogram_quantile(0.9, sum by (le) (increase(http_request_duration_seconds_bucket"
+        '{job="shop",env="pr\\"od",stage="Production",endpoint="/api/invoke"}[10000ms] @ 1700000010)))'
+    )
 
 
 @respx.mock
@@ -121,18 +141,25 @@ def test_a_prometheus_stage_tag_wins_over_the_deployment_group() -> None:
     route = respx.get(f"{FAKE}/api/v1/query").mock(return_value=httpx.Response(200, json=vector(100)))
     tags = (("CONTEXTLESS", "DeploymentGroup", "Staging"), ("PROMETHEUS", "stage", "stg"), ("AWS", "x", "y"))
     fake_source().measure(q("service.requests", "count", tags=tags))
-    assert route.calls[0].request.url.params["query"].startswith('sum(increase(http_requests_total{stage="stg"}[')
+    assert (
+        route.calls[0]
+        .request.url.params["query"]
+        .startswith('sum(increase(http_requests_total{stage="stg"}[')
+    )
 
 
 @respx.mock
 def test_failure_rate_counts_5xx_and_no_failed_series_is_zero() -> None:
-    route = respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(200)), httpx.Response(200, json=vector(25))])
+    route = respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[httpx.Response(200, json=vector(200)), httpx.Response(200, json=vector(25))]
+    )
     assert fake_source().measure(q("service.failurerate", "avg")).value == 12.5
     assert route.calls[1].request.url.params["query"] == (
-        'sum(increase(http_requests_total{stage="Staging",status=~"5..|0"}[10000ms] @ 1700000010))')
-    respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(200)), httpx.Response(200, json=vector(None))])
+        'sum(increase(http_requests_total{stage="Staging",status=~"5..|0"}[10000ms] @ 1700000010))'
+    )
+    respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[httpx.Response(200, json=vector(200)), httpx.Response(200, json=vector(None))]
+    )
     assert fake_source().measure(q("service.failurerate", "avg")).value == 0.0
 
 
@@ -147,19 +174,25 @@ def test_requests_per_minute_and_counts() -> None:
 
 @respx.mock
 def test_rates_over_buckets_are_subqueries_of_step_width() -> None:
-    route = respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector(50))])
+    route = respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector(50))]
+    )
     assert PrometheusSource(FAKE, settle_s=0, step_s=2).measure(q("service.failurerate", "max")).value == 50
     assert route.calls[1].request.url.params["query"] == (
         'max_over_time(((100 * (sum(rate(http_requests_total{stage="Staging",status=~"5..|0"}[2000ms])) '
         'or vector(0)) / sum(rate(http_requests_total{stage="Staging"}[2000ms]))) >= 0)'
-        '[10000ms:2000ms] @ 1700000010)')
-    route = respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector(480))])
-    assert PrometheusSource(FAKE, settle_s=0, step_s=2).measure(q("service.requestspermin", "p50")).value == 480
+        "[10000ms:2000ms] @ 1700000010)"
+    )
+    route = respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector(480))]
+    )
+    assert (
+        PrometheusSource(FAKE, settle_s=0, step_s=2).measure(q("service.requestspermin", "p50")).value == 480
+    )
     assert route.calls.last.request.url.params["query"] == (
         'quantile_over_time(0.5, (60 * sum(rate(http_requests_total{stage="Staging"}[2000ms])))'
-        '[10000ms:2000ms] @ 1700000010)')
+        "[10000ms:2000ms] @ 1700000010)"
+    )
 
 
 @respx.mock
@@ -169,13 +202,16 @@ def test_no_series_is_no_data_naming_the_query() -> None:
         fake_source().measure(q("servicemethod.responsetime", "avg", method="/api/invoke"))
     assert str(info.value) == (
         f"no data for Staging /api/invoke in {W_TEXT} (prometheus: sum(increase(http_requests_total"
-        '{stage="Staging",endpoint="/api/invoke"}[10000ms] @ 1700000010)) returned nothing)')
+        '{stage="Staging",endpoint="/api/invoke"}[10000ms] @ 1700000010)) returned nothing)'
+    )
 
 
 @respx.mock
 def test_too_few_requests_respects_min_samples_and_percentile_needs() -> None:
     respx.get(f"{FAKE}/api/v1/query").mock(return_value=httpx.Response(200, json=vector(30.2)))
-    with pytest.raises(NoDataError, match=rf"^too few samples for Staging in {W_TEXT}: 30 < 50 needed for p90 "):
+    with pytest.raises(
+        NoDataError, match=rf"^too few samples for Staging in {W_TEXT}: 30 < 50 needed for p90 "
+    ):
         fake_source().measure(q("service.responsetime", "p90"))
     with pytest.raises(NoDataError, match=r": 30 < 31 needed for avg "):
         fake_source(min_samples=31).measure(q("service.responsetime", "avg"))
@@ -183,9 +219,14 @@ def test_too_few_requests_respects_min_samples_and_percentile_needs() -> None:
 
 @respx.mock
 def test_nan_quantile_is_no_data_and_inf_is_an_error() -> None:
-    respx.get(f"{FAKE}/api/v1/query").mock(side_effect=[
-        httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector("NaN")),
-        httpx.Response(200, json=vector(100)), httpx.Response(200, json=vector("+Inf"))])
+    respx.get(f"{FAKE}/api/v1/query").mock(
+        side_effect=[
+            httpx.Response(200, json=vector(100)),
+            httpx.Response(200, json=vector("NaN")),
+            httpx.Response(200, json=vector(100)),
+            httpx.Response(200, json=vector("+Inf")),
+        ]
+    )
     source = fake_source()
     with pytest.raises(NoDataError, match="returned nothing"):
         source.measure(q("service.responsetime", "p50", window=W.shifted(60)))
@@ -194,7 +235,9 @@ def test_nan_quantile_is_no_data_and_inf_is_an_error() -> None:
 
 
 def test_min_and_max_latency_are_not_answerable() -> None:
-    with pytest.raises(SourceError, match=r"cannot answer max of service\.responsetime: a histogram keeps no extremes"):
+    with pytest.raises(
+        SourceError, match=r"cannot answer max of service\.responsetime: a histogram keeps no extremes"
+    ):
         fake_source().measure(q("service.responsetime", "max"))
 
 
@@ -209,23 +252,36 @@ def test_smartscape_is_skipped_with_a_reason() -> None:
     source = fake_source()
     assert source.unsupported_reason("service.responsetime", None) is None
     assert source.unsupported_reason(None, "toRelationships:calls") == (
-        "the prometheus source has no topology (smartscape 'toRelationships:calls')")
+        "the prometheus source has no topology (smartscape 'toRelationships:calls')"
+    )
 
 
 @respx.mock
 def test_rejected_query_and_malformed_answers_are_source_errors() -> None:
     route = respx.get(f"{FAKE}/api/v1/query")
-    route.mock(return_value=httpx.Response(400, json={"status": "error", "errorType": "bad_data", "error": "parse error"}))
+    route.mock(
+        return_value=httpx.Response(
+            400, json={"status": "error", "errorType": "bad_data", "error": "parse error"}
+        )
+    )
     with pytest.raises(SourceError, match=r"answered HTTP 400 bad_data: parse error \(query: sum\(increase"):
         fake_source().measure(q("service.requests", "count"))
-    for body in ("<html>", json.dumps({"status": "success"}),
-                 json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}),
-                 json.dumps({"status": "success", "data": {"resultType": "vector", "result": [{"value": []}]}})):
+    for body in (
+        "<html>",
+        json.dumps({"status": "success"}),
+        json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}}),
+        json.dumps({"status": "success", "data": {"resultType": "vector", "result": [{"value": []}]}}),
+    ):
         route.mock(return_value=httpx.Response(200, text=body))
         with pytest.raises(SourceError, match="malformed answer"):
             fake_source().measure(q("service.requests", "count"))
-    two = {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"a": "1"}, "value": [0, "1"]}, {"metric": {"a": "2"}, "value": [0, "2"]}]}}
+    two = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": {"a": "1"}, "value": [0, "1"]}, {"metric": {"a": "2"}, "value": [0, "2"]}],
+        },
+    }
     route.mock(return_value=httpx.Response(200, json=two))
     with pytest.raises(SourceError, match="returned 2 series"):
         fake_source().measure(q("service.requests", "count"))
@@ -246,7 +302,9 @@ def test_recent_window_waits_for_a_scrape_past_its_end() -> None:
         return httpx.Response(200, json=vector(100))
 
     respx.get(f"{FAKE}/api/v1/query").mock(side_effect=answer)
-    assert PrometheusSource(FAKE, settle_s=5).measure(q("service.requests", "count", window=window)).value == 100
+    assert (
+        PrometheusSource(FAKE, settle_s=5).measure(q("service.requests", "count", window=window)).value == 100
+    )
     assert calls[:2] == ['max(timestamp(http_requests_total{stage="Staging"}))'] * 2
     # Never past the end within `settle`: no data, saying why.
     respx.get(f"{FAKE}/api/v1/query").mock(return_value=httpx.Response(200, json=vector(now - 3)))
@@ -295,8 +353,11 @@ def failing_server() -> Iterator[str]:
 
 def test_http_500_is_a_source_error(failing_server: str) -> None:
     source = PrometheusSource.from_url(f"prometheus://{failing_server}?settle=0")
-    with pytest.raises(SourceError, match=rf"^prometheus at http://{failing_server}/api/v1/query answered HTTP 500 "
-                                          r"\(query: sum\(increase\(http_requests_total"):
+    with pytest.raises(
+        SourceError,
+        match=rf"^prometheus at http://{failing_server}/api/v1/query answered HTTP 500 "
+        r"\(query: sum\(increase\(http_requests_total",
+    ):
         source.measure(q("service.requests", "count"))
 
 
@@ -307,8 +368,11 @@ def test_a_server_that_never_answers_times_out() -> None:
         port = silent.getsockname()[1]
         source = PrometheusSource.from_url(f"prometheus://127.0.0.1:{port}?settle=0", timeout_s=0.5)
         started = time.monotonic()
-        with pytest.raises(SourceError, match=rf"^prometheus at http://127.0.0.1:{port}/api/v1/query did not answer "
-                                              r"within 0\.5 s \(query: "):
+        with pytest.raises(
+            SourceError,
+            match=rf"^prometheus at http://127.0.0.1:{port}/api/v1/query did not answer "
+            r"within 0\.5 s \(query: ",
+        ):
             source.measure(q("service.requests", "count"))
         assert time.monotonic() - started < 3
 
@@ -317,8 +381,12 @@ def test_a_server_that_never_answers_times_out() -> None:
 
 
 def test_sample_app_exposes_labelled_request_metrics(tmp_path: Path) -> None:
-    apps = [create_app(AppConfig(stage=stage, build=build, port=8, latency_ms=0, log_file=tmp_path / f"{stage}.log"))
-            for stage, build in (("Staging", 2), ("Production", 1))]  # two registries in one process
+    apps = [
+        create_app(
+            AppConfig(stage=stage, build=build, port=8, latency_ms=0, log_file=tmp_path / f"{stage}.log")
+        )
+        for stage, build in (("Staging", 2), ("Production", 1))
+    ]  # two registries in one process
 
     async def scenario() -> tuple[str, str]:
         def client(app: Any) -> httpx.AsyncClient:
@@ -337,16 +405,20 @@ def test_sample_app_exposes_labelled_request_metrics(tmp_path: Path) -> None:
 
     text, production_text = asyncio.run(scenario())
     assert 'http_requests_total{build="2",endpoint="/api/echo",stage="Staging",status="200"} 2.0' in text
-    assert 'http_requests_total{build="2",endpoint="/api/causeerror",stage="Staging",status="500"} 2.0' in text
+    assert (
+        'http_requests_total{build="2",endpoint="/api/causeerror",stage="Staging",status="500"} 2.0' in text
+    )
     assert 'http_requests_total{build="2",endpoint="other",stage="Staging",status="404"} 1.0' in text
     assert 'http_requests_total{build="3",endpoint="/version",stage="Staging",status="200"} 1.0' in text
     assert 'endpoint="/health"' not in text and 'endpoint="/metrics"' not in text
     assert "Production" not in text
-    assert ('http_request_duration_seconds_bucket{build="2",endpoint="/api/echo",le="0.005",stage="Staging",'
-            'status="200"} 2.0') in text
+    assert (
+        'http_request_duration_seconds_bucket{build="2",endpoint="/api/echo",le="0.005",stage="Staging",'
+        'status="200"} 2.0'
+    ) in text
     assert 'stage="Production"' in production_text and 'stage="Staging"' not in production_text
     assert BUCKETS_S[0] == 0.001 and BUCKETS_S[-1] == 10.0
-    assert all(b - a <= 0.001 + 1e-12 for a, b in zip(BUCKETS_S, BUCKETS_S[1:]) if b <= 0.02)
+    assert all(b - a <= 0.001 + 1e-12 for a, b in itertools.pairwise(BUCKETS_S) if b <= 0.02)
 
 
 # ---------------------------------------------------------------------------- a real Prometheus
@@ -405,23 +477,51 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         config.write_text(
             f"global:\n  scrape_interval: {SCRAPE_S:g}s\n  scrape_timeout: {SCRAPE_S:g}s\n"
             f"scrape_configs:\n  - job_name: sample_app\n    static_configs:\n"
-            f"      - targets: {json.dumps(targets)}\n")
+            f"      - targets: {json.dumps(targets)}\n"
+        )
         log = tmp / "prometheus.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(binary), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [
+                    str(binary),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         _wait("both targets up", lambda: len(_query(port, "up == 1")) == 2, 30, process, log)
         store = SqliteStore(tmp / "perfsig.db")
         think = {"PERFSIG_THINK_S": "0.2"}
-        specs = [LoadSpec(SVC, app.stage, app.url, str(ROOT / "loadtests" / f"{app.stage.lower()}.py"), users=5,
-                          spawn_rate=5, duration_s=5, extra_env=think, build=str(app.build)) for app in apps]
+        specs = [
+            LoadSpec(
+                SVC,
+                app.stage,
+                app.url,
+                str(ROOT / "loadtests" / f"{app.stage.lower()}.py"),
+                users=5,
+                spawn_rate=5,
+                duration_s=5,
+                extra_env=think,
+                build=str(app.build),
+            )
+            for app in apps
+        ]
         results = run_load(specs, store)
         end = max(r.window[1] for r in results)
-        _wait("scraped past the load", lambda: float(
-            _query(port, "max(timestamp(http_requests_total))")[0]["value"][1]) >= end + 2 * SCRAPE_S,
-            15, process, log)
+        _wait(
+            "scraped past the load",
+            lambda: (
+                float(_query(port, "max(timestamp(http_requests_total))")[0]["value"][1])
+                >= end + 2 * SCRAPE_S
+            ),
+            15,
+            process,
+            log,
+        )
         yield Scraped(port, store, results)
     finally:
         if process is not None:
@@ -442,22 +542,30 @@ def _open_source(url: str | None, store: SqliteStore, min_samples: int = 20) -> 
 
 
 def _gate(scraped: Scraped, source_url: str | None) -> Gate:
-    options = GateOptions(stage="Staging", comparisons=("StagingToProduction",), store_path=scraped.store.path,
-                          source_url=source_url)
+    options = GateOptions(
+        stage="Staging",
+        comparisons=("StagingToProduction",),
+        store_path=scraped.store.path,
+        source_url=source_url,
+    )
     gate = Gate(load_monspec(ROOT / "monspec.json"), options, store=scraped.store)
     gate.load_results = {(r.spec.service, r.spec.env): r for r in scraped.results}
     return gate
 
 
 @pytest.mark.e2e
-def test_gate_with_prometheus_agrees_with_the_local_source(scraped: Scraped, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gate_with_prometheus_agrees_with_the_local_source(
+    scraped: Scraped, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(session_module, "open_source", _open_source)
     local, remote = _gate(scraped, None), _gate(scraped, f"prometheus://127.0.0.1:{scraped.port}")
     pairs = {check.check_id: (local.verdict(check), remote.verdict(check)) for check in local.checks}
     assert len(pairs) == 8
-    table = "\n".join(f"{cid}: local {lv.status} {lv.source_value} / {lv.compare_value}; "
-                      f"prometheus {pv.status} {pv.source_value} / {pv.compare_value} {pv.message}"
-                      for cid, (lv, pv) in pairs.items())
+    table = "\n".join(
+        f"{cid}: local {lv.status} {lv.source_value} / {lv.compare_value}; "
+        f"prometheus {pv.status} {pv.source_value} / {pv.compare_value} {pv.message}"
+        for cid, (lv, pv) in pairs.items()
+    )
     for check_id, (lv, pv) in pairs.items():
         assert lv.status == pv.status, table
         if "smartscape" in check_id:
@@ -483,15 +591,30 @@ def test_real_prometheus_bucket_rates_no_data_and_method_counts(scraped: Scraped
     window = Window(*staging.window)
     source = PrometheusSource.from_url(f"prometheus://127.0.0.1:{scraped.port}?step=2", min_samples=1)
     invoke = source.measure(q("servicemethod.requests", "count", method="/api/invoke", window=window))
-    local = sum(1 for ep in scraped.store.samples(SVC, "Staging", window.start, window.end).endpoint
-                if ep == "/api/invoke")
+    local = sum(
+        1
+        for ep in scraped.store.samples(SVC, "Staging", window.start, window.end).endpoint
+        if ep == "/api/invoke"
+    )
     assert invoke.value == pytest.approx(local, rel=0.25)
     low = source.measure(q("service.requestspermin", "min", window=window)).value
     high = source.measure(q("service.requestspermin", "max", window=window)).value
     assert 0 < low <= high
-    failures = source.measure(q("servicemethod.failurerate", "median", method="/api/invoke", window=window)).value
+    failures = source.measure(
+        q("servicemethod.failurerate", "median", method="/api/invoke", window=window)
+    ).value
     assert 40 <= failures <= 60  # build 2 fails every second invoke
-    with pytest.raises(NoDataError, match=r"^no data for Testing in .* \(prometheus: sum\(increase\(http_requests_total"
-                                          r'\{stage="Testing"\}.* returned nothing\)$'):
-        source.measure(q("service.responsetime", "avg", env="Testing", window=window,
-                         tags=(("CONTEXTLESS", "DeploymentGroup", "Testing"),)))
+    with pytest.raises(
+        NoDataError,
+        match=r"^no data for Testing in .* \(prometheus: sum\(increase\(http_requests_total"
+        r'\{stage="Testing"\}.* returned nothing\)$',
+    ):
+        source.measure(
+            q(
+                "service.responsetime",
+                "avg",
+                env="Testing",
+                window=window,
+                tags=(("CONTEXTLESS", "DeploymentGroup", "Testing"),),
+            )
+        )

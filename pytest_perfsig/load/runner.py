@@ -225,6 +225,7 @@ def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None,
 
 def _collect(child: _Child, store: SqliteStore) -> LoadResult:
     code = child.process.returncode
+    store.compact_run(child.run_id)  # the Locust process has exited: every sample is in
     requests, failures = store.run_counts(child.run_id)
     window = store.run_window(child.run_id)
     spec = child.spec

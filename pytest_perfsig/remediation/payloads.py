@@ -221,7 +221,9 @@ def _alertmanager(payload: dict[str, Any], prefix: str) -> Problem:
     firing = [a for a in alerts if _text(a.get("status")).lower() == "firing"] or alerts
     # The group's oldest firing alert stands for the group: repeated notifications of the same
     # incident keep it (same problem id), a new incident after it resolved gets a new startsAt.
-    primary = min(firing, key=lambda a: (_text(a.get("startsAt")), _fingerprint(a)))
+    primary = min(
+        firing, key=lambda a: (_iso_epoch(_text(a.get("startsAt"))) or float("inf"), _fingerprint(a))
+    )
     labels: dict[str, Any] = primary.get("labels") or {}
 
     test = all(_text((a.get("labels") or {}).get("alertname")) == ALERTMANAGER_TEST_ALERTNAME for a in alerts)

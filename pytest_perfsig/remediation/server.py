@@ -381,6 +381,11 @@ def serve(
         raise RemediationConfigError(
             "the self-healing receiver needs uvicorn: pip install 'pytest-perfsig[app]'"
         ) from exc
+    if not log.handlers and not logging.getLogger().handlers:  # decisions and refusals: stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(log_level.upper() if log_level.upper() in logging.getLevelNamesMapping() else "INFO")
     if not _is_loopback(host):
         log.warning(
             "perfsig remediate: listening on %s: terminate TLS in front of it, the bearer secret "

@@ -37,17 +37,14 @@ class LocalSource:
             )
 
     def _samples(self, query: MetricQuery) -> SampleColumns:
-        key = (query.service, query.env, query.method, query.window.start, query.window.end, query.run_ids)
+        # One read per environment and window; endpoints are filtered in memory.
+        key = (query.service, query.env, query.window.start, query.window.end, query.run_ids)
         if key not in self._cache:
             self._cache[key] = self.store.samples(
-                query.service,
-                query.env,
-                query.window.start,
-                query.window.end,
-                endpoint=query.method,
-                run_ids=query.run_ids,
+                query.service, query.env, query.window.start, query.window.end, run_ids=query.run_ids
             )
-        return self._cache[key]
+        columns = self._cache[key]
+        return columns.only(query.method) if query.method is not None else columns
 
     def measure(self, query: MetricQuery) -> Measurement:
         samples = self._samples(query)

@@ -25,7 +25,7 @@ so the answer covers the judged window whatever the time of the query:
 | responsetime | min, max | not answerable: a histogram keeps no extremes (SourceError) |
 | failurerate | avg | failed (``status=~"<failed>"``) / all requests, in percent |
 | requestspermin | avg, count, sum | requests / window minutes |
-| failurerate, requestspermin | min, max, median, pXX | ``*_over_time`` of a ``[d:step]`` subquery of ``rate(...[step])`` |
+| failurerate, requestspermin | min, max, median, pXX | ``*_over_time`` of ``rate(...[step])[d:step]`` |
 
 Latencies are the server's (the histogram is in seconds; answers are in ms) and a quantile is
 interpolated inside its histogram bucket. ``increase()`` extrapolates to the range ends, so
@@ -225,10 +225,9 @@ class PrometheusSource:
             labels.add(key)
             matchers.append(f'{key}!=""' if value is None else f'{key}="{_escape(value)}"')
         for context, key, value in query.tags:
-            if (context.upper(), key) == (DEPLOYMENT_GROUP[0], DEPLOYMENT_GROUP[1]) and value:
-                if STAGE_LABEL not in labels:
-                    labels.add(STAGE_LABEL)
-                    matchers.append(f'{STAGE_LABEL}="{_escape(value)}"')
+            if (context.upper(), key) == DEPLOYMENT_GROUP and value and STAGE_LABEL not in labels:
+                labels.add(STAGE_LABEL)
+                matchers.append(f'{STAGE_LABEL}="{_escape(value)}"')
         if not matchers:
             raise SourceError(
                 f"no tag of {query.env} selects its Prometheus series: add a tag "

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,24 @@ CREATE TABLE IF NOT EXISTS samples (
     success INTEGER NOT NULL,
     status_code INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS samples_by_window ON samples (service, env, ts);
+-- Covering the window queries' filter (run_id: rows of runs not yet compacted into blocks).
+CREATE INDEX IF NOT EXISTS samples_by_window_run ON samples (service, env, ts, run_id);
+-- A finished run's samples, column by column (little-endian float64 / uint8 / int32 arrays):
+-- what analysis reads, so a gate over a million samples does not build a million rows.
+CREATE TABLE IF NOT EXISTS sample_blocks (
+    run_id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    env TEXT NOT NULL,
+    t_min REAL NOT NULL,
+    t_max REAL NOT NULL,
+    n INTEGER NOT NULL,
+    ts BLOB NOT NULL,
+    latency_ms BLOB NOT NULL,
+    success BLOB NOT NULL,
+    endpoint_codes BLOB NOT NULL,
+    endpoint_names TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sample_blocks_by_window ON sample_blocks (service, env, t_min, t_max);
 CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id);
 CREATE TABLE IF NOT EXISTS gates (
     gate_id TEXT PRIMARY KEY,
@@ -154,15 +171,61 @@ class DeploymentEvent:
 
 @dataclass(frozen=True)
 class SampleColumns:
-    """The samples of one window, column by column (numpy arrays)."""
+    """The samples of one window, column by column (numpy arrays); endpoints as codes into
+    ``endpoint_names`` so that filtering a million samples by endpoint stays cheap."""
 
     ts: Any
     latency_ms: Any
     success: Any
-    endpoint: list[str]
+    endpoint_codes: Any
+    endpoint_names: tuple[str, ...]
 
     def __len__(self) -> int:
-        return len(self.endpoint)
+        return int(self.ts.size)
+
+    @property
+    def endpoint(self) -> list[str]:
+        return [self.endpoint_names[code] for code in self.endpoint_codes.tolist()]
+
+    def only(self, endpoint: str) -> SampleColumns:
+        if endpoint not in self.endpoint_names:
+            return _concat([])
+        mask = self.endpoint_codes == self.endpoint_names.index(endpoint)
+        return replace(
+            self,
+            ts=self.ts[mask],
+            latency_ms=self.latency_ms[mask],
+            success=self.success[mask],
+            endpoint_codes=self.endpoint_codes[mask],
+        )
+
+
+def _concat(parts: list[SampleColumns]) -> SampleColumns:
+    """One SampleColumns from several, sorted by time, with one endpoint table."""
+    import numpy as np
+
+    names: dict[str, int] = {}
+    ts, latency, success, codes = [], [], [], []
+    for part in parts:
+        remap = np.array(
+            [names.setdefault(name, len(names)) for name in part.endpoint_names] or [0], dtype=np.int32
+        )
+        ts.append(part.ts)
+        latency.append(part.latency_ms)
+        success.append(part.success)
+        codes.append(remap[part.endpoint_codes] if part.endpoint_codes.size else part.endpoint_codes)
+    if not parts or not any(t.size for t in ts):
+        empty = np.empty(0)
+        return SampleColumns(empty, empty, empty.astype(bool), empty.astype(np.int32), ())
+    all_ts = np.concatenate(ts)
+    order = np.argsort(all_ts, kind="stable")
+    return SampleColumns(
+        all_ts[order],
+        np.concatenate(latency)[order],
+        np.concatenate(success)[order],
+        np.concatenate(codes).astype(np.int32)[order],
+        tuple(names),
+    )
 
 
 class SqliteStore:
@@ -263,31 +326,85 @@ class SqliteStore:
         run_ids: Sequence[str] | None = None,
     ) -> SampleColumns:
         """Every sample of a service in an environment whose request started in [start, end],
-        optionally only those of some runs."""
+        optionally only those of some runs: compacted blocks plus rows of runs not compacted."""
         import numpy as np
 
-        sql = (
-            "SELECT ts, latency_ms, success, endpoint FROM samples "
-            "WHERE service = ? AND env = ? AND ts >= ? AND ts <= ?"
-        )
-        params: list[Any] = [service, env, start, end]
-        if endpoint is not None:
-            sql += " AND endpoint = ?"
-            params.append(endpoint)
+        where = "service = ? AND env = ?"
+        params: list[Any] = [service, env]
+        runs_filter = ""
         if run_ids is not None:
-            sql += f" AND run_id IN ({', '.join('?' * len(run_ids))})"
-            params.extend(run_ids)
-        rows = self._query(sql, params)
-        if not rows:
-            empty = np.empty(0)
-            return SampleColumns(empty, empty, empty.astype(bool), [])
-        ts, latency, success, endpoints = zip(*rows, strict=True)
-        return SampleColumns(
-            np.asarray(ts, dtype=float),
-            np.asarray(latency, dtype=float),
-            np.asarray(success, dtype=bool),
-            list(endpoints),
+            runs_filter = f" AND run_id IN ({', '.join('?' * len(run_ids))})"
+        parts: list[SampleColumns] = []
+        blocks = self._query(
+            "SELECT ts, latency_ms, success, endpoint_codes, endpoint_names FROM sample_blocks "
+            f"WHERE {where} AND t_max >= ? AND t_min <= ?{runs_filter}",
+            [*params, start, end, *(run_ids or [])],
         )
+        for ts_blob, latency_blob, success_blob, codes_blob, names in blocks:
+            ts = np.frombuffer(ts_blob, dtype="<f8")
+            mask = (ts >= start) & (ts <= end)
+            parts.append(
+                SampleColumns(
+                    ts[mask],
+                    np.frombuffer(latency_blob, dtype="<f8")[mask],
+                    np.frombuffer(success_blob, dtype=np.uint8)[mask].astype(bool),
+                    np.frombuffer(codes_blob, dtype="<i4")[mask],
+                    tuple(json.loads(names)),
+                )
+            )
+        rows = self._query(
+            f"SELECT ts, latency_ms, success, endpoint FROM samples WHERE {where} AND ts >= ? AND ts <= ?"
+            f"{runs_filter} AND run_id NOT IN (SELECT run_id FROM sample_blocks WHERE {where})",
+            [*params, start, end, *(run_ids or []), *params],
+        )
+        if rows:
+            ts_rows, latency_rows, success_rows, endpoint_rows = zip(*rows, strict=True)
+            names_seen = tuple(dict.fromkeys(endpoint_rows))
+            codes = np.array([names_seen.index(e) for e in endpoint_rows], dtype=np.int32)
+            parts.append(
+                SampleColumns(
+                    np.asarray(ts_rows, dtype=float),
+                    np.asarray(latency_rows, dtype=float),
+                    np.asarray(success_rows, dtype=bool),
+                    codes,
+                    names_seen,
+                )
+            )
+        columns = _concat(parts)
+        return columns.only(endpoint) if endpoint is not None else columns
+
+    def compact_run(self, run_id: str) -> int:
+        """Store a finished run's samples as column blocks (the rows stay); returns how many."""
+        import numpy as np
+
+        rows = self._query(
+            "SELECT ts, latency_ms, success, endpoint, service, env FROM samples "
+            "WHERE run_id = ? ORDER BY ts",
+            (run_id,),
+        )
+        if not rows:
+            return 0
+        ts, latency, success, endpoints, services, envs = zip(*rows, strict=True)
+        names = tuple(dict.fromkeys(endpoints))
+        index = {name: code for code, name in enumerate(names)}
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sample_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    services[0],
+                    envs[0],
+                    ts[0],
+                    ts[-1],
+                    len(rows),
+                    np.asarray(ts, dtype="<f8").tobytes(),
+                    np.asarray(latency, dtype="<f8").tobytes(),
+                    np.asarray(success, dtype=np.uint8).tobytes(),
+                    np.asarray([index[e] for e in endpoints], dtype="<i4").tobytes(),
+                    json.dumps(names),
+                ),
+            )
+        return len(rows)
 
     def baseline_runs(
         self, service: str, env: str, count: int, *, passed_only: bool, exclude_gate: str | None = None
