@@ -31,6 +31,7 @@ from .metrics import (
 
 ETYPES = ("SERVICE", "APPLICATION", "HOST", "PROCESS_GROUP_INSTANCE")
 MAX_SCALE_FACTOR = 1000.0
+MAX_MONSPEC_BYTES = 5 * 1024 * 1024
 
 
 def _drop_comments(data: Any) -> Any:
@@ -307,6 +308,11 @@ def load_monspec(path: str | Path) -> Monspec:
     """Read and validate a monspec file; raise MonspecError naming every problem."""
     name = str(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_MONSPEC_BYTES:
+            raise MonspecError(
+                name, [f"{size} bytes: larger than {MAX_MONSPEC_BYTES} bytes, too large to be a monspec"]
+            )
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MonspecError(name, ["file not found"]) from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LoadError, NoDataError, PerfsigError, SourceError, UsageError
+from .errors import LoadError, NoDataError, PerfsigError, SourceError, StoreError, UsageError
 from .evaluate import Status, Verdict, judge, not_judged
 from .load.runner import LoadResult, LoadSpec, Progress, run_load
 from .logrules import LogCheck, judge_log, not_judged_log, plan_log_checks
@@ -149,6 +149,7 @@ class Gate:
         self._sources: dict[str, MetricSource] = {}
         self.fixed_window: Window | None = None
         self.selected: list[AnyCheck] = []
+        self.store_errors: list[str] = []
 
     def source_for(self, service: str, env: str) -> MetricSource:
         """The environment's own source (monspec), else --perfsig-source, else local."""
@@ -282,9 +283,14 @@ class Gate:
             verdict = self._judge_log(check) if isinstance(check, LogCheck) else self._judge(check)
             self.verdicts[check.check_id] = verdict
             if self.started:
-                self.store.save_verdict(
-                    self.gate_id, check.check_id, {"check_id": check.check_id, **verdict.to_record()}
-                )
+                try:
+                    self.store.save_verdict(
+                        self.gate_id, check.check_id, {"check_id": check.check_id, **verdict.to_record()}
+                    )
+                except StoreError as exc:
+                    # The verdict stands (and reaches JUnit and the terminal), but a gate whose
+                    # results could not be kept is not a pass.
+                    self.store_errors.append(f"verdict of {check.check_id} not stored: {exc}")
         return self.verdicts[check.check_id]
 
     def _judge(self, check: Check) -> Verdict:
@@ -470,7 +476,7 @@ class Gate:
 
     def status(self) -> str:
         """What an approval is based on: ``error`` also when the gate is incomplete."""
-        if self.missing():
+        if self.missing() or self.store_errors:
             return "error"
         return gate_status(self.verdicts.values(), self.load_error)
 
@@ -479,7 +485,7 @@ class Gate:
         reasons = [str(self.load_error)] if self.load_error else []
         if missing := self.missing():
             reasons.append(f"incomplete: {len(missing)} of {len(self.selected)} checks were not judged")
-        return reasons
+        return reasons + self.store_errors
 
     def finish(self) -> str:
         """Close the gate in the store; its status is what an approval would be based on."""
@@ -488,9 +494,13 @@ class Gate:
             counts: dict[str, int] = {}
             for verdict in self.verdicts.values():
                 counts[verdict.status] = counts.get(verdict.status, 0) + 1
-            self.store.finish_gate(
-                self.gate_id, status, {"counts": counts, "problems": self.problems() or None}
-            )
+            try:
+                self.store.finish_gate(
+                    self.gate_id, status, {"counts": counts, "problems": self.problems() or None}
+                )
+            except StoreError as exc:
+                self.store_errors.append(f"gate not closed in the store: {exc}")
+                return "error"
         return status
 
 

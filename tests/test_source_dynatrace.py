@@ -596,3 +596,59 @@ def test_gate_judges_dynatrace_numbers_with_the_scale_factor_rule(
     assert (verdict.source_samples, verdict.compare_samples) == (1000, 2000)
     assert verdict.limit == pytest.approx(20.0 * 1.2 + 2.0)
     assert verdict.details is None  # the scale-factor rule, not the rank test
+
+
+@pytest.mark.skipif(
+    not hasattr(Gate, "_judge_smartscape"),
+    reason="session.py does not route smartscape entries to count_relationships yet",
+)
+@respx.mock
+def test_gate_judges_smartscape_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        callers = 3 if "Staging" in request.url.params["entitySelector"] else 5
+        calls = [{"id": f"SERVICE-{k}", "type": "SERVICE"} for k in range(callers)]
+        return httpx.Response(
+            200, json={"totalCount": 1, "entities": [{"entityId": "S", "toRelationships": {"calls": calls}}]}
+        )
+
+    respx.get(f"{TENANT}/api/v2/entities").mock(side_effect=answer)
+    text = json.dumps(
+        {
+            SVC: {
+                "environments": {
+                    env: {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": env}]}
+                    for env in ("Staging", "Production")
+                },
+                "comparisons": [
+                    {
+                        "name": "C",
+                        "source": "Staging",
+                        "compare": "Production",
+                        "scalefactorperc": {"default": 10},
+                    }
+                ],
+                "perfsignature": [
+                    {"smartscape": "toRelationships:calls", "aggregate": "count", "validate": "lower"}
+                ],
+            }
+        }
+    )
+    monkeypatch.setattr(
+        session_module,
+        "open_source",
+        lambda url, store, min_samples=20: DynatraceSource.from_url(url, token=TOKEN),
+    )
+    store = SqliteStore(tmp_path / "s.db")
+    gate = Gate(
+        parse_monspec(text, "m.json"),
+        GateOptions(
+            stage="Staging", store_path=store.path, source_url="dynatrace+http://dt.test", warmup_s=0
+        ),
+        store=store,
+    )
+    spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "x.py", 1, 1, 120)
+    gate.load_results = {(SVC, "Staging"): LoadResult(spec, "run", 0, 0, (W.start, W.end), Path("x.log"))}
+    (check,) = gate.checks
+    verdict = gate.verdict(check)
+    assert (verdict.status, verdict.source_value, verdict.compare_value) == ("violation", 3.0, 5.0)
+    assert verdict.limit == pytest.approx(4.5)

@@ -18,9 +18,11 @@ stage cannot hide its latency by slowing the load (coordinated omission).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
+from ..errors import StoreError
 from ..store.sqlite import SampleRow, SqliteStore
 
 ENV_STORE = "PERFSIG_STORE"
@@ -50,6 +52,7 @@ class SampleCapture:
         self.runner: Any = None  # set on init; a WorkerRunner sends to the master
         self._store: SqliteStore | None = None
         self._store_pid = 0
+        self.failed_flushes = 0
 
     @property
     def store(self) -> SqliteStore:
@@ -103,11 +106,20 @@ class SampleCapture:
 
     def flush(self, **_: Any) -> None:
         if self.buffer:
-            rows, self.buffer = self.buffer, []
+            rows = self.buffer
             if self.runner is not None:
                 self.runner.send_message(MESSAGE, {"rows": [list(row) for row in rows]})
             else:
-                self.store.add_samples(rows)
+                try:
+                    self.store.add_samples(rows)
+                except StoreError as exc:
+                    # The store is busy (locked by another process): keep the rows and try
+                    # again at the next flush; nothing measured is dropped.
+                    self.failed_flushes += 1
+                    sys.stderr.write(f"perfsig capture: {exc}; {len(rows)} samples kept for the next try\n")
+                    self.last_flush = time.monotonic()
+                    return
+            self.buffer = []
             self.captured += len(rows)
         self.last_flush = time.monotonic()
 

@@ -122,7 +122,8 @@ class CloudWatchSource:
         parts = urlsplit(url)
         region = parts.netloc
         if parts.scheme != "cloudwatch" or not region or "@" in region or parts.path not in {"", "/"}:
-            raise UsageError(f"not a cloudwatch URL: {url.partition('?')[0]!r} (use cloudwatch://<region>)")
+            shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # no credentials
+            raise UsageError(f"not a cloudwatch URL: {shown!r} (use cloudwatch://<region>)")
         params = parse_qs(parts.query, keep_blank_values=True)
         unknown = sorted(set(params) - set(URL_PARAMS))
         if unknown:

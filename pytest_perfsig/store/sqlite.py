@@ -7,6 +7,7 @@ can read progress at the same time), so nothing measured is lost if the gate err
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 from ..errors import StoreError
 
 SCHEMA_VERSION = 1
+DEFAULT_TIMEOUT_S = 30.0  # how long a write waits for a lock held by another process
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -231,7 +233,9 @@ def _concat(parts: list[SampleColumns]) -> SampleColumns:
 class SqliteStore:
     """Runs, samples, gates and verdicts in one SQLite file."""
 
-    def __init__(self, path: str | Path, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, timeout_s: float | None = None) -> None:
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("PERFSIG_STORE_TIMEOUT", DEFAULT_TIMEOUT_S))
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

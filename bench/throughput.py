@@ -1,0 +1,448 @@
+"""How fast can the gate's load harness drive a target? Harness vs bare Locust vs wrk.
+
+One target for every measurement: the sample app with ``--latency-ms 0`` (as fast as it
+goes), one uvicorn worker, on loopback, started once. Load comes from a tight locustfile this
+bench writes to a temp dir: a ``FastHttpUser`` with ``wait_time = constant(0)`` requesting
+``/version`` (no think time), ``--users`` users (default 20), ``--duration`` seconds (default
+10) per measurement:
+
+- ``harness``:    the project's runner, ``run_load([LoadSpec(...)], store)``, what the gate runs:
+                  Locust in a child process (``python -m pytest_perfsig.load.locust_main``) with
+                  the raw-sample capture writing every request to SQLite;
+- ``locust``:     bare ``python -m locust -f tight.py --headless -u N -r N -t Ds --host URL
+                  --only-summary``: the same Locust, no harness, no capture;
+- ``nocapture``:  the harness with ``PERFSIG_NO_CAPTURE=1`` (Locust child, no capture);
+- ``wrk``:        ``wrk -t2 -c N -d Ds URL/version``: what the target gives a C load generator;
+- ``processes1`` / ``processes2``: the harness with ``processes=1`` / ``processes=2`` and a
+                  *busy* locustfile, the tight one plus ``--work-ms`` (default 2) of pure-Python
+                  CPU work per request (a loop of integer multiply-adds whose iteration count
+                  is calibrated in this process before the run). The work makes the load
+                  generator the bottleneck, far below what the target can serve, so the ratio
+                  shows how the harness scales with generator processes, not the target's limit.
+
+A Locust rate is Locust's own count divided by Locust's own measured run time: the
+``Aggregated`` line of the ``--only-summary`` table, whose req/s is requests / (last request -
+start of the stats). So Locust's start-up and shut-down are outside every Locust rate, and the
+harness's extra work around the load (store bookkeeping, compaction) too; the ``wall s`` column
+shows the whole measurement. wrk's rate is its request count over its run time. Every
+measurement runs ``--rounds`` times (default 3), interleaved (harness, locust, nocapture, wrk,
+processes1, processes2, harness, ...) so that machine noise spreads over all; the median counts.
+The table shows too, per measurement (medians): the CPU the target used and the CPU the load
+generator used (Locust processes or wrk), in % of one core over the wall time, and "other": CPU
+of the machine used by anything else (noise: it should be near 0).
+
+What limits each ratio on a 2-core machine:
+- the target and the generator share the 2 cores: one uvicorn worker is one core at most, and
+  a gevent Locust process is one core at most (the hub runs every user, the request event
+  listeners and the capture's SQLite writes on the same thread). With no think time, Locust is
+  slower per request than the app, so ``locust`` and ``harness`` are generator-bound: the
+  Locust process near 100 % of a core, the target below;
+- ``harness_vs_locust`` and ``capture_overhead`` are the cost of the capture on that one busy
+  core: a Python call per request event plus a SQLite ``executemany`` every FLUSH_EVERY_ROWS
+  (500) rows or FLUSH_EVERY_S (0.5 s). Anything the capture adds per request is taken straight
+  off the generator's rate, because the generator is the bottleneck here; against a real,
+  slower service (think time, latency) the same capture costs no throughput at all;
+- ``locust_vs_wrk`` is how far a Python generator is from the target's own limit: wrk needs a
+  fraction of a core for the same rate, so the target gets nearly a whole core;
+- ``processes2_vs_1``: ``--processes 2`` forks 2 workers plus a master (the master only
+  aggregates stats and, with the capture, writes the workers' sample batches to SQLite). Two
+  workers at full speed want 2 cores, the target and the master want some more, so on 2 cores
+  the ratio stays below 2 even with the generator as the bottleneck; the target runs at a small
+  fraction of a core (the ``target cpu`` column). On N machines (``perfsig load-worker``) each
+  worker brings its own core and sends its samples in batches to the master, which only
+  writes SQLite, so the rate grows roughly linearly with the workers until the target
+  saturates (or the master's SQLite writes, a single core's worth of inserts, tens of
+  thousands of rows per second, do).
+
+    python bench/throughput.py [--users 20] [--duration 10] [--rounds 3] [--work-ms 2]
+
+wrk comes from the Debian package (``apt-get install wrk``); without it the wrk measurement is
+skipped with a message and its ratio is ``nan``. The last line is machine-readable:
+    throughput harness_vs_locust=R locust_vs_wrk=R capture_overhead=R processes2_vs_1=R
+harness_vs_locust = harness / locust, locust_vs_wrk = locust / wrk, capture_overhead =
+harness / nocapture (below 1: slower with the capture), processes2_vs_1 = processes2 /
+processes1, each from the median rates, to 2 decimals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_perfsig.errors import LoadError  # noqa: E402
+from pytest_perfsig.load import capture  # noqa: E402
+from pytest_perfsig.load.runner import LoadSpec, run_load  # noqa: E402
+from pytest_perfsig.store import SqliteStore  # noqa: E402
+from sample_app.launcher import start_app  # noqa: E402
+
+MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processes2")
+PAUSE_S = 1.0  # between measurements: let the previous run's sockets and processes go
+
+TIGHT = '''"""Tight loop: no think time, one cheap endpoint (written by bench/throughput.py)."""
+
+from locust import FastHttpUser, constant, task
+
+
+class Tight(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def version(self) -> None:
+        self.client.get("/version", name="/version")
+'''
+
+BUSY = '''"""Tight loop plus CPU work per request: the load generator is the bottleneck
+(written by bench/throughput.py; BENCH_WORK_ITERS iterations, about --work-ms of CPU)."""
+
+import os
+
+from locust import FastHttpUser, constant, task
+
+ITERS = int(os.environ.get("BENCH_WORK_ITERS", "0"))
+
+
+def work(iters: int) -> int:
+    x = 0
+    for i in range(iters):
+        x += i * i
+    return x
+
+
+class Busy(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def version(self) -> None:
+        work(ITERS)
+        self.client.get("/version", name="/version")
+'''
+
+# "Aggregated  <reqs>  <fails>(<pct>%) | avg min max med | <req/s> <failures/s>"
+_AGGREGATED = re.compile(
+    r"^\s*Aggregated\s+(\d+)\s+(\d+)\([\d.]+%\)\s*\|[^|]*\|\s*([\d.]+)\s+([\d.]+)\s*$", re.MULTILINE
+)
+_WRK = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)")
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def work(iters: int) -> int:
+    """The busy locustfile's per-request work (same code, for calibration)."""
+    x = 0
+    for i in range(iters):
+        x += i * i
+    return x
+
+
+def calibrate(work_ms: float) -> int:
+    """Iterations of :func:`work` that take about ``work_ms`` of CPU here (best of 7)."""
+    if work_ms <= 0:
+        return 0
+    probe = 200_000
+    best = math.inf
+    for _ in range(7):
+        started = time.process_time()
+        work(probe)
+        best = min(best, time.process_time() - started)
+    return max(1, round(probe * work_ms / 1000.0 / best))
+
+
+@dataclass
+class Sample:
+    rate: float  # requests per second (nan when not measured)
+    requests: int = 0
+    failures: int = 0
+    seconds: float = math.nan  # the tool's measured run time
+    wall_s: float = math.nan
+    captured: int | None = None  # samples the capture stored (harness with capture)
+    target_cpu: float = math.nan  # % of one core
+    load_cpu: float = math.nan
+    other_cpu: float = math.nan
+
+
+@dataclass
+class Series:
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str = "rate") -> float:
+        values = [getattr(s, attr) for s in self.samples]
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return statistics.median(values) if values else math.nan
+
+
+def parse_locust(text: str) -> tuple[int, int, float, float]:
+    """(requests, failures, req/s, run time s) from Locust's --only-summary output."""
+    match = _AGGREGATED.search(text)
+    if match is None:
+        raise RuntimeError("no 'Aggregated' line in Locust's output:\n" + "\n".join(text.splitlines()[-15:]))
+    requests, failures, rps = int(match[1]), int(match[2]), float(match[3])
+    return requests, failures, rps, (requests / rps if rps else math.nan)
+
+
+class CpuMeter:
+    """CPU of the target, of this bench's finished children (the load) and of everything else."""
+
+    def __init__(self, target_pid: int) -> None:
+        self.target_pid = target_pid
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _read(self) -> tuple[float, float, float, float, float]:
+        try:
+            with open(f"/proc/{self.target_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            target = (int(fields[11]) + int(fields[12])) / self.tick
+            with open("/proc/stat") as f:
+                cpu = [int(v) for v in f.readline().split()[1:]]
+            busy = (sum(cpu[:8]) - cpu[3] - cpu[4]) / self.tick  # all but idle and iowait
+        except (OSError, IndexError, ValueError):
+            target = busy = math.nan
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return (
+            time.monotonic(),
+            target,
+            children.ru_utime + children.ru_stime,
+            me.ru_utime + me.ru_stime,
+            busy,
+        )
+
+    def measure(self, run: Callable[[], Sample]) -> Sample:
+        before = self._read()
+        sample = run()
+        after = self._read()
+        wall, target, load, me, busy = (b - a for a, b in zip(before, after, strict=True))
+        sample.wall_s = wall
+        sample.target_cpu = 100.0 * target / wall
+        sample.load_cpu = 100.0 * load / wall
+        sample.other_cpu = 100.0 * max(0.0, busy - target - load - me) / wall
+        return sample
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work_dir: Path, url: str, store: SqliteStore) -> None:
+        self.args = args
+        self.work_dir = work_dir
+        self.url = url
+        self.store = store
+        self.tight = work_dir / "tight.py"
+        self.busy = work_dir / "busy.py"
+        self.tight.write_text(TIGHT)
+        self.busy.write_text(BUSY)
+        self.iters = calibrate(args.work_ms)
+        self.wrk = shutil.which("wrk")
+        self.runs = 0
+
+    def harness(self, locustfile: Path, *, processes: int = 1, no_capture: bool = False) -> Sample:
+        self.runs += 1
+        log_dir = self.work_dir / "logs" / f"run{self.runs}"
+        extra_env = {"BENCH_WORK_ITERS": str(self.iters)}
+        if no_capture:
+            extra_env[capture.ENV_NO_CAPTURE] = "1"
+        spec = LoadSpec(
+            service="bench",
+            env=f"run{self.runs}",
+            url=self.url,
+            locustfile=str(locustfile),
+            users=self.args.users,
+            spawn_rate=self.args.users,
+            duration_s=self.args.duration,
+            extra_env=extra_env,
+            processes=processes,
+        )
+        captured: int | None = None
+        try:
+            (result,) = run_load([spec], self.store, log_dir=log_dir)
+            captured = result.requests
+        except LoadError as exc:
+            # Without the capture the store gets no samples, and the runner says so: expected.
+            if not (no_capture and "sent no requests" in str(exc)):
+                raise
+        (log,) = log_dir.glob("*.log")
+        requests, failures, rps, seconds = parse_locust(log.read_text(errors="replace"))
+        return Sample(rps, requests, failures, seconds, captured=captured)
+
+    def locust(self) -> Sample:
+        duration = max(1, round(self.args.duration))
+        command = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(self.tight),
+            "--headless",
+            "-u",
+            str(self.args.users),
+            "-r",
+            str(self.args.users),
+            "-t",
+            f"{duration}s",
+            "--host",
+            self.url,
+            "--only-summary",
+        ]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration + 60, cwd=self.work_dir, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"locust exited with {done.returncode}:\n{done.stderr[-2000:]}")
+        requests, failures, rps, seconds = parse_locust(done.stdout + done.stderr)
+        return Sample(rps, requests, failures, seconds)
+
+    def wrk_run(self) -> Sample:
+        if self.wrk is None:
+            return Sample(math.nan)
+        duration = max(1, round(self.args.duration))
+        connections = self.args.users
+        command = [
+            self.wrk,
+            f"-t{min(2, connections)}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            f"{self.url}/version",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=False)
+        match = _WRK.search(done.stdout)
+        if done.returncode != 0 or match is None:
+            raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        requests, seconds = int(match[1]), float(match[2]) * _WRK_UNITS[match[3]]
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+        return Sample(requests / seconds, requests, int(errors[1]) if errors else 0, seconds)
+
+    def run(self, name: str) -> Sample:
+        if name == "harness":
+            return self.harness(self.tight)
+        if name == "locust":
+            return self.locust()
+        if name == "nocapture":
+            return self.harness(self.tight, no_capture=True)
+        if name == "wrk":
+            return self.wrk_run()
+        if name == "processes1":
+            return self.harness(self.busy, processes=1)
+        if name == "processes2":
+            return self.harness(self.busy, processes=2)
+        raise ValueError(name)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> None:
+    print()
+    print(
+        f"{'measurement':<11} {'req/s':>8} {'min':>8} {'max':>8}  {'requests':>8} {'fails':>5} "
+        f"{'run s':>6} {'wall s':>6} {'captured':>8}  {'target cpu':>10} {'load cpu':>8} {'other':>5}"
+    )
+    for s in series.values():
+        rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
+        if not rates:
+            print(f"{s.name:<11} {'nan':>8}  (not measured)")
+            continue
+        captured = [x.captured for x in s.samples if x.captured is not None]
+        lost = sum(x.requests - x.captured for x in s.samples if x.captured is not None)
+        print(
+            f"{s.name:<11} {s.median():8.0f} {min(rates):8.0f} {max(rates):8.0f}  "
+            f"{s.median('requests'):8.0f} {s.median('failures'):5.0f} {s.median('seconds'):6.2f} "
+            f"{s.median('wall_s'):6.1f} "
+            + (f"{'-' if not captured else ('all' if lost == 0 else f'-{lost}'):>8}  ")
+            + f"{s.median('target_cpu'):9.0f}% {s.median('load_cpu'):7.0f}% {s.median('other_cpu'):4.0f}%"
+        )
+    print()
+    print(
+        "rounds (req/s): "
+        + "; ".join(f"{s.name} " + " ".join(f"{x.rate:.0f}" for x in s.samples) for s in series.values())
+    )
+    print(
+        f"users={args.users} duration={args.duration:g}s rounds={args.rounds} "
+        f"busy work={args.work_ms:g} ms ({iters} iterations) per request in processes1/processes2"
+    )
+    m = {name: s.median() for name, s in series.items()}
+    ratios = {
+        "harness_vs_locust": ratio(m["harness"], m["locust"]),
+        "locust_vs_wrk": ratio(m["locust"], m["wrk"]),
+        "capture_overhead": ratio(m["harness"], m["nocapture"]),
+        "processes2_vs_1": ratio(m["processes2"], m["processes1"]),
+    }
+    print(
+        f"harness / locust      {ratios['harness_vs_locust']:.2f}  (target >= 0.95)\n"
+        f"locust / wrk          {ratios['locust_vs_wrk']:.2f}\n"
+        f"harness / nocapture   {ratios['capture_overhead']:.2f}  (capture overhead; < 1: slower)\n"
+        f"processes 2 / 1       {ratios['processes2_vs_1']:.2f}  (target >= 1.3, generator-bound)"
+    )
+    print("throughput " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=20, help="Locust users / wrk connections (default 20)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--work-ms",
+        type=float,
+        default=2.0,
+        help="CPU work per request in the processes1/processes2 locustfile (default 2)",
+    )
+    args = parser.parse_args()
+    if args.users < 1 or args.duration < 1 or args.rounds < 1:
+        parser.error("--users, --duration and --rounds must be at least 1")
+
+    series = {name: Series(name) for name in MEASUREMENTS}
+    with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
+        work_dir = Path(tmp)
+        store = SqliteStore(work_dir / "bench.db")
+        with start_app("Staging", 1, work_dir, latency_ms=0) as app:
+            bench = Bench(args, work_dir, app.url, store)
+            if bench.wrk is None:
+                print(
+                    "wrk not found on PATH: the wrk measurement is skipped and locust_vs_wrk is nan "
+                    "(Debian/Ubuntu: apt-get install wrk)",
+                    flush=True,
+                )
+            meter = CpuMeter(app.process.pid)
+            print(
+                f"target {app.url} (sample app, latency 0 ms, one uvicorn worker); "
+                f"{os.cpu_count()} CPUs; {args.rounds} rounds x {len(MEASUREMENTS)} measurements "
+                f"x {args.duration:g} s",
+                flush=True,
+            )
+            for round_no in range(1, args.rounds + 1):
+                for name in MEASUREMENTS:
+                    if name == "wrk" and bench.wrk is None:
+                        series[name].samples.append(Sample(math.nan))
+                        continue
+                    time.sleep(PAUSE_S)
+                    sample = meter.measure(lambda name=name: bench.run(name))
+                    series[name].samples.append(sample)
+                    print(
+                        f"round {round_no}/{args.rounds} {name:<10} {sample.rate:8.0f} req/s "
+                        f"({sample.requests} requests in {sample.seconds:.2f} s; target cpu "
+                        f"{sample.target_cpu:.0f}%, load cpu {sample.load_cpu:.0f}%, "
+                        f"other {sample.other_cpu:.0f}%)",
+                        flush=True,
+                    )
+        store.close()
+    report(series, args, bench.iters)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
