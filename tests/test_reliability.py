@@ -4,6 +4,7 @@ against this suite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -134,10 +135,8 @@ def test_fuzzed_documents_load_or_fail_with_monspec_error(document: dict[str, ob
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=200))
 def test_fuzzed_text_loads_or_fails_with_monspec_error(text: str) -> None:
-    try:
+    with contextlib.suppress(MonspecError):
         parse_monspec(text, "fuzz.json")
-    except MonspecError:
-        pass
 
 
 @settings(max_examples=200, deadline=None)
@@ -145,10 +144,8 @@ def test_fuzzed_text_loads_or_fails_with_monspec_error(text: str) -> None:
 def test_damaged_seed_loads_or_fails_with_monspec_error(cut: int, junk: str) -> None:
     seed = (ROOT / "tests" / "data" / "monspecs" / "seed-monspec.json").read_text()
     cut = cut % len(seed)
-    try:
+    with contextlib.suppress(MonspecError):
         parse_monspec(seed[:cut] + junk + seed[cut + 1 :], "damaged.json")
-    except MonspecError:
-        pass
 
 
 # ---------------------------------------------------------------------------- faults
