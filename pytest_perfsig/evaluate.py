@@ -51,6 +51,25 @@ class Verdict:
         return asdict(self)
 
 
+def entry_label(entry: SignatureEntry, method: str | None) -> str:
+    """How a verdict message names its entry: ``/api/invoke servicemethod.responsetime p90``."""
+    return f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
+
+
+def entry_fields(
+    entry: SignatureEntry, comparison: Comparison, method: str | None, unit: str
+) -> dict[str, Any]:
+    """The Verdict fields that name what was judged, shared by every judge."""
+    return dict(
+        metric=entry.metric_key,
+        aggregate=entry.aggregate,
+        method=method,
+        unit=unit,
+        source_env=comparison.source,
+        compare_env=comparison.compare,
+    )
+
+
 def fmt(value: float | None, unit: str = "") -> str:
     """Numbers as people read them: 3 significant digits, no exponent for everyday sizes."""
     if value is None:
@@ -131,12 +150,7 @@ def judge(
     """Judge one entry whose source value is known (the compare value may be absent only
     when a static limit applies: without either there is nothing to judge)."""
     common: dict[str, Any] = dict(
-        metric=entry.metric_key,
-        aggregate=entry.aggregate,
-        method=method,
-        unit=unit,
-        source_env=comparison.source,
-        compare_env=comparison.compare,
+        **entry_fields(entry, comparison, method, unit),
         source_value=source_value,
         compare_value=compare_value,
         source_samples=source_samples,
@@ -144,7 +158,7 @@ def judge(
         source_window=source_window,
         compare_window=compare_window,
     )
-    label = f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
+    label = entry_label(entry, method)
     limit = compute_limit(entry, comparison, compare_value, comparison.compare, unit, default_abs_tolerance)
     if limit is None:
         return Verdict(
@@ -179,15 +193,9 @@ def not_judged(
     **values: Any,
 ) -> Verdict:
     """A verdict for an entry that could not be judged (error) or does not apply (skipped)."""
-    label = f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
     return Verdict(
         status=status,
-        metric=entry.metric_key,
-        aggregate=entry.aggregate,
-        method=method,
-        unit=unit,
-        source_env=comparison.source,
-        compare_env=comparison.compare,
-        message=f"{label}: {reason}",
+        **entry_fields(entry, comparison, method, unit),
+        message=f"{entry_label(entry, method)}: {reason}",
         **values,
     )

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .evaluate import Verdict, fmt, resolve_tolerance
+from .evaluate import Verdict, entry_fields, entry_label, fmt, resolve_tolerance
 from .metrics import MetricKind
 from .monspec import Comparison, JudgeConfig, SignatureEntry
 from .sources.base import Measurement
@@ -125,7 +125,7 @@ def judge_shift(
     up = result.shift > floor and direction in {"increase", "either"}
     down = -result.shift > floor and direction in {"decrease", "either"}
     violated = significant and (up or down)
-    label = f"{method + ' ' if method else ''}{entry.metric_key} {entry.aggregate}"
+    label = entry_label(entry, method)
     shift_text = f"{result.shift:+.3g} {unit} [{result.ci_low:+.3g}, {result.ci_high:+.3g}]"
     verdict_word = "significant" if significant else "not significant"
     relation = "beyond" if (up or down) else "within"
@@ -140,12 +140,7 @@ def judge_shift(
     )
     return Verdict(
         status="violation" if violated else "pass",
-        metric=entry.metric_key,
-        aggregate=entry.aggregate,
-        method=method,
-        unit=unit,
-        source_env=comparison.source,
-        compare_env=comparison.compare,
+        **entry_fields(entry, comparison, method, unit),
         message=message,
         rule=rule,
         source_value=source.value,
