@@ -91,6 +91,7 @@ from pytest_perfsig.store import SqliteStore  # noqa: E402
 from sample_app.launcher import start_app  # noqa: E402
 
 MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processes2")
+NOISY_OTHER_CPU = 10.0  # % of a core used by other processes: above it, warn
 PAUSE_S = 1.0  # between measurements: let the previous run's sockets and processes go
 
 TIGHT = '''"""Tight loop: no think time, one cheap endpoint (written by bench/throughput.py)."""
@@ -172,6 +173,8 @@ class Sample:
     target_cpu: float = math.nan  # % of one core
     load_cpu: float = math.nan
     other_cpu: float = math.nan
+    target_us: float = math.nan  # CPU microseconds per request
+    load_us: float = math.nan
 
 
 @dataclass
@@ -208,7 +211,9 @@ class CpuMeter:
             target = (int(fields[11]) + int(fields[12])) / self.tick
             with open("/proc/stat") as f:
                 cpu = [int(v) for v in f.readline().split()[1:]]
-            busy = (sum(cpu[:8]) - cpu[3] - cpu[4]) / self.tick  # all but idle and iowait
+            # user + nice + system + steal: not idle, iowait, irq or softirq (the loopback
+            # network's softirq time belongs to the load, but to no process).
+            busy = (cpu[0] + cpu[1] + cpu[2] + cpu[7]) / self.tick
         except (OSError, IndexError, ValueError):
             target = busy = math.nan
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -230,6 +235,9 @@ class CpuMeter:
         sample.target_cpu = 100.0 * target / wall
         sample.load_cpu = 100.0 * load / wall
         sample.other_cpu = 100.0 * max(0.0, busy - target - load - me) / wall
+        if sample.requests:
+            sample.target_us = 1e6 * target / sample.requests
+            sample.load_us = 1e6 * load / sample.requests
         return sample
 
 
@@ -346,8 +354,12 @@ def ratio(a: float, b: float) -> float:
 def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> None:
     print()
     print(
-        f"{'measurement':<11} {'req/s':>8} {'min':>8} {'max':>8}  {'requests':>8} {'fails':>5} "
-        f"{'run s':>6} {'wall s':>6} {'captured':>8}  {'target cpu':>10} {'load cpu':>8} {'other':>5}"
+        f"{'':<11} {'req/s':>6} {'min':>6} {'max':>6} {'requests':>8} {'fails':>5} {'run s':>6} "
+        f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^13}"
+    )
+    print(
+        f"{'measurement':<11} {'median':>6} {'':>6} {'':>6} {'':>8} {'':>5} {'':>6} {'':>6} {'':>8}  "
+        f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6}"
     )
     for s in series.values():
         rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
@@ -356,12 +368,19 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
             continue
         captured = [x.captured for x in s.samples if x.captured is not None]
         lost = sum(x.requests - x.captured for x in s.samples if x.captured is not None)
+        kept = "-" if not captured else ("all" if lost == 0 else f"-{lost}")
         print(
-            f"{s.name:<11} {s.median():8.0f} {min(rates):8.0f} {max(rates):8.0f}  "
+            f"{s.name:<11} {s.median():6.0f} {min(rates):6.0f} {max(rates):6.0f} "
             f"{s.median('requests'):8.0f} {s.median('failures'):5.0f} {s.median('seconds'):6.2f} "
-            f"{s.median('wall_s'):6.1f} "
-            + (f"{'-' if not captured else ('all' if lost == 0 else f'-{lost}'):>8}  ")
-            + f"{s.median('target_cpu'):9.0f}% {s.median('load_cpu'):7.0f}% {s.median('other_cpu'):4.0f}%"
+            f"{s.median('wall_s'):6.1f} {kept:>8}  "
+            f"{s.median('target_cpu'):6.0f} {s.median('load_cpu'):5.0f} {s.median('other_cpu'):5.0f}  "
+            f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f}"
+        )
+    noise = max((s.median("other_cpu") for s in series.values()), default=0.0)
+    if noise > NOISY_OTHER_CPU:
+        print(
+            f"warning: other processes used up to {noise:.0f} % of a core during the measurements: "
+            "the machine was not quiet, so the ratios are noisy"
         )
     print()
     print(
@@ -436,7 +455,8 @@ def main() -> int:
                         f"round {round_no}/{args.rounds} {name:<10} {sample.rate:8.0f} req/s "
                         f"({sample.requests} requests in {sample.seconds:.2f} s; target cpu "
                         f"{sample.target_cpu:.0f}%, load cpu {sample.load_cpu:.0f}%, "
-                        f"other {sample.other_cpu:.0f}%)",
+                        f"other {sample.other_cpu:.0f}%; CPU us/request target {sample.target_us:.0f}, "
+                        f"load {sample.load_us:.0f})",
                         flush=True,
                     )
         store.close()

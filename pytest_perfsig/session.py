@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from .load.runner import LoadResult, LoadSpec, Progress, run_load
 from .logrules import LogCheck, judge_log, not_judged_log, plan_log_checks
 from .metrics import Aggregate
 from .monspec import BaselineRuns, Comparison, Entity, Monspec, SignatureEntry
-from .sources import MetricSource, open_source
+from .sources import MetricSource, check_source_url, open_source
 from .sources.base import Measurement, MetricQuery, Window
 from .sources.local import DEFAULT_MIN_SAMPLES
 from .statjudge import judge_shift
@@ -138,6 +138,10 @@ class Gate:
     def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore | None = None) -> None:
         self.monspec = monspec
         self.options = options
+        for url in {options.source_url} | {
+            e.source for x in monspec.entities.values() for e in x.environments.values()
+        }:
+            check_source_url(url)
         self.log_checks = plan_log_checks(monspec, options.stage)
         self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
         self._store = store
@@ -310,12 +314,15 @@ class Gate:
         reason = "; ".join(sorted(r for r in reasons if r))
         if reason:
             return not_ok("skipped", reason)
-        if metric is None:
+        if metric is None and entry.smartscape is None:
             return not_ok("error", f"no source knows the metric {entry.timeseries!r}")
         if self.load_error is not None:
             return not_ok("error", str(self.load_error))
         if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
             return not_ok("error", "no load ran for this gate")
+        if entry.smartscape is not None:
+            return self._judge_smartscape(check, not_ok)
+        assert metric is not None  # a timeseries entry
         base = self.base_window(check.service)
         source_window = base.shifted(comparison.shiftsourcetimeframe)
         source_query = MetricQuery(
@@ -389,6 +396,44 @@ class Gate:
             return not_judged_log(check, "no load ran for this gate")
         # The whole load phase, warm-up included, and a second for lines written after the last request.
         return judge_log(check, Window(result.window[0], result.window[1] + 1.0))
+
+    def _judge_smartscape(self, check: Check, not_ok: Callable[..., Verdict]) -> Verdict:
+        """A topology count (``toRelationships:calls``) of both environments, in their windows."""
+        entry, comparison = check.entry, check.comparison
+        assert entry.smartscape is not None
+        if comparison.baseline is not None or self.options.baseline_run is not None:
+            return not_ok("error", "smartscape entries compare time windows, not stored runs")
+        base = self.base_window(check.service)
+        sides = (
+            (comparison.source, base.shifted(comparison.shiftsourcetimeframe)),
+            (comparison.compare, base.shifted(comparison.shiftcomparetimeframe)),
+        )
+        counts: list[Any] = []
+        problems: list[str] = []
+        for env, window in sides:
+            count = getattr(self.source_for(check.service, env), "count_relationships", None)
+            if count is None:
+                return not_ok("skipped", f"the source of {env} has no topology")
+            try:
+                counts.append(count(env, entry.smartscape, window, self._tags(check.service, env)))
+            except SourceError as exc:
+                problems.append(str(exc))
+        values: dict[str, Any] = {"source_window": str(sides[0][1]), "compare_window": str(sides[1][1])}
+        if problems:
+            return not_ok("error", "; ".join(problems), **values)
+        source, compare = counts
+        return judge(
+            entry,
+            comparison,
+            method=None,
+            unit="",
+            source_value=source.value,
+            compare_value=compare.value,
+            default_abs_tolerance=0.0,
+            source_samples=source.entities,
+            compare_samples=compare.entities,
+            **values,
+        )
 
     def base_window(self, service: str) -> Window:
         """The window every comparison starts from: where all environments loaded together
@@ -490,6 +535,11 @@ class Gate:
     def finish(self) -> str:
         """Close the gate in the store; its status is what an approval would be based on."""
         status = self.status()
+        for source in self._sources.values():
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        self._sources.clear()
         if self.started:
             counts: dict[str, int] = {}
             for verdict in self.verdicts.values():

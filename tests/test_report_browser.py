@@ -21,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import XSS, add_gate, build_pass_gate, build_violation_gate, build_xss_gate, verdict_record
 
 from pytest_perfsig.report.html import write_html_report
 from pytest_perfsig.store import SqliteStore
+from tests.test_report import (
+    XSS,
+    add_gate,
+    build_pass_gate,
+    build_violation_gate,
+    build_xss_gate,
+    verdict_record,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 RENDER_BUDGET_MS = 1000.0
