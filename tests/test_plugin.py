@@ -115,6 +115,10 @@ def test_comparison_option_narrows_the_gate(pytester: pytest.Pytester) -> None:
             "*--perfsig-url expects ENV=http://host:port, got 'Staging'",
         ),
         (
+            ["--monspec=monspec.json", "--stage=Staging", "--perfsig-source=redis://127.0.0.1:6379"],
+            "*unknown metric source 'redis://127.0.0.1:6379': use local, prometheus://host:port*",
+        ),
+        (
             ["--monspec=monspec.json", "--stage=Staging", "--perfsig-url=QA=http://127.0.0.1:1"],
             "*--perfsig-url names unknown environment(s): QA",
         ),
