@@ -28,33 +28,40 @@ shows the whole measurement. wrk's rate is its request count over its run time. 
 measurement runs ``--rounds`` times (default 3), interleaved (harness, locust, nocapture, wrk,
 processes1, processes2, harness, ...) so that machine noise spreads over all; the median counts.
 The table shows too, per measurement (medians): the CPU the target used and the CPU the load
-generator used (Locust processes or wrk), in % of one core over the wall time, and "other": CPU
-of the machine used by anything else (noise: it should be near 0).
+generator used (the Locust processes or wrk), in % of one core over the wall time and in CPU
+microseconds per request (start-up included), and "other": user and system CPU of anything
+else on the machine (from /proc/stat, softirq not counted). A measurement during which other
+processes used more than 10 % of a core is noisy and is repeated (``--retries``, default 2):
+the bench measures a shared machine, so run it when nothing else runs.
 
-What limits each ratio on a 2-core machine:
-- the target and the generator share the 2 cores: one uvicorn worker is one core at most, and
-  a gevent Locust process is one core at most (the hub runs every user, the request event
-  listeners and the capture's SQLite writes on the same thread). With no think time, Locust is
-  slower per request than the app, so ``locust`` and ``harness`` are generator-bound: the
-  Locust process near 100 % of a core, the target below;
-- ``harness_vs_locust`` and ``capture_overhead`` are the cost of the capture on that one busy
-  core: a Python call per request event plus a SQLite ``executemany`` every FLUSH_EVERY_ROWS
-  (500) rows or FLUSH_EVERY_S (0.5 s). Anything the capture adds per request is taken straight
-  off the generator's rate, because the generator is the bottleneck here; against a real,
-  slower service (think time, latency) the same capture costs no throughput at all;
-- ``locust_vs_wrk`` is how far a Python generator is from the target's own limit: wrk needs a
-  fraction of a core for the same rate, so the target gets nearly a whole core;
-- ``processes2_vs_1``: ``--processes 2`` forks 2 workers plus a master (the master only
-  aggregates stats and, with the capture, writes the workers' sample batches to SQLite). Two
-  workers at full speed want 2 cores, the target and the master want some more, so on 2 cores
-  the ratio stays below 2 even with the generator as the bottleneck; the target runs at a small
-  fraction of a core (the ``target cpu`` column). On N machines (``perfsig load-worker``) each
-  worker brings its own core and sends its samples in batches to the master, which only
-  writes SQLite, so the rate grows roughly linearly with the workers until the target
-  saturates (or the master's SQLite writes, a single core's worth of inserts, tens of
-  thousands of rows per second, do).
+What limits each ratio on a 2-core machine (figures: quiet runs, see bench/README.md):
+- the target and the generator share the 2 cores. One uvicorn worker is one core at most, and
+  so is one gevent Locust process (its hub thread runs every user, the request listeners and
+  the capture's SQLite writes). Per request, the app and Locust cost about the same CPU (about
+  230 and 220 us), so in the tight runs both run near a full core each and the machine is full:
+  ``locust`` and ``harness`` are bounded by the target and the generator together;
+- ``locust_vs_wrk``: wrk needs about 12 us of CPU per request, so the target gets a whole core
+  and that core is the limit; the same rate as Locust (ratio about 1) means that here the
+  target's one worker, not Locust, sets the rate. On a target with more cores, or on another
+  machine, Locust's ~220 us per request (about 4,500 req/s per process) would be the limit;
+- ``harness_vs_locust`` and ``capture_overhead``: the capture costs the Locust process about
+  6 us of CPU per request (a listener call, and SQLite inserts in batches of FLUSH_EVERY_ROWS
+  = 500 or every FLUSH_EVERY_S = 0.5 s, on the hub thread), about 2-4 % of its CPU; with the
+  generator's core full, that is taken straight off the rate. Against a real service (think
+  time, latency) the generator is mostly idle and the same capture costs no throughput;
+  ``nocapture`` runs the same child without the capture and should match ``locust``;
+- ``processes2_vs_1``: ``--processes 2`` forks 2 workers plus a master (the master aggregates
+  stats and, with the capture, stores the workers' sample batches in SQLite). Two workers at
+  full speed want 2 cores; the target (a small fraction of a core at these rates: the
+  ``target`` column) and the master want some too, so on 2 cores the ratio stays below 2 even
+  with the generator as the bottleneck. The master's stats start before its workers spawn,
+  which makes the processes2 rate about 3 % conservative (its ``run s`` is above the others').
+  On N machines (``perfsig load-worker``) each worker brings its own cores and sends its
+  samples in batches to the master, which only writes SQLite (about 5 us of CPU per row for
+  the insert), so the rate grows roughly linearly with the workers until the target saturates,
+  or the master's one core does (on the order of 100,000 samples per second).
 
-    python bench/throughput.py [--users 20] [--duration 10] [--rounds 3] [--work-ms 2]
+    python bench/throughput.py [--users 20] [--duration 10] [--rounds 3] [--work-ms 2] [--retries 2]
 
 wrk comes from the Debian package (``apt-get install wrk``); without it the wrk measurement is
 skipped with a message and its ratio is ``nan``. The last line is machine-readable:
@@ -364,7 +371,7 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
     for s in series.values():
         rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
         if not rates:
-            print(f"{s.name:<11} {'nan':>8}  (not measured)")
+            print(f"{s.name:<11} {'nan':>6}  (not measured)")
             continue
         captured = [x.captured for x in s.samples if x.captured is not None]
         lost = sum(x.requests - x.captured for x in s.samples if x.captured is not None)
@@ -420,6 +427,13 @@ def main() -> int:
         default=2.0,
         help="CPU work per request in the processes1/processes2 locustfile (default 2)",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help=f"repeat a measurement during which other processes used more than "
+        f"{NOISY_OTHER_CPU:g} %% of a core, up to this many times (default 2)",
+    )
     args = parser.parse_args()
     if args.users < 1 or args.duration < 1 or args.rounds < 1:
         parser.error("--users, --duration and --rounds must be at least 1")
@@ -448,17 +462,22 @@ def main() -> int:
                     if name == "wrk" and bench.wrk is None:
                         series[name].samples.append(Sample(math.nan))
                         continue
-                    time.sleep(PAUSE_S)
-                    sample = meter.measure(lambda name=name: bench.run(name))
+                    for attempt in range(args.retries + 1):
+                        time.sleep(PAUSE_S)
+                        sample = meter.measure(lambda name=name: bench.run(name))
+                        noisy = sample.other_cpu > NOISY_OTHER_CPU
+                        print(
+                            f"round {round_no}/{args.rounds} {name:<10} {sample.rate:6.0f} req/s "
+                            f"({sample.requests} requests in {sample.seconds:.2f} s; CPU % target "
+                            f"{sample.target_cpu:.0f}, load {sample.load_cpu:.0f}, other "
+                            f"{sample.other_cpu:.0f}; CPU us/request target {sample.target_us:.0f}, "
+                            f"load {sample.load_us:.0f})"
+                            + (" noisy" + (", again" if attempt < args.retries else "") if noisy else ""),
+                            flush=True,
+                        )
+                        if not noisy:
+                            break
                     series[name].samples.append(sample)
-                    print(
-                        f"round {round_no}/{args.rounds} {name:<10} {sample.rate:8.0f} req/s "
-                        f"({sample.requests} requests in {sample.seconds:.2f} s; target cpu "
-                        f"{sample.target_cpu:.0f}%, load cpu {sample.load_cpu:.0f}%, "
-                        f"other {sample.other_cpu:.0f}%; CPU us/request target {sample.target_us:.0f}, "
-                        f"load {sample.load_us:.0f})",
-                        flush=True,
-                    )
         store.close()
     report(series, args, bench.iters)
     return 0
