@@ -59,6 +59,7 @@ class SampleCapture:
         # One connection per process: a connection must not cross a fork (--processes).
         if self._store is None or self._store_pid != os.getpid():
             self._store, self._store_pid = SqliteStore(self.store_path), os.getpid()
+            self._store.leave_checkpoints_to_others()
         return self._store
 
     def on_init(self, environment: Any, **_: Any) -> None:

@@ -20,6 +20,7 @@ from . import capture
 # Locust needs a moment to start and to stop its users after --run-time.
 STARTUP_GRACE_S = 30.0
 WORKER_WAIT_S = 60.0
+CHECKPOINT_EVERY_S = 2.0
 LOG_TAIL_LINES = 15
 
 
@@ -206,6 +207,7 @@ def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None,
     grace = max(child.spec.grace_s for child in children)
     deadline = started + duration + grace
     next_report = started + every_s
+    next_checkpoint = started + CHECKPOINT_EVERY_S
     while any(child.process.poll() is None for child in children):
         now = time.monotonic()
         if now > deadline:
@@ -213,6 +215,9 @@ def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None,
                 f"Locust did not finish within {duration + grace:.0f} s "
                 f"(logs: {', '.join(str(c.log_path) for c in children)})"
             )
+        if now >= next_checkpoint:
+            next_checkpoint = now + CHECKPOINT_EVERY_S
+            store.checkpoint()  # the Locust processes leave this to us (no stalls in their hub)
         if progress is not None and now >= next_report:
             next_report = now + every_s
             progress(

@@ -6,6 +6,7 @@ can read progress at the same time), so nothing measured is lost if the gate err
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -251,6 +252,16 @@ class SqliteStore:
             )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+
+    def leave_checkpoints_to_others(self) -> None:
+        """No automatic WAL checkpoint on this connection: the Locust process must not stall
+        its users for one (tens of ms); the pytest process checkpoints while it waits."""
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database without waiting for writers (best effort)."""
+        with contextlib.suppress(sqlite3.Error):  # a busy store is checkpointed next time
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self._db.close()
