@@ -186,6 +186,12 @@ def _deployment_event(args: argparse.Namespace) -> int:
         f"perfsig: deployment event {event.event_id} for {event.env}: {event.application}/"
         f"{event.deployment_group} {event.deployment_id or ''}"
     )
+    from .dynatrace_api import DynatraceApi
+
+    dynatrace = DynatraceApi.from_env()
+    if dynatrace is not None:  # stored first: a Dynatrace outage loses nothing
+        dynatrace.push_deployment_event(event, args.entity_selector)
+        print(f"perfsig: deployment event sent to {dynatrace.base_url}")
     return 0
 
 
@@ -300,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--deployment-group")
     event.add_argument("--revision", help="the CodeDeploy revision as JSON (looked up when omitted)")
     event.add_argument("--remediation-url", help="URL to POST problems of this deployment to")
+    event.add_argument(
+        "--entity-selector",
+        help="Dynatrace entities to attach the event to (with "
+        "PERFSIG_DYNATRACE_URL; default: services tagged DeploymentGroup:<stage>)",
+    )
     event.add_argument("--store", default=DEFAULT_STORE_PATH)
     event.set_defaults(handler=_deployment_event)
     remediate = sub.add_parser("remediate", help="self-healing: problem notifications roll Production back")

@@ -578,3 +578,18 @@ def test_remediate_direct_call_without_server(world: World) -> None:
         outcome = remediate(problem, store, codedeploy=world.codedeploy)
     assert outcome.status == "rolled_back" and outcome.http_status == 200
     assert outcome.to_json()["previous_revision"] == revision(1)
+
+
+def test_dynatrace_is_told_what_was_done(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original Lambda commented on the problem; so does the receiver when Dynatrace is set up."""
+    import respx
+
+    monkeypatch.setenv("PERFSIG_DYNATRACE_URL", "https://abc12345.live.dynatrace.com")
+    monkeypatch.setenv("DT_API_TOKEN", "dt0c01.TOKEN")
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(url__regex=r"https://abc12345\.live\.dynatrace\.com/api/v2/problems/.*/comments").mock(
+            return_value=httpx.Response(201, json={"id": "c"}))
+        answer = world.client().post("/problems", json=dynatrace(), headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["status"] == "rolled_back"
+    comment = json.loads(route.calls.last.request.content)["message"]
+    assert comment.startswith("pytest-perfsig: rolled_back:") and "app-build1.zip" in comment

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PerfsigError
 from ..store import DEFAULT_STORE_PATH, SqliteStore
-from .payloads import PayloadError, parse_problem
-from .rollback import remediate
+from .payloads import PayloadError, Problem, parse_problem
+from .rollback import Outcome, remediate
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -272,6 +272,7 @@ class WebhookReceiver:
             return error_reply(500, f"remediation failed: {exc}")
         if outcome.status == "error":
             log.error("problem %r: %s", outcome.problem_id, outcome.reason)
+        comment_on_problem(problem, outcome)
         return Reply(outcome.http_status, outcome.to_json())
 
     def _unauthorized(self, exc: AuthError) -> Reply:
@@ -279,6 +280,22 @@ class WebhookReceiver:
         return error_reply(
             exc.status, exc.reason, error="unauthorized" if exc.status == 401 else "unavailable"
         )
+
+
+def comment_on_problem(problem: Problem, outcome: Outcome) -> None:
+    """Tell Dynatrace what was done (as the original Lambda did), when it is configured and
+    the problem came from it. Best effort: a failed comment never changes the outcome."""
+    from ..dynatrace_api import DynatraceApi
+
+    if problem.source != "dynatrace" or outcome.status in ("test", "already_handled"):
+        return
+    problem_id = str(problem.raw.get("ProblemID") or problem.problem_id)
+    try:
+        dynatrace = DynatraceApi.from_env()
+        if dynatrace is not None:
+            dynatrace.comment_on_problem(problem_id, f"pytest-perfsig: {outcome.status}: {outcome.reason}")
+    except PerfsigError as exc:
+        log.warning("could not comment on problem %r: %s", problem_id, exc)
 
 
 def error_reply(status: int, reason: str, *, error: str | None = None) -> Reply:
