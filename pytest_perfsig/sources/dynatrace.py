@@ -58,6 +58,7 @@ from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, canonical_id, parse_metric, required_samples
 from ..stats import aggregate
 from .base import Measurement, MetricQuery, Window
+from .http import get_json
 from .local import DEFAULT_MIN_SAMPLES
 
 log = logging.getLogger(__name__)
@@ -527,20 +528,15 @@ class DynatraceSource:
                 "(scopes metrics.read and entities.read; DataExport for the v1 API)"
             )
         log.debug("%s: GET %s (%s)", self.name, url, described)
-        try:
-            response = self._client.get(url, params=params)
-        except httpx.TimeoutException:
-            raise SourceError(
-                f"{self.name} at {url} did not answer within {self.timeout_s:g} s ({described})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise SourceError(
-                self._scrub(f"{self.name} at {url} is unreachable: {type(exc).__name__}: {exc} ({described})")
-            ) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        response, body = get_json(
+            self._client,
+            url,
+            params,
+            name=self.name,
+            timeout_s=self.timeout_s,
+            described=described,
+            scrub=self._scrub,
+        )
         if response.status_code != 200:
             detail = ""
             if isinstance(body, dict) and isinstance(body.get("error"), dict):

@@ -50,6 +50,7 @@ import httpx
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, required_samples
 from .base import Measurement, MetricQuery, Window
+from .http import get_json
 from .local import DEFAULT_MIN_SAMPLES
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -363,20 +364,9 @@ class PrometheusSource:
 
     def _get(self, path: str, params: dict[str, str], promql: str) -> dict[str, Any]:
         url = self.base_url + path
-        try:
-            response = self._client.get(url, params=params)
-        except httpx.TimeoutException:
-            raise SourceError(
-                f"{self.name} at {url} did not answer within {self.timeout_s:g} s (query: {promql})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise SourceError(
-                f"{self.name} at {url} is unreachable: {type(exc).__name__}: {exc} (query: {promql})"
-            ) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        response, body = get_json(
+            self._client, url, params, name=self.name, timeout_s=self.timeout_s, described=f"query: {promql}"
+        )
         if response.status_code != 200:
             detail = ""
             if isinstance(body, dict) and body.get("error"):
