@@ -691,6 +691,16 @@ def worst_status(statuses: Iterable[str]) -> str:
     return "skipped"
 
 
+def _gate_dict(gate: GateInfo, runs: list[RunInfo], verdicts: list[VerdictRow]) -> dict[str, Any]:
+    """A gate as the JSON report writes it: its fields, counts, runs and verdicts."""
+    return {
+        **gate.to_dict(),
+        "counts": count_statuses(verdicts),
+        "runs": [r.to_dict() for r in runs],
+        "verdicts": [v.to_dict() for v in verdicts],
+    }
+
+
 @dataclass(frozen=True)
 class GateReport:
     """Everything the report of one gate shows."""
@@ -706,10 +716,7 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **self.gate.to_dict(),
-            "counts": self.counts,
-            "runs": [r.to_dict() for r in self.runs],
-            "verdicts": [v.to_dict() for v in self.verdicts],
+            **_gate_dict(self.gate, self.runs, self.verdicts),
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
 
@@ -796,12 +803,7 @@ class HistoryEntry:
         return count_statuses(self.verdicts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.gate.to_dict(),
-            "counts": self.counts,
-            "runs": [r.to_dict() for r in self.runs],
-            "verdicts": [v.to_dict() for v in self.verdicts],
-        }
+        return _gate_dict(self.gate, self.runs, self.verdicts)
 
 
 @dataclass(frozen=True)
