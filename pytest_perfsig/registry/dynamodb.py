@@ -138,6 +138,22 @@ class DynamoDbRegistry:
                 return items
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
+    def _update_if(
+        self, request: ValidationRequest, update: str, condition: str, values: dict[str, Any]
+    ) -> bool:
+        """A conditional UpdateItem on the request's item (``#s`` is Status); False when the
+        condition did not hold (another worker was first, or took over)."""
+        done = self._call(
+            "UpdateItem",
+            self.table.update_item,
+            Key={"PipelineName": request.pipeline, "Timestamp": request.timestamp_ms},
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "Status"},
+            ExpressionAttributeValues=values,
+        )
+        return done is not None
+
     def due(self, now: float) -> list[ValidationRequest]:
         from boto3.dynamodb.conditions import Attr
 
@@ -149,15 +165,12 @@ class DynamoDbRegistry:
 
     def claim(self, request: ValidationRequest, worker: str, now: float, lease_s: float) -> bool:
         lease = Decimal(repr(now + lease_s))
-        done = self._call(
-            "UpdateItem",
-            self.table.update_item,
-            Key={"PipelineName": request.pipeline, "Timestamp": request.timestamp_ms},
-            UpdateExpression="SET #s = :running, Worker = :worker, LeaseUntil = :lease, "
+        claimed = self._update_if(
+            request,
+            "SET #s = :running, Worker = :worker, LeaseUntil = :lease, "
             "Attempts = if_not_exists(Attempts, :zero) + :one",
-            ConditionExpression="#s = :waiting",
-            ExpressionAttributeNames={"#s": "Status"},
-            ExpressionAttributeValues={
+            "#s = :waiting",
+            {
                 ":running": RUNNING,
                 ":waiting": WAITING,
                 ":worker": worker,
@@ -166,7 +179,7 @@ class DynamoDbRegistry:
                 ":one": 1,
             },
         )
-        if done is None:
+        if not claimed:
             return False
         request.status, request.worker, request.lease_until = RUNNING, worker, float(lease)
         request.attempts += 1
@@ -182,15 +195,11 @@ class DynamoDbRegistry:
         reason: str | None,
         gate_id: str | None,
     ) -> bool:
-        done = self._call(
-            "UpdateItem",
-            self.table.update_item,
-            Key={"PipelineName": request.pipeline, "Timestamp": request.timestamp_ms},
-            UpdateExpression="SET #s = :status, Results = :results, Reason = :reason, GateId = :gate "
-            "REMOVE LeaseUntil",
-            ConditionExpression="#s = :running AND Worker = :worker",
-            ExpressionAttributeNames={"#s": "Status"},
-            ExpressionAttributeValues={
+        return self._update_if(
+            request,
+            "SET #s = :status, Results = :results, Reason = :reason, GateId = :gate REMOVE LeaseUntil",
+            "#s = :running AND Worker = :worker",
+            {
                 ":status": status,
                 ":results": json.dumps(results),
                 ":reason": reason or "",
@@ -199,7 +208,6 @@ class DynamoDbRegistry:
                 ":worker": worker,
             },
         )
-        return done is not None
 
     def release_expired(self, now: float, max_attempts: int) -> list[ValidationRequest]:
         from boto3.dynamodb.conditions import Attr
@@ -211,21 +219,13 @@ class DynamoDbRegistry:
         for request in map(_from_item, items):
             status = ERROR if request.attempts >= max_attempts else WAITING
             reason = f"worker {request.worker} stopped during validation ({request.attempts} attempts)"
-            done = self._call(
-                "UpdateItem",
-                self.table.update_item,
-                Key={"PipelineName": request.pipeline, "Timestamp": request.timestamp_ms},
-                UpdateExpression="SET #s = :status, Reason = :reason REMOVE LeaseUntil",
-                ConditionExpression="#s = :running AND Worker = :worker",
-                ExpressionAttributeNames={"#s": "Status"},
-                ExpressionAttributeValues={
-                    ":status": status,
-                    ":reason": reason,
-                    ":running": RUNNING,
-                    ":worker": request.worker,
-                },
+            released_one = self._update_if(
+                request,
+                "SET #s = :status, Reason = :reason REMOVE LeaseUntil",
+                "#s = :running AND Worker = :worker",
+                {":status": status, ":reason": reason, ":running": RUNNING, ":worker": request.worker},
             )
-            if done is not None:
+            if released_one:
                 request.status, request.reason = status, reason
                 released.append(request)
         return released
