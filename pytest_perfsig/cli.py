@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import PerfsigError, UsageError
-from .evaluate import Verdict
 from .monspec import load_monspec
 from .report.terminal import render_table, verdict_rows
 from .store import DEFAULT_STORE_PATH, SqliteStore
+from .verdict import Verdict
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def _show(args: argparse.Namespace) -> int:
     if not records:
         print(f"perfsig: no verdicts stored for gate {args.gate_id!r} in {args.store}", file=sys.stderr)
         return 1
-    verdicts = [(r.pop("check_id"), Verdict(**r)) for r in records]
+    verdicts = [(r["check_id"], Verdict.from_record(r)) for r in records]
     for line in render_table(verdict_rows(verdicts)):
         print(line)
     return 0
@@ -128,7 +128,7 @@ def _default_pipeline() -> str | None:
 
 def _worker(args: argparse.Namespace) -> int:
     from .registry import open_registry
-    from .worker import codepipeline_approver, describe, run_worker
+    from .gate.deferred import codepipeline_approver, describe, run_worker
 
     registry = open_registry(args.registry, args.store)
     approve = None if args.no_approve else codepipeline_approver()

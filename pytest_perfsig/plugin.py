@@ -14,16 +14,15 @@ from typing import Any
 import pytest
 
 from .errors import PerfsigError
-from .evaluate import Verdict
+from .gate import AnyCheck, Gate, GateOptions, parse_url_overrides
 from .load.runner import LoadSpec
-from .logrules import LogCheck
 from .monspec import load_monspec
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
-from .session import AnyCheck, Gate, GateOptions, parse_url_overrides
 from .sources.local import DEFAULT_MIN_SAMPLES
 from .store import DEFAULT_STORE_PATH
+from .verdict import Verdict
 
 GATE_KEY = pytest.StashKey[Gate]()
 ENV_BUILD = "PERFSIG_BUILD"
@@ -286,11 +285,10 @@ class PerfsigItem(pytest.Item):
 
 
 def _properties(check: AnyCheck, verdict: Verdict) -> list[tuple[str, object]]:
-    judge_name = (verdict.details or {}).get("judge", "scalefactor")
     props: list[tuple[str, object]] = [
         ("status", verdict.status),
-        ("judge", judge_name),
-        ("comparison", "logrules" if isinstance(check, LogCheck) else check.comparison.name),
+        ("judge", verdict.judge),
+        ("comparison", check.comparison_name),
         ("metric", verdict.metric),
         ("aggregate", verdict.aggregate),
         ("unit", verdict.unit),
@@ -306,10 +304,10 @@ def _properties(check: AnyCheck, verdict: Verdict) -> list[tuple[str, object]]:
         ("source_samples", verdict.source_samples),
         ("compare_samples", verdict.compare_samples),
         ("source_window", verdict.source_window),
-        ("compare_window", verdict.compare_window),
+        ("compare_window", verdict.compare_text),
     ]
-    props += [(k, v) for k, v in optional if v is not None]
-    props += [(key, value) for key, value in (verdict.details or {}).items() if key != "judge"]
+    props += [(k, v if isinstance(v, int | float | str) else str(v)) for k, v in optional if v is not None]
+    props += list((verdict.details or {}).items())
     props.append(("message", verdict.message))
     return props
 
@@ -402,20 +400,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str]) -> bool:
     """Send the approval; False when it could not be sent (the run must not look green)."""
-    from .approve import gate_summary, send_approval
     from .aws.approval import default_pipeline_name
+    from .gate.approval import gate_summary, send_approval
 
     pipeline = _setting(session.config, "--perfsig-pipeline") or default_pipeline_name()
     if not pipeline:
         lines.append(f"perfsig: cannot approve {action}: no --perfsig-pipeline and no CODEBUILD_INITIATOR")
         return False
-    problems = gate.problems()
     summary = gate_summary(
         gate.gate_id,
         gate.options.stage,
-        gate.status(),
-        list(gate.verdicts.values()),
-        load_error="; ".join(problems) or None,
+        gate.outcome(),
         report_url=_setting(session.config, "--perfsig-report-url"),
     )
     try:

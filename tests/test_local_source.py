@@ -10,7 +10,7 @@ import pytest
 
 from pytest_perfsig.errors import NoDataError, SourceError
 from pytest_perfsig.metrics import parse_aggregate, parse_metric, required_samples
-from pytest_perfsig.sources.base import MetricQuery, Window
+from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.local import LocalSource
 from pytest_perfsig.store.sqlite import SampleRow, SqliteStore
 

@@ -16,7 +16,7 @@ import pytest
 from pytest_perfsig.errors import MonspecError
 from pytest_perfsig.logrules import LogCheck, count_matches, judge_log, parse_line, plan_log_checks
 from pytest_perfsig.monspec import LogRule, parse_monspec
-from pytest_perfsig.sources.base import Window
+from pytest_perfsig.windows import Window
 from sample_app.launcher import RunningApp
 
 T0 = 1_800_000_000.0

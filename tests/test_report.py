@@ -24,7 +24,7 @@ from pytest_perfsig.evaluate import Verdict, fmt
 from pytest_perfsig.report import model
 from pytest_perfsig.report.html import nice_ticks, render_html, script_json, write_html_report
 from pytest_perfsig.report.json_report import SCHEMA_VERSION, build_json_report, write_json_report
-from pytest_perfsig.sources.base import Window
+from pytest_perfsig.windows import Window
 from pytest_perfsig.store import RunRecord, SqliteStore
 
 T0 = 1_800_000_000.0

@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from pytest_perfsig.errors import NoDataError, SourceError, UsageError
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
-from pytest_perfsig.sources.base import MetricQuery, Window
+from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.cloudwatch import CloudWatchConfig, CloudWatchSource
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

@@ -20,7 +20,8 @@ from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import parse_monspec
 from pytest_perfsig.session import Gate, GateOptions
-from pytest_perfsig.sources.base import MetricQuery, MetricSource, Window
+from pytest_perfsig.sources.base import MetricSource
+from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.dynatrace import DynatraceSource
 from pytest_perfsig.store import SqliteStore
 

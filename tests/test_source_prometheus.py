@@ -31,7 +31,8 @@ from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import load_monspec
 from pytest_perfsig.session import Gate, GateOptions
 from pytest_perfsig.sources import open_source
-from pytest_perfsig.sources.base import MetricQuery, MetricSource, Window
+from pytest_perfsig.sources.base import MetricSource
+from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.prometheus import PrometheusSource
 from pytest_perfsig.store import SqliteStore
 from sample_app.app import AppConfig, create_app

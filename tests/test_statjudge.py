@@ -9,7 +9,7 @@ import pytest
 
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import Comparison, JudgeConfig, SignatureEntry
-from pytest_perfsig.sources.base import Measurement, MetricQuery, Window
+from pytest_perfsig.windows import Measurement, MetricQuery, Window
 from pytest_perfsig.statjudge import failure_proportions, hodges_lehmann, judge_shift, mann_whitney
 
 RNG = np.random.default_rng(2026)

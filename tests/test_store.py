@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_perfsig.errors import StoreError
-from pytest_perfsig.evaluate import Verdict
+from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load.capture import SampleCapture, install_from_environment
 from pytest_perfsig.store import DEFAULT_STORE_PATH, RunRecord, SqliteStore

@@ -74,7 +74,7 @@ def worker_handler(
 ) -> dict[str, Any]:
     """Scheduled: judge every due request, approve / reject, record the outcome."""
     from ..store import SqliteStore
-    from ..worker import codepipeline_approver, describe, work_once
+    from ..gate.deferred import codepipeline_approver, describe, work_once
 
     with SqliteStore(_store_path()) as store:
         processed = work_once(registry or _registry(), store, approve=approve or codepipeline_approver())

@@ -13,9 +13,11 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 
-WAITING, RUNNING, OK, VIOLATION, ERROR = "waiting", "running", "ok", "violation", "error"
-FINAL_STATUSES = (OK, VIOLATION, ERROR)
-GATE_TO_REQUEST_STATUS = {"pass": OK, "violation": VIOLATION, "error": ERROR}
+# A finished request carries its gate's status (``gate.status``): one vocabulary everywhere.
+WAITING, RUNNING, PASS, VIOLATION, ERROR = "waiting", "running", "pass", "violation", "error"
+FINAL_STATUSES = (PASS, VIOLATION, ERROR)
+LEGACY_STATUSES = {"ok": PASS}
+"""Statuses written by earlier releases, read as today's."""
 
 
 @dataclass

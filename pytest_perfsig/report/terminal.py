@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ..evaluate import Verdict, fmt
+from ..verdict import STATUSES, Verdict, fmt
 
-STATUS_LABEL = {"pass": "PASS", "violation": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+STATUS_LABEL = {status: status.upper() for status in STATUSES}
 STATUS_MARKUP = {
     "pass": {"green": True},
     "violation": {"red": True, "bold": True},

@@ -1,42 +1,85 @@
-"""Metric sources: where the gate reads the numbers it judges, chosen by URL:
-``local`` (the samples in the embedded store, default), ``prometheus://host:port``, ..."""
+"""Metric sources: where the gate reads the numbers it judges, chosen by URL in one table
+(scheme → factory), used both to check a URL before any load and to open it:
+``local`` (the samples in the embedded store, default), ``prometheus://host:port``,
+``dynatrace://tenant`` and ``cloudwatch://region``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import UsageError
-from ..store.sqlite import SqliteStore
-from .base import Measurement, MetricQuery, MetricSource, Window
+from .base import MetricSource, SampleReader, TopologySource
 from .local import DEFAULT_MIN_SAMPLES, LocalSource
 
-__all__ = ["Measurement", "MetricQuery", "MetricSource", "Window", "check_source_url", "open_source"]
+__all__ = [
+    "MetricSource",
+    "SampleReader",
+    "TopologySource",
+    "check_source_url",
+    "open_source",
+]
+
+Factory = Callable[[str, int], Any]
+"""(url, min_samples) -> source; raises UsageError for a malformed URL. Opening makes no call."""
 
 
-SCHEMES = (
-    "prometheus",
-    "prometheus+http",
-    "prometheus+https",
-    "dynatrace",
-    "dynatrace+http",
-    "dynatrace+v1",
-    "dynatrace+v1+http",
-    "cloudwatch",
-)
+def _prometheus(url: str, min_samples: int) -> MetricSource:
+    from .prometheus import PrometheusSource
+
+    return PrometheusSource.from_url(url, min_samples=min_samples)
+
+
+def _dynatrace(url: str, min_samples: int) -> MetricSource:
+    from ..dynatrace.source import DynatraceSource
+
+    return DynatraceSource.from_url(url, min_samples=min_samples)
+
+
+def _cloudwatch(url: str, min_samples: int) -> MetricSource:
+    from .cloudwatch import CloudWatchSource
+
+    return CloudWatchSource.from_url(url, min_samples=min_samples)
+
+
+FACTORIES: dict[str, Factory] = {
+    "prometheus": _prometheus,
+    "prometheus+http": _prometheus,
+    "prometheus+https": _prometheus,
+    "dynatrace": _dynatrace,
+    "dynatrace+http": _dynatrace,
+    "dynatrace+https": _dynatrace,
+    "dynatrace+v1": _dynatrace,
+    "dynatrace+v1+http": _dynatrace,
+    "dynatrace+v1+https": _dynatrace,
+    "cloudwatch": _cloudwatch,
+}
+
+LOCAL = "local"
+
+
+def _factory(url: str) -> Factory:
+    scheme = url.partition("://")[0]
+    factory = FACTORIES.get(scheme)
+    if factory is None:
+        raise UsageError(
+            f"unknown metric source {url.split('@')[-1]!r}: use local, prometheus://host:port, "
+            "dynatrace://tenant or cloudwatch://region"
+        )
+    return factory
 
 
 def check_source_url(url: str | None) -> None:
-    """Refuse an unknown source URL up front (a usage error), not in the middle of judging."""
-    if url and url != "local" and url.partition("://")[0] not in SCHEMES:
-        raise UsageError(
-            f"unknown metric source {url!r}: use local, prometheus://host:port, "
-            "dynatrace://tenant or cloudwatch://region"
-        )
+    """Refuse a malformed or unknown source URL up front (a usage error), not after the load."""
+    if url and url != LOCAL:
+        source = _factory(url)(url, DEFAULT_MIN_SAMPLES)
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
-def open_source(url: str | None, store: SqliteStore, min_samples: int = DEFAULT_MIN_SAMPLES) -> MetricSource:
-    """The metric source a URL names."""
-    if not url or url == "local":
+def open_source(url: str | None, store: SampleReader, min_samples: int = DEFAULT_MIN_SAMPLES) -> MetricSource:
+    """The metric source a URL names (``local`` or none: the stored samples)."""
+    if not url or url == LOCAL:
         return LocalSource(store, min_samples)
-    scheme = url.partition("://")[0]
-    raise UsageError(
-        f"unknown metric source {url!r}: use local" + (f" ({scheme!r} is not supported)" if scheme else "")
-    )
+    return _factory(url)(url, min_samples)  # type: ignore[no-any-return]

@@ -1,68 +1,20 @@
 """The MetricSource protocol: anything that can answer "what was metric M, aggregated by A,
-for this service in environment E during window W". One module per implementation."""
+for this service in environment E during window W". One module per implementation; the
+``sources`` package chooses one by URL."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from ..metrics import Aggregate, MetricId
+from ..windows import Measurement, MetricQuery, Window
 
-
-@dataclass(frozen=True)
-class Window:
-    start: float
-    end: float
-
-    def shifted(self, seconds: float) -> Window:
-        """The same window ``seconds`` earlier."""
-        return Window(self.start - seconds, self.end - seconds)
-
-    @property
-    def duration_s(self) -> float:
-        return self.end - self.start
-
-    def __str__(self) -> str:
-        start = datetime.fromtimestamp(self.start, UTC)
-        end = datetime.fromtimestamp(self.end, UTC)
-        end_fmt = "%H:%M:%S" if start.date() == end.date() else "%Y-%m-%d %H:%M:%S"
-        return f"{start:%Y-%m-%d %H:%M:%S}–{end.strftime(end_fmt)} UTC"
-
-
-@dataclass(frozen=True)
-class MetricQuery:
-    service: str
-    env: str
-    method: str | None
-    metric: MetricId
-    aggregate: Aggregate
-    window: Window
-    # Only the samples of these runs (a stored baseline), instead of all in the window.
-    run_ids: tuple[str, ...] | None = None
-    # The environment's monspec tags, (context, key, value): how a monitoring system
-    # identifies the service there. Each source maps them to its own selectors.
-    tags: tuple[tuple[str, str, str | None], ...] = ()
-
-
-@dataclass(frozen=True)
-class Measurement:
-    query: MetricQuery
-    value: float
-    samples: int
-    # The observations a statistical judge compares: latencies, per-bucket rates, or 0/1
-    # failure flags; None where the source has no per-observation data.
-    observations: Any = None
-
-    @property
-    def unit(self) -> str:
-        return self.query.metric.family.unit
+Tags = tuple[tuple[str, str, str | None], ...]
+"""An environment's monspec tags, (context, key, value)."""
 
 
 class MetricSource(Protocol):
-    """Answers metric queries. Implementations: local (stored samples), prometheus, ...
-    Errors are SourceError / NoDataError with a message naming the environment and window;
-    a source never returns a guess for missing data."""
+    """Answers metric queries. Errors are SourceError / NoDataError with a message naming the
+    environment and window; a source never returns a guess for missing data."""
 
     name: str
 
@@ -71,3 +23,30 @@ class MetricSource(Protocol):
 
     def measure(self, query: MetricQuery) -> Measurement:
         """The aggregated value; raises NoDataError / SourceError, never returns a guess."""
+
+    def close(self) -> None:
+        """Release connections; the source is not used afterwards."""
+
+
+@runtime_checkable
+class TopologySource(Protocol):
+    """A source that can also count topology relations (smartscape entries)."""
+
+    def count_relationships(self, env: str, relation: str, window: Window, tags: Tags) -> Measurement:
+        """Distinct entities related by ``relation`` to the environment's services in the window
+        (``value``: the count, ``samples``: the services the tags matched)."""
+
+
+class SampleReader(Protocol):
+    """What the local source needs of a store: the raw samples of a window."""
+
+    def samples(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Any = None,
+    ) -> Any:
+        """The samples as columns (``store.SampleColumns``)."""

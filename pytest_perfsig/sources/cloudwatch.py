@@ -42,8 +42,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, parse_metric, required_samples
-from ..stats import aggregate
-from .base import Measurement, MetricQuery, Window
+from ..aggregates import aggregate
+from ..windows import Measurement, MetricQuery, Window
 from .local import DEFAULT_MIN_SAMPLES
 
 DEFAULT_TIMEOUT_S = 10.0

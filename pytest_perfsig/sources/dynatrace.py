@@ -56,8 +56,8 @@ import httpx
 
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, canonical_id, parse_metric, required_samples
-from ..stats import aggregate
-from .base import Measurement, MetricQuery, Window
+from ..aggregates import aggregate
+from ..windows import Measurement, MetricQuery, Window
 from .http import get_json
 from .local import DEFAULT_MIN_SAMPLES
 

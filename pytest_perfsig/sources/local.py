@@ -6,9 +6,9 @@ from typing import Any
 
 from ..errors import NoDataError, SourceError
 from ..metrics import MetricKind, known_metric_ids, parse_metric, required_samples
-from ..stats import aggregate, bucket_series
+from ..aggregates import aggregate, bucket_series
 from ..store.sqlite import SampleColumns, SqliteStore
-from .base import Measurement, MetricQuery
+from ..windows import Measurement, MetricQuery
 
 DEFAULT_MIN_SAMPLES = 20
 BUCKET_S = 1.0
@@ -23,6 +23,9 @@ class LocalSource:
         self.store = store
         self.min_samples = min_samples
         self._cache: dict[tuple[Any, ...], SampleColumns] = {}
+
+    def close(self) -> None:
+        self._cache.clear()
 
     def unsupported_reason(self, timeseries: str | None, smartscape: str | None) -> str | None:
         if smartscape is not None:

@@ -49,7 +49,7 @@ import httpx
 
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, required_samples
-from .base import Measurement, MetricQuery, Window
+from ..windows import Measurement, MetricQuery, Window
 from .http import get_json
 from .local import DEFAULT_MIN_SAMPLES
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import StoreError
 
@@ -132,6 +132,25 @@ CREATE TABLE IF NOT EXISTS verdicts (
     PRIMARY KEY (gate_id, check_id)
 );
 """
+
+class GateOutcomeLike(Protocol):
+    """What the store keeps of a gate's outcome (``gate.status.GateOutcome``)."""
+
+    status: str
+    counts: dict[str, int]
+    problems: list[str]
+    planned: int
+    selected: int
+    judged: int
+
+
+class VerdictLike(Protocol):
+    """A verdict as the store keeps it (``verdict.Verdict``)."""
+
+    status: str
+
+    def to_record(self) -> dict[str, Any]: ...
+
 
 SampleRow = tuple[str, float, str, str, str, float, int, int]
 """(run_id, ts, service, env, endpoint, latency_ms, success, status_code)"""
@@ -451,14 +470,22 @@ class SqliteStore:
                 (gate_id, monspec, stage, build, time.time()),
             )
 
-    def finish_gate(self, gate_id: str, status: str, summary: dict[str, Any]) -> None:
+    def finish_gate(self, gate_id: str, outcome: GateOutcomeLike) -> None:
+        summary = {
+            "counts": outcome.counts,
+            "problems": outcome.problems or None,
+            "planned": outcome.planned,
+            "selected": outcome.selected,
+            "judged": outcome.judged,
+        }
         with self._transaction() as db:
             db.execute(
                 "UPDATE gates SET ended_at = ?, status = ?, summary = ? WHERE gate_id = ?",
-                (time.time(), status, json.dumps(summary), gate_id),
+                (time.time(), outcome.status, json.dumps(summary), gate_id),
             )
 
-    def save_verdict(self, gate_id: str, check_id: str, record: dict[str, Any]) -> None:
+    def save_verdict(self, gate_id: str, check_id: str, service: str, verdict: VerdictLike) -> None:
+        record = {"check_id": check_id, "service": service, **verdict.to_record()}
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",

@@ -1,4 +1,4 @@
-"""The deferred-validation worker: takes due requests from a registry, judges each over its
+"""Deferred validation (``perfsig worker``): takes due requests from a registry, judges each over its
 window from stored samples, approves or rejects its pipeline action, records the outcome.
 
 Each request is processed once: a worker claims it with a conditional update and holds a
@@ -17,18 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PerfsigError, UsageError
-from .monspec import Monspec, load_monspec, parse_monspec
-from .registry.base import ERROR, GATE_TO_REQUEST_STATUS, ValidationRegistry, ValidationRequest
-from .session import Gate, GateOptions, gate_status
-from .sources.base import Window
-from .store import SqliteStore
+from ..errors import PerfsigError, UsageError
+from ..monspec import Monspec, load_monspec, parse_monspec
+from ..registry.base import ERROR, ValidationRegistry, ValidationRequest
+from ..store import SqliteStore
+from ..windows import Window
+from .plan import GateOptions
+from .run import Gate
+from .status import GateOutcome
 
 DEFAULT_LEASE_S = 600.0
 MAX_ATTEMPTS = 3
 
-Approver = Callable[[ValidationRequest, Gate | None, str], str]
-"""(request, judged gate or None, request status) -> what was done; raises PerfsigError."""
+Approver = Callable[[ValidationRequest, Gate | None, GateOutcome | None], str]
+"""(request, judged gate or None, its outcome or None) -> what was done; raises PerfsigError.
+The approval follows the outcome's status and nothing else."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,8 @@ def _request_monspec(request: ValidationRequest) -> Monspec:
     return load_monspec(Path(text))
 
 
-def judge_request(request: ValidationRequest, store: SqliteStore) -> tuple[Gate, str]:
-    """Judge one request's comparison over its window; (gate, request status)."""
+def judge_request(request: ValidationRequest, store: SqliteStore) -> tuple[Gate, GateOutcome]:
+    """Judge one request's comparison over its window; (gate, its outcome)."""
     monspec = _request_monspec(request)
     sources = {
         c.source for e in monspec.entities.values() for c in e.comparisons if c.name == request.comparison
@@ -68,15 +71,14 @@ def judge_request(request: ValidationRequest, store: SqliteStore) -> tuple[Gate,
     )
     gate = Gate(monspec, options, store=store)
     gate.judge_window(Window(*request.window))
-    return gate, GATE_TO_REQUEST_STATUS[gate.finish()]
+    return gate, gate.finish()
 
 
-def _reason(gate: Gate, status: str) -> str | None:
-    bad = [v for v in gate.verdicts.values() if v.status in ("violation", "error")]
-    if status == "ok":
+def _reason(outcome: GateOutcome) -> str | None:
+    if outcome.passed:
         return None
-    # The original system's wording, with the entries named.
-    return f"{len(bad)} configuration entries showed violations! " + "; ".join(v.message for v in bad)[:2000]
+    # The original system's wording, with the problems named.
+    return f"{len(outcome.problems)} configuration entries showed violations! " + "; ".join(outcome.problems)[:2000]
 
 
 def process(
@@ -87,16 +89,17 @@ def process(
     approve: Approver | None,
 ) -> Processed:
     gate: Gate | None = None
+    outcome: GateOutcome | None = None
     try:
-        gate, status = judge_request(request, store)
-        reason = _reason(gate, status)
+        gate, outcome = judge_request(request, store)
+        status, reason = outcome.status, _reason(outcome)
         results = [{"check_id": cid, **v.to_record()} for cid, v in gate.verdicts.items()]
     except PerfsigError as exc:
         status, reason, results = ERROR, str(exc), []
     approval = None
     if approve is not None and request.approval_action:
         try:
-            approval = approve(request, gate, status)
+            approval = approve(request, gate, outcome)
         except PerfsigError as exc:
             approval = f"approval failed: {exc}"
             reason = f"{reason}; {approval}" if reason else approval
@@ -151,17 +154,17 @@ def run_worker(
 
 def codepipeline_approver(client: Any = None) -> Approver:
     """Approve / reject the request's approval action with the judged gate's summary."""
-    from .approve import gate_summary, send_approval
+    from ..aws.approval import GateSummary
+    from .approval import gate_summary, send_approval
 
-    def approve(request: ValidationRequest, gate: Gate | None, status: str) -> str:
+    def approve(request: ValidationRequest, gate: Gate | None, outcome: GateOutcome | None) -> str:
         assert request.approval_action is not None
-        if gate is None:
-            summary = gate_summary("-", "-", "error", [], load_error=f"validation failed: status {status}")
+        if gate is None or outcome is None:
+            summary = GateSummary("-", "-", "error", {}, ["the validation could not be judged"])
         else:
-            state = gate_status(gate.verdicts.values(), gate.load_error)
-            summary = gate_summary(gate.gate_id, gate.options.stage, state, list(gate.verdicts.values()))
-        outcome = send_approval(request.pipeline, request.approval_action, summary, client)
-        return str(outcome.message)
+            summary = gate_summary(gate.gate_id, gate.options.stage, outcome)
+        sent = send_approval(request.pipeline, request.approval_action, summary, client)
+        return str(sent.message)
 
     return approve
 

@@ -1,5 +1,5 @@
 """The statistical judge: is the source's shift against the baseline both significant and
-large enough to matter? Pure (numpy, scipy), like evaluate.py.
+large enough to matter? Pure (numpy, scipy).
 
 - Latencies and request rates: one-sided (or two-sided) Mann-Whitney U test on the raw
   observations, with the Hodges-Lehmann shift estimate and its confidence interval.
@@ -21,10 +21,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .evaluate import Verdict, entry_fields, entry_label, fmt, resolve_tolerance
-from .metrics import MetricKind
-from .monspec import Comparison, JudgeConfig, SignatureEntry
-from .sources.base import Measurement
+from ..metrics import MetricKind
+from ..monspec import JudgeConfig, SignatureEntry
+from ..verdict import Subject, Verdict, fmt, measured_fields, subject_fields
+from ..windows import Measurement
+from .scalefactor import resolve_tolerance
+
+NAME = "mannwhitney"
 
 MAX_PAIRS_SIDE = 2000  # Hodges-Lehmann on at most 2000 × 2000 pairs (a seeded subsample)
 
@@ -93,23 +96,14 @@ def direction_of(entry: SignatureEntry, config: JudgeConfig) -> str:
     return "increase" if entry.direction == "upper" else "decrease"
 
 
-def judge_shift(
-    entry: SignatureEntry,
-    comparison: Comparison,
-    config: JudgeConfig,
-    *,
-    kind: MetricKind,
-    method: str | None,
-    unit: str,
-    source: Measurement,
-    compare: Measurement,
-    default_abs_tolerance: float,
-    source_window: str | None = None,
-    compare_window: str | None = None,
-) -> Verdict:
-    """Judge one entry on its raw observations; see the module docstring for the rule."""
+def judge(subject: Subject, source: Measurement, compare: Measurement | None) -> Verdict:
+    """Judge one entry on its raw observations; see the module docstring for the rule.
+    Both sides must carry observations (``judges.judge`` falls back to the scale factor
+    where they do not)."""
+    assert compare is not None and source.observations is not None and compare.observations is not None
+    entry, comparison, unit, config = subject.entry, subject.comparison, subject.unit, subject.config
     direction = direction_of(entry, config)
-    if kind is MetricKind.FAILURE_RATE:
+    if subject.kind is MetricKind.FAILURE_RATE:
         result = failure_proportions(source.observations, compare.observations, direction, config.confidence)
         centre = 100.0 * float(np.mean(compare.observations))
     else:
@@ -118,19 +112,18 @@ def judge_shift(
     effect = config.effectsizeperc
     if effect is None:
         effect = comparison.scale_factor(entry.metric_key)
-    tolerance = resolve_tolerance(entry, comparison, default_abs_tolerance)
+    tolerance = resolve_tolerance(entry, comparison, subject.default_abs_tolerance)
     floor = max(tolerance, abs(centre) * effect / 100.0)
     alpha = 1.0 - config.confidence
     significant = result.p_value < alpha
     up = result.shift > floor and direction in {"increase", "either"}
     down = -result.shift > floor and direction in {"decrease", "either"}
     violated = significant and (up or down)
-    label = entry_label(entry, method)
     shift_text = f"{result.shift:+.3g} {unit} [{result.ci_low:+.3g}, {result.ci_high:+.3g}]"
     verdict_word = "significant" if significant else "not significant"
     relation = "beyond" if (up or down) else "within"
     message = (
-        f"{label}: {comparison.source} {fmt(source.value, unit)} vs {comparison.compare} "
+        f"{subject.label}: {comparison.source} {fmt(source.value, unit)} vs {comparison.compare} "
         f"{fmt(compare.value, unit)}: shift {shift_text}, {relation} ±{fmt(floor, unit)}; "
         f"{result.test} p={result.p_value:.2g} {verdict_word} at {config.confidence:g}"
     )
@@ -140,18 +133,13 @@ def judge_shift(
     )
     return Verdict(
         status="violation" if violated else "pass",
-        **entry_fields(entry, comparison, method, unit),
+        **subject_fields(subject),
+        **measured_fields(source, compare),
+        judge=NAME,
         message=message,
         rule=rule,
-        source_value=source.value,
-        compare_value=compare.value,
         limit=floor,
-        source_samples=source.samples,
-        compare_samples=compare.samples,
-        source_window=source_window,
-        compare_window=compare_window,
         details={
-            "judge": "mannwhitney",
             "test": result.test,
             "direction": direction,
             "p_value": result.p_value,

@@ -1,0 +1,140 @@
+"""Measuring a check: the source side in the gate's window, the compare side in its shifted
+window or from stored runs, and topology counts. Reads sources and the store; judges nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..aggregates import aggregate
+from ..errors import NoDataError, SourceError
+from ..metrics import Aggregate
+from ..monspec import BaselineRuns, Monspec
+from ..sources import MetricSource, TopologySource, open_source
+from ..sources.base import Tags
+from ..store import RunRecord, SqliteStore
+from ..windows import Measurement, MetricQuery, Window
+from .plan import Check, GateOptions
+
+
+class Measurer:
+    """Opens each environment's metric source once and answers the gate's measurements."""
+
+    def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore, gate_id: str) -> None:
+        self.monspec = monspec
+        self.options = options
+        self.store = store
+        self.gate_id = gate_id
+        self._sources: dict[str, MetricSource] = {}
+
+    def source_for(self, service: str, env: str) -> MetricSource:
+        """The environment's own source (monspec), else --perfsig-source, else local."""
+        url = self.monspec.entities[service].environments[env].source or self.options.source_url or "local"
+        if url not in self._sources:
+            self._sources[url] = open_source(url, self.store, self.options.min_samples)
+        return self._sources[url]
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
+
+    def tags(self, service: str, env: str) -> Tags:
+        return tuple((t.context, t.key, t.value) for t in self.monspec.entities[service].environments[env].tags)
+
+    def source_query(self, check: Check, base: Window) -> MetricQuery:
+        comparison = check.comparison
+        assert check.entry.metric is not None  # a timeseries entry
+        return MetricQuery(
+            check.service,
+            comparison.source,
+            check.method,
+            check.entry.metric,
+            check.entry.aggregate_spec,
+            base.shifted(comparison.shiftsourcetimeframe),
+            tags=self.tags(check.service, comparison.source),
+        )
+
+    def measure(self, query: MetricQuery) -> Measurement:
+        return self.source_for(query.service, query.env).measure(query)
+
+    def measure_compare(self, check: Check, source_query: MetricQuery, base: Window) -> Measurement:
+        """The baseline: a shifted window of the compare environment, or stored runs."""
+        comparison = check.comparison
+        if self.options.baseline_run is None and comparison.baseline is None:
+            query = replace(
+                source_query,
+                env=comparison.compare,
+                window=base.shifted(comparison.shiftcomparetimeframe),
+                tags=self.tags(check.service, comparison.compare),
+            )
+            return self.measure(query)
+        runs, wanted = self._baseline_runs(check)
+        measurements = []
+        for run in runs:
+            span = self.store.run_window(run.run_id)
+            if span is None:
+                continue
+            query = replace(
+                source_query,
+                env=run.env,
+                window=Window(*span),
+                run_ids=(run.run_id,),
+                tags=self.tags(check.service, run.env),
+            )
+            measurements.append(self.measure(query))
+        if not measurements:
+            raise NoDataError(f"the baseline runs of {comparison.compare} hold no samples")
+        label = ", ".join(run.run_id for run in runs)
+        if len(measurements) == 1:
+            return replace(measurements[0], baseline=f"run {label}")
+        how = comparison.baseline.aggregate if isinstance(comparison.baseline, BaselineRuns) else "median"
+        value = aggregate([m.value for m in measurements], Aggregate(how))
+        observations = None
+        if all(m.observations is not None for m in measurements):
+            observations = np.concatenate([m.observations for m in measurements])
+        windows = [m.query.window for m in measurements]
+        span_query = replace(
+            measurements[0].query,
+            window=Window(min(w.start for w in windows), max(w.end for w in windows)),
+            run_ids=tuple(run.run_id for run in runs),
+        )
+        return Measurement(
+            span_query,
+            value,
+            sum(m.samples for m in measurements),
+            observations,
+            baseline=f"{how} of {len(measurements)} of {wanted} runs: {label}",
+        )
+
+    def _baseline_runs(self, check: Check) -> tuple[list[RunRecord], int]:
+        comparison = check.comparison
+        pinned = self.options.baseline_run
+        if pinned is not None:
+            run = self.store.run(pinned)
+            if run is None:
+                raise NoDataError(f"baseline run {pinned!r} is not in the store {self.store.path}")
+            if (run.service, run.env) != (check.service, comparison.compare):
+                raise SourceError(
+                    f"baseline run {pinned!r} measured {run.service} in {run.env}, "
+                    f"but {comparison.name} compares with {comparison.compare}"
+                )
+            return [run], 1
+        mode = comparison.baseline
+        count = mode.runs if isinstance(mode, BaselineRuns) else 1
+        passed_only = mode == "latest_passed" or (isinstance(mode, BaselineRuns) and mode.passed_only)
+        runs = self.store.baseline_runs(
+            check.service, comparison.compare, count, passed_only=passed_only, exclude_gate=self.gate_id
+        )
+        if not runs:
+            which = "passed " if passed_only else ""
+            raise NoDataError(
+                f"no {which}stored run of {comparison.compare} to compare with "
+                f"(baseline {mode if isinstance(mode, str) else f'{count} runs'}) in {self.store.path}"
+            )
+        return runs, count
+
+    def topology(self, service: str, env: str) -> TopologySource | None:
+        source = self.source_for(service, env)
+        return source if isinstance(source, TopologySource) else None

@@ -1,0 +1,242 @@
+"""What a gate consists of: its options, one check per perfsignature entry of every comparison
+whose source is the stage, one per log rule, and the load each environment gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LoadError, UsageError
+from ..load.runner import LoadSpec
+from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
+from ..sources.local import DEFAULT_MIN_SAMPLES
+from ..store import DEFAULT_STORE_PATH
+
+PRODUCTION_PREFIX = "Production"
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    stage: str
+    comparisons: tuple[str, ...] = ()
+    urls: dict[str, str] = field(default_factory=dict)
+    users: int = 10
+    spawn_rate: float = 10.0
+    duration_s: float = 10.0
+    locustfile: str | None = None
+    store_path: Path = Path(DEFAULT_STORE_PATH)
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    build: str | None = None
+    loadtests_dir: Path = Path("loadtests")
+    # Pin the compare side of every comparison to one stored run.
+    baseline_run: str | None = None
+    # Seconds at the start of the load phase left out of every window.
+    warmup_s: float = 2.0
+    # Where metrics are read for environments whose monspec names no source.
+    source_url: str | None = None
+    # Load topology and model.
+    processes: int = 1
+    workers: int = 0
+    master_bind: str = "127.0.0.1"
+    arrival_rate: float | None = None  # open model: requests per second per endpoint
+
+
+@dataclass(frozen=True)
+class Check:
+    """One signature entry of one comparison: what becomes one test item."""
+
+    check_id: str
+    service: str
+    comparison: Comparison
+    method: str | None
+    entry: SignatureEntry
+
+    @property
+    def comparison_name(self) -> str:
+        return self.comparison.name
+
+
+@dataclass(frozen=True)
+class LogCheck:
+    """One log rule of one service, judged in the stage under test."""
+
+    check_id: str
+    service: str
+    env: str
+    rule: LogRule
+    location: str  # file path or URL
+
+    @property
+    def comparison_name(self) -> str:
+        return "logrules"
+
+
+AnyCheck = Check | LogCheck
+
+
+def parse_url_overrides(values: Iterable[str]) -> dict[str, str]:
+    """``ENV=URL`` pairs from the command line."""
+    urls: dict[str, str] = {}
+    for value in values:
+        env, sep, url = value.partition("=")
+        if not sep or not env or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--perfsig-url expects ENV=http://host:port, got {value!r}")
+        urls[env] = url.rstrip("/")
+    return urls
+
+
+def plan_checks(monspec: Monspec, options: GateOptions, *, allow_empty: bool = False) -> list[Check]:
+    """Every check the stage's gate consists of, in monspec order."""
+    if options.stage not in monspec.environments():
+        raise UsageError(
+            f"--stage {options.stage!r} is not an environment of {monspec.path} "
+            f"(defined: {', '.join(sorted(monspec.environments()))})"
+        )
+    for name in options.comparisons:
+        matches = [c for e in monspec.entities.values() if (c := e.comparison(name)) is not None]
+        if not matches:
+            raise UsageError(f"--perfsig-comparison {name!r} is not defined in {monspec.path}")
+        if all(c.source != options.stage for c in matches):
+            raise UsageError(
+                f"comparison {name!r} has source {matches[0].source!r}, "
+                f"not the stage under test {options.stage!r}"
+            )
+    unknown_urls = set(options.urls) - monspec.environments()
+    if unknown_urls:
+        raise UsageError(f"--perfsig-url names unknown environment(s): {', '.join(sorted(unknown_urls))}")
+    prefix_entity = len(monspec.entities) > 1
+    checks: list[Check] = []
+    for service, entity in monspec.entities.items():
+        for comparison in entity.comparisons:
+            if comparison.source != options.stage:
+                continue
+            if options.comparisons and comparison.name not in options.comparisons:
+                continue
+            seen: dict[str, int] = {}
+            for method, entry in entity.entries():
+                scope = f"{method}::" if method else ""
+                base = f"{comparison.name}::{scope}{entry.metric_key}[{entry.aggregate}]"
+                if prefix_entity:
+                    base = f"{service}::{base}"
+                seen[base] = seen.get(base, 0) + 1
+                check_id = base if seen[base] == 1 else f"{base}#{seen[base]}"
+                checks.append(Check(check_id, service, comparison, method, entry))
+    if not checks and not allow_empty:
+        raise UsageError(
+            f"no comparison in {monspec.path} has {options.stage!r} as its source"
+            + (f" among {', '.join(options.comparisons)}" if options.comparisons else "")
+        )
+    return checks
+
+
+def plan_log_checks(monspec: Monspec, stage: str) -> list[LogCheck]:
+    """One check per log rule of every entity that knows the stage. A stage without a log
+    location keeps its checks: they error with the reason instead of vanishing."""
+    checks = []
+    prefix = len(monspec.entities) > 1
+    for service, entity in monspec.entities.items():
+        env = entity.environments.get(stage)
+        if env is None:
+            continue
+        location = env.log or ""
+        if location and not location.startswith(("http://", "https://")):
+            location = str(Path(monspec.path).parent / location)
+        for rule in entity.logrules:
+            check_id = f"logrules::{service + '::' if prefix else ''}{rule.label}"
+            checks.append(LogCheck(check_id, service, stage, rule, location))
+    return checks
+
+
+def compares_same_window(comparison: Comparison, options: GateOptions) -> bool:
+    """Whether the compare side is measured in the gate's own window (not shifted, not stored runs)."""
+    return (
+        comparison.shiftsourcetimeframe == comparison.shiftcomparetimeframe == 0
+        and comparison.baseline is None
+        and options.baseline_run is None
+    )
+
+
+def default_locustfile(env: str, loadtests_dir: Path, open_model: bool = False) -> Path:
+    if open_model:
+        return loadtests_dir / "open.py"
+    profile = "production.py" if env.startswith(PRODUCTION_PREFIX) else "staging.py"
+    return loadtests_dir / profile
+
+
+def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]) -> list[LoadSpec]:
+    """The stage under test, plus every compare environment judged in the same window
+    that has a URL (the original had real-user traffic on Production all the time)."""
+    wanted: dict[tuple[str, str], None] = {}
+    for check in checks:
+        wanted[(check.service, options.stage)] = None
+        if isinstance(check, LogCheck):
+            continue
+        comparison = check.comparison
+        if (
+            compares_same_window(comparison, options)
+            and comparison.compare != comparison.source
+            and _url(monspec, options, check.service, comparison.compare) is not None
+        ):
+            wanted[(check.service, comparison.compare)] = None
+    specs = []
+    for service, env in wanted:
+        url = _url(monspec, options, service, env)
+        if url is None:
+            raise LoadError(
+                f"no URL for {env}: set environments.{env}.url in {monspec.path} "
+                f"or pass --perfsig-url {env}=http://host:port"
+            )
+        specs.append(
+            LoadSpec(
+                **{
+                    "service": service,
+                    "env": env,
+                    "url": url,
+                    "locustfile": _locustfile(monspec, options, service, env),
+                    "users": options.users,
+                    "spawn_rate": options.spawn_rate,
+                    "duration_s": options.duration_s,
+                    "build": options.build if env == options.stage else None,
+                    **_load_model(options),
+                }
+            )
+        )
+    return specs
+
+
+def _load_model(options: GateOptions) -> dict[str, Any]:
+    model: dict[str, Any] = {
+        "processes": options.processes,
+        "workers": options.workers,
+        "master_bind": options.master_bind,
+    }
+    if options.arrival_rate is not None:
+        # One scheduling user sends at the intended times (loadtests/open.py).
+        model.update(
+            users=1,
+            spawn_rate=1.0,
+            load_model=f"open {options.arrival_rate:g}/s per endpoint",
+            extra_env={"PERFSIG_ARRIVAL_RATE": f"{options.arrival_rate:g}"},
+        )
+    return model
+
+
+def _url(monspec: Monspec, options: GateOptions, service: str, env: str) -> str | None:
+    return options.urls.get(env) or monspec.entities[service].environments[env].url
+
+
+def _locustfile(monspec: Monspec, options: GateOptions, service: str, env: str) -> str:
+    if env == options.stage and options.locustfile:
+        path = Path(options.locustfile)
+    elif (configured := monspec.entities[service].environments[env].locustfile) is not None:
+        path = Path(monspec.path).parent / configured
+    else:
+        path = default_locustfile(env, options.loadtests_dir, options.arrival_rate is not None)
+    if not path.is_file():
+        raise LoadError(
+            f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "
+            f"environments.{env}.locustfile in {monspec.path}"
+        )
+    return str(path)

@@ -1,0 +1,258 @@
+"""One gate run: record it, drive the load, then measure, judge and persist one check at a
+time. Faults are kept, not raised: a check that cannot be judged gets an error verdict naming
+the cause, and the outcome (``gate.status``) can never be a pass because of a fault."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import NoDataError, PerfsigError, SourceError, StoreError
+from ..judges import judge
+from ..judges.logrule import judge_log, not_judged_log
+from ..load.runner import LoadResult, Progress, run_load
+from ..monspec import Monspec
+from ..sources import check_source_url
+from ..sources.logs import read_log
+from ..store import SqliteStore
+from ..verdict import Status, Subject, Verdict, not_judged
+from ..windows import Measurement, Window
+from .measure import Measurer
+from .plan import AnyCheck, Check, GateOptions, LogCheck, plan_checks, plan_load, plan_log_checks
+from .status import GateOutcome, decide
+
+
+def new_gate_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def subject_of(check: Check) -> Subject:
+    metric = check.entry.metric
+    return Subject(
+        entry=check.entry,
+        comparison=check.comparison,
+        method=check.method,
+        unit=metric.family.unit if metric else "",
+        kind=metric.family.kind if metric else None,
+        default_abs_tolerance=metric.family.abs_tolerance if metric else 0.0,
+    )
+
+
+class Gate:
+    """The state of one gate run: checks, load results, verdicts and the faults met."""
+
+    def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore | None = None) -> None:
+        self.monspec = monspec
+        self.options = options
+        for url in {options.source_url} | {
+            e.source for x in monspec.entities.values() for e in x.environments.values()
+        }:
+            check_source_url(url)
+        self.log_checks = plan_log_checks(monspec, options.stage)
+        self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
+        self._store = store
+        self._measurer: Measurer | None = None
+        self.gate_id = new_gate_id()
+        self.load_results: dict[tuple[str, str], LoadResult] = {}
+        self.load_error: PerfsigError | None = None
+        self.verdicts: dict[str, Verdict] = {}
+        self.started = False
+        self.fixed_window: Window | None = None
+        self.selected: list[AnyCheck] = []
+        self.store_errors: list[str] = []
+
+    @property
+    def planned(self) -> list[AnyCheck]:
+        """Every check of this stage's gate, selected or not."""
+        return [*self.checks, *self.log_checks]
+
+    @property
+    def store(self) -> SqliteStore:
+        if self._store is None:
+            self._store = SqliteStore(self.options.store_path)
+        return self._store
+
+    @property
+    def measurer(self) -> Measurer:
+        if self._measurer is None:
+            self._measurer = Measurer(self.monspec, self.options, self.store, self.gate_id)
+        return self._measurer
+
+    # ------------------------------------------------------------------ load
+
+    def run(self, checks: Sequence[AnyCheck], progress: Progress | None = None) -> None:
+        """Drive the load for the selected checks; a failure is kept, not raised: every
+        check then reports it as its error."""
+        self.selected = list(checks)
+        try:
+            self.open()
+            specs = plan_load(self.monspec, self.options, checks)
+            results = run_load(specs, self.store, gate_id=self.gate_id, progress=progress)
+            self.load_results = {(r.spec.service, r.spec.env): r for r in results}
+        except PerfsigError as exc:
+            self.load_error = exc
+
+    def open(self) -> None:
+        """Record the gate in the store; from now on every verdict is stored as it is made."""
+        self.store.create_gate(self.gate_id, self.monspec.path, self.options.stage, self.options.build)
+        self.started = True
+
+    def judge_window(self, window: Window) -> list[Verdict]:
+        """Judge every check over a given window instead of a load phase of this gate
+        (a deferred validation: the traffic came from elsewhere)."""
+        self.fixed_window = window
+        self.selected = self.planned
+        self.open()
+        return [self.verdict(check) for check in self.selected]
+
+    def base_window(self, service: str) -> Window:
+        """The window every comparison starts from: where all environments loaded together
+        were under load, less the warm-up (Locust processes starting, connections opening)."""
+        if self.fixed_window is not None:
+            return self.fixed_window
+        spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
+        start, end = max(s for s, _ in spans), min(e for _, e in spans)
+        warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
+        return Window(start + warmup, end)
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdict(self, check: AnyCheck) -> Verdict:
+        """The check's verdict, judged once and stored as soon as it is made."""
+        if check.check_id not in self.verdicts:
+            verdict = self._judge_log(check) if isinstance(check, LogCheck) else self._judge(check)
+            self.verdicts[check.check_id] = verdict
+            if self.started:
+                try:
+                    self.store.save_verdict(self.gate_id, check.check_id, check.service, verdict)
+                except StoreError as exc:
+                    # The verdict stands (and reaches JUnit and the terminal), but a gate whose
+                    # results could not be kept is not a pass.
+                    self.store_errors.append(f"verdict of {check.check_id} not stored: {exc}")
+        return self.verdicts[check.check_id]
+
+    def _judge(self, check: Check) -> Verdict:
+        subject = subject_of(check)
+        comparison, entry = check.comparison, check.entry
+
+        def not_ok(status: Status, reason: str, **values: Any) -> Verdict:
+            return not_judged(subject, status, reason, **values)
+
+        reasons = {
+            self.measurer.source_for(check.service, env).unsupported_reason(entry.timeseries, entry.smartscape)
+            for env in (comparison.source, comparison.compare)
+        } - {None}
+        if reasons:
+            return not_ok("skipped", "; ".join(sorted(r for r in reasons if r)))
+        if entry.metric is None and entry.smartscape is None:
+            return not_ok("error", f"no source knows the metric {entry.timeseries!r}")
+        if self.load_error is not None:
+            return not_ok("error", str(self.load_error))
+        if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
+            return not_ok("error", "no load ran for this gate")
+        if entry.smartscape is not None:
+            return self._judge_smartscape(check, subject)
+        base = self.base_window(check.service)
+        source_query = self.measurer.source_query(check, base)
+        problems: list[str] = []
+        source = compare = None
+        try:
+            source = self.measurer.measure(source_query)
+        except SourceError as exc:
+            problems.append(str(exc))
+        try:
+            compare = self.measurer.measure_compare(check, source_query, base)
+        except SourceError as exc:
+            # A static limit needs no baseline; without one, missing compare data is an error.
+            if entry.static_limit is None or not isinstance(exc, NoDataError):
+                problems.append(str(exc))
+        if problems or source is None:
+            return not_ok(
+                "error", "; ".join(problems), source=source, compare=compare, source_window=source_query.window
+            )
+        return judge(subject, source, compare)
+
+    def _judge_log(self, check: LogCheck) -> Verdict:
+        rule, env = check.rule, check.env
+        if self.load_error is not None:
+            return not_judged_log(rule, env, str(self.load_error))
+        if self.fixed_window is not None:
+            window = self.fixed_window
+        else:
+            result = self.load_results.get((check.service, env))
+            if result is None:
+                return not_judged_log(rule, env, "no load ran for this gate")
+            # The whole load phase, warm-up included, and a second for lines written after the last request.
+            window = Window(result.window[0], result.window[1] + 1.0)
+        if not check.location:
+            return not_judged_log(rule, env, f"no log for {env}: set environments.{env}.log (a file or an http(s) URL)")
+        return judge_log(rule, env, check.location, window, read_log(check.location))
+
+    def _judge_smartscape(self, check: Check, subject: Subject) -> Verdict:
+        """A topology count (``toRelationships:calls``) of both environments, in their windows."""
+        entry, comparison = check.entry, check.comparison
+        assert entry.smartscape is not None
+        if comparison.baseline is not None or self.options.baseline_run is not None:
+            return not_judged(subject, "error", "smartscape entries compare time windows, not stored runs")
+        base = self.base_window(check.service)
+        sides = (
+            (comparison.source, base.shifted(comparison.shiftsourcetimeframe)),
+            (comparison.compare, base.shifted(comparison.shiftcomparetimeframe)),
+        )
+        counts: list[Measurement] = []
+        problems: list[str] = []
+        for env, window in sides:
+            topology = self.measurer.topology(check.service, env)
+            if topology is None:
+                return not_judged(subject, "skipped", f"the source of {env} has no topology")
+            try:
+                counts.append(
+                    topology.count_relationships(env, entry.smartscape, window, self.measurer.tags(check.service, env))
+                )
+            except SourceError as exc:
+                problems.append(str(exc))
+        if problems:
+            return not_judged(
+                subject, "error", "; ".join(problems), source_window=sides[0][1], compare_window=sides[1][1]
+            )
+        source, compare = counts
+        return judge(subject, source, compare)
+
+    # ------------------------------------------------------------------ outcome
+
+    def missing(self) -> list[AnyCheck]:
+        """Selected checks without a verdict (the session stopped early)."""
+        return [check for check in self.selected if check.check_id not in self.verdicts]
+
+    def gate_problems(self) -> list[str]:
+        """Why the gate cannot pass at gate level (load error, unjudged checks, not stored)."""
+        reasons = [str(self.load_error)] if self.load_error else []
+        if missing := self.missing():
+            reasons.append(f"incomplete: {len(missing)} of {len(self.selected)} checks were not judged")
+        return reasons + self.store_errors
+
+    def outcome(self) -> GateOutcome:
+        """The gate's outcome, decided by ``gate.status.decide`` (the one place that does)."""
+        return decide(
+            list(self.verdicts.values()),
+            planned=len(self.planned),
+            selected=len(self.selected),
+            gate_problems=self.gate_problems(),
+        )
+
+    def status(self) -> str:
+        return self.outcome().status
+
+    def finish(self) -> GateOutcome:
+        """Close the gate in the store; its outcome is what an approval is based on."""
+        if self._measurer is not None:
+            self._measurer.close()
+        if self.started:
+            outcome = self.outcome()
+            try:
+                self.store.finish_gate(self.gate_id, outcome)
+            except StoreError as exc:
+                self.store_errors.append(f"gate not closed in the store: {exc}")
+        return self.outcome()

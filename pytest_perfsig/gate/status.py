@@ -1,0 +1,88 @@
+"""THE gate outcome. One function decides it, from the verdicts, what was selected and
+judged, and the load and store errors; the plugin, the deferred worker, the approval and the
+reports all take the status from here.
+
+Rules, in order:
+- ``error`` when the load failed, a verdict or the gate could not be stored, a selected check
+  has no verdict, or any verdict is an error;
+- else ``violation`` when any verdict is a violation;
+- else ``error`` when no verdict passed (everything skipped: nothing was judged);
+- else ``pass``.
+A gate that judged only some of its planned checks is ``partial``; whether a partial pass may
+be approved is the approval's choice, made explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..verdict import STATUSES, Verdict
+
+GateStatus = str  # "pass" | "violation" | "error"
+
+_SEVERITY = {"error": 0, "violation": 1}
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a gate found: its status and everything it was decided from."""
+
+    status: GateStatus
+    counts: dict[str, int]
+    planned: int  # checks the monspec defines for this stage
+    selected: int  # checks this run was asked to judge
+    judged: int  # checks with a verdict
+    # Why the gate did not pass at gate level (load error, incomplete, not stored), then the
+    # messages of errors and violations, worst first.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return self.selected < self.planned
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
+    """Counts by status, every known status present (zero or not), others after them."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def decide(
+    verdicts: Sequence[Verdict],
+    *,
+    planned: int,
+    selected: int,
+    gate_problems: Sequence[str] = (),
+) -> GateOutcome:
+    """The gate's outcome (see the module docstring for the rules). ``gate_problems`` are the
+    gate-level reasons it cannot pass: a load error, checks left unjudged, verdicts not stored."""
+    statuses = [v.status for v in verdicts]
+    counts = count_statuses(statuses)
+    if gate_problems or counts["error"]:
+        status = "error"
+    elif counts["violation"]:
+        status = "violation"
+    elif not counts["pass"]:
+        status = "error"
+    else:
+        status = "pass"
+    messages = [
+        v.message for v in sorted(verdicts, key=lambda v: _SEVERITY.get(v.status, 9)) if v.status in _SEVERITY
+    ]
+    if status == "error" and not gate_problems and not counts["error"]:
+        messages.insert(0, "nothing was judged: every selected check was skipped")
+    return GateOutcome(
+        status=status,
+        counts=counts,
+        planned=planned,
+        selected=selected,
+        judged=len(verdicts),
+        problems=[*gate_problems, *messages],
+    )

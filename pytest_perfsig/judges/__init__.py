@@ -1,0 +1,37 @@
+"""The judges: one module per judge, each a function ``judge(subject, source, compare) ->
+Verdict``. Pure: numbers and monspec entries in, a verdict out.
+
+- ``scalefactor``: the aggregate against the scaled baseline (or a static limit);
+- ``mannwhitney``: a rank test on the raw observations (Fisher's exact test for failure
+  rates), violated only when the shift is significant *and* beyond the effect-size floor.
+
+A new judge is a module with ``NAME`` and ``judge``, listed in ``JUDGES`` and in the monspec's
+``JudgeConfig.type``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..verdict import Subject, Verdict
+from ..windows import Measurement
+from . import mannwhitney, scalefactor
+
+Judge = Callable[[Subject, Measurement, Measurement | None], Verdict]
+
+JUDGES: dict[str, Judge] = {scalefactor.NAME: scalefactor.judge, mannwhitney.NAME: mannwhitney.judge}
+
+
+def judge(subject: Subject, source: Measurement, compare: Measurement | None) -> Verdict:
+    """The entry's judge. The statistical judge needs observations on both sides and no
+    static limit; without them the scale factor judges (the verdict's ``judge`` says which)."""
+    name = subject.config.type
+    statistical = (
+        subject.entry.static_limit is None
+        and compare is not None
+        and source.observations is not None
+        and compare.observations is not None
+    )
+    if name != scalefactor.NAME and not statistical:
+        name = scalefactor.NAME
+    return JUDGES[name](subject, source, compare)
