@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_perfsig.load.runner import LoadResult, LoadSpec  # noqa: E402
 from pytest_perfsig.monspec import load_monspec  # noqa: E402
-from pytest_perfsig.session import Gate, GateOptions  # noqa: E402
+from pytest_perfsig.gate import Gate, GateOptions  # noqa: E402
 from pytest_perfsig.store import RunRecord, SqliteStore  # noqa: E402
 
 SEED = ROOT.parent / "shared" / "fixtures" / "seed-monspec.json"

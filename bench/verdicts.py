@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_perfsig.monspec import parse_monspec  # noqa: E402
-from pytest_perfsig.session import Gate, GateOptions, gate_status  # noqa: E402
+from pytest_perfsig.gate import Gate, GateOptions  # noqa: E402
 from pytest_perfsig.store import SqliteStore  # noqa: E402
 from sample_app.launcher import start_app  # noqa: E402
 
@@ -123,7 +123,7 @@ def _status(gate: Gate) -> str:
     """The gate's status, with the first reason when it is not a pass."""
     for check in gate.checks:
         gate.verdict(check)
-    status = gate_status(gate.verdicts.values(), gate.load_error)
+    status = gate.status()
     reasons = [v.message for v in gate.verdicts.values() if v.status in ("violation", "error")]
     return status if status == "pass" or not reasons else f"{status} ({reasons[0]})"
 

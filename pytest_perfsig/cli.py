@@ -127,8 +127,8 @@ def _default_pipeline() -> str | None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from .registry import open_registry
     from .gate.deferred import codepipeline_approver, describe, run_worker
+    from .registry import open_registry
 
     registry = open_registry(args.registry, args.store)
     approve = None if args.no_approve else codepipeline_approver()

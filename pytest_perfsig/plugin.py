@@ -1,4 +1,5 @@
-"""The pytest face: options, collection of one item per check, the load phase, reporting.
+"""The pytest face's hooks: the gate is built at configure time, its items are collected, the
+load runs before the items, reports and the approval follow at the end of the session.
 
 Option names are ``--monspec``, ``--stage`` and ``--perfsig-*`` so that they never clash
 with Locust's own pytest plugin (``--host``, fixtures ``session`` / ``fastsession``).
@@ -6,178 +7,25 @@ with Locust's own pytest plugin (``--host``, fixtures ``session`` / ``fastsessio
 
 from __future__ import annotations
 
-import os
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .errors import PerfsigError
-from .gate import AnyCheck, Gate, GateOptions, parse_url_overrides
+from .gate import AnyCheck, Gate
+from .items import GATE_KEY, MonspecFile, PerfsigItem, gate_of
 from .load.runner import LoadSpec
 from .monspec import load_monspec
+from .options import add_options, gate_options, setting
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
-from .sources.local import DEFAULT_MIN_SAMPLES
-from .store import DEFAULT_STORE_PATH
-from .verdict import Verdict
-
-GATE_KEY = pytest.StashKey[Gate]()
-ENV_BUILD = "PERFSIG_BUILD"
-
-# (option, ini name, type, default, help) — every option has an ini equivalent.
-_OPTIONS: list[tuple[str, str, Any, Any, str]] = [
-    (
-        "--perfsig-comparison",
-        "perfsig_comparisons",
-        "linelist",
-        None,
-        "comparison to evaluate (repeatable; default: every comparison whose source is the stage)",
-    ),
-    (
-        "--perfsig-url",
-        "perfsig_urls",
-        "linelist",
-        None,
-        "ENV=URL where an environment is reachable for load (repeatable; overrides the monspec)",
-    ),
-    ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
-    ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
-    ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
-    (
-        "--perfsig-warmup",
-        "perfsig_warmup",
-        float,
-        2.0,
-        "seconds at the start of the load left out of the judged window (at most a quarter of it)",
-    ),
-    (
-        "--perfsig-locustfile",
-        "perfsig_locustfile",
-        str,
-        None,
-        "locustfile for the stage under test (default: loadtests/staging.py or production.py)",
-    ),
-    ("--perfsig-store", "perfsig_store", str, DEFAULT_STORE_PATH, "SQLite file for samples and verdicts"),
-    (
-        "--perfsig-min-samples",
-        "perfsig_min_samples",
-        int,
-        DEFAULT_MIN_SAMPLES,
-        "fewest samples a window needs before it is judged",
-    ),
-    ("--perfsig-build", "perfsig_build", str, None, f"build label recorded with the runs (env {ENV_BUILD})"),
-    (
-        "--perfsig-baseline",
-        "perfsig_baseline",
-        str,
-        None,
-        "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
-    ),
-    (
-        "--perfsig-processes",
-        "perfsig_processes",
-        int,
-        1,
-        "Locust worker processes on this machine per environment (Locust's --processes)",
-    ),
-    (
-        "--perfsig-workers",
-        "perfsig_workers",
-        int,
-        0,
-        "remote Locust workers to wait for (start them with `perfsig load-worker --master HOST`)",
-    ),
-    (
-        "--perfsig-master-bind",
-        "perfsig_master_bind",
-        str,
-        "127.0.0.1",
-        "address the Locust master listens on for --perfsig-workers",
-    ),
-    (
-        "--perfsig-arrival-rate",
-        "perfsig_arrival_rate",
-        float,
-        None,
-        "open load model: requests per second per endpoint, latency measured from the intended send time",
-    ),
-    (
-        "--perfsig-source",
-        "perfsig_source",
-        str,
-        None,
-        "where metrics are read: local (stored samples, default), prometheus://HOST:PORT, ...",
-    ),
-    ("--perfsig-html", "perfsig_html", str, None, "write the HTML report (this gate and its history) here"),
-    ("--perfsig-json", "perfsig_json", str, None, "write the JSON report here"),
-    (
-        "--perfsig-approve",
-        "perfsig_approve",
-        str,
-        None,
-        "CodePipeline approval action to approve (gate passed) or reject (anything else) at the end",
-    ),
-    (
-        "--perfsig-pipeline",
-        "perfsig_pipeline",
-        str,
-        None,
-        "pipeline of --perfsig-approve (default: from CODEBUILD_INITIATOR inside CodeBuild)",
-    ),
-    (
-        "--perfsig-report-url",
-        "perfsig_report_url",
-        str,
-        None,
-        "link to the report, put in the approval summary",
-    ),
-]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("perfsig", "performance-signature gate")
-    group.addoption(
-        "--monspec",
-        dest="perfsig_monspec",
-        default=None,
-        metavar="PATH",
-        help="monspec file (JSON or JSON5): turns the run into a performance gate",
-    )
-    group.addoption(
-        "--stage",
-        dest="perfsig_stage",
-        default=None,
-        metavar="ENV",
-        help="environment under test, e.g. Staging",
-    )
-    parser.addini("perfsig_monspec", "monspec file for the performance gate", default=None)
-    parser.addini("perfsig_stage", "environment under test", default=None)
-    for flag, ini, kind, default, help_text in _OPTIONS:
-        dest = ini if kind != "linelist" else flag.removeprefix("--").replace("-", "_")
-        if kind == "linelist":
-            group.addoption(flag, dest=dest, action="append", default=None, metavar="VALUE", help=help_text)
-            parser.addini(ini, help_text, type="linelist", default=[])
-        else:
-            group.addoption(flag, dest=dest, default=None, type=kind, help=f"{help_text} (default {default})")
-            parser.addini(ini, help_text, default=None)
-
-
-def _setting(config: pytest.Config, flag: str) -> Any:
-    """Command line first, then the ini file, then the built-in default."""
-    for option_flag, ini, kind, default, _ in _OPTIONS:
-        if option_flag != flag:
-            continue
-        if kind == "linelist":
-            return config.getoption(flag.removeprefix("--").replace("-", "_")) or config.getini(ini) or []
-        value = config.getoption(ini)
-        if value is None:
-            raw = config.getini(ini)
-            value = kind(raw) if raw not in (None, "") else default
-        return value
-    raise KeyError(flag)
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -191,40 +39,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging"
         )
     try:
-        monspec = load_monspec(monspec_path)
-        options = GateOptions(
-            stage=stage,
-            comparisons=tuple(_setting(config, "--perfsig-comparison")),
-            urls=parse_url_overrides(_setting(config, "--perfsig-url")),
-            users=_setting(config, "--perfsig-users"),
-            spawn_rate=_setting(config, "--perfsig-spawn-rate"),
-            duration_s=_setting(config, "--perfsig-duration"),
-            locustfile=_setting(config, "--perfsig-locustfile"),
-            store_path=Path(_setting(config, "--perfsig-store")),
-            min_samples=_setting(config, "--perfsig-min-samples"),
-            build=_setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
-            loadtests_dir=_loadtests_dir(config),
-            baseline_run=_setting(config, "--perfsig-baseline"),
-            warmup_s=_setting(config, "--perfsig-warmup"),
-            source_url=_setting(config, "--perfsig-source"),
-            processes=_setting(config, "--perfsig-processes"),
-            workers=_setting(config, "--perfsig-workers"),
-            master_bind=_setting(config, "--perfsig-master-bind"),
-            arrival_rate=_setting(config, "--perfsig-arrival-rate"),
-        )
-        config.stash[GATE_KEY] = Gate(monspec, options)
+        config.stash[GATE_KEY] = Gate(load_monspec(monspec_path), gate_options(config, stage))
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None
 
 
-def _loadtests_dir(config: pytest.Config) -> Path:
-    """Default profiles live in ``loadtests/`` of the working directory, else of the rootdir."""
-    here = config.invocation_params.dir / "loadtests"
-    return here if here.is_dir() else config.rootpath / "loadtests"
-
-
 def _gate(config: pytest.Config) -> Gate | None:
-    return config.stash.get(GATE_KEY, None)
+    return gate_of(config)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -233,83 +54,6 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if _gate(config) is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
         return True
     return None
-
-
-class MonspecFile(pytest.File):
-    """The monspec as a collector: one child item per check."""
-
-    def collect(self) -> Iterable[pytest.Item]:
-        gate = _gate(self.config)
-        assert gate is not None
-        every: list[AnyCheck] = [*gate.checks, *gate.log_checks]
-        for check in every:
-            yield PerfsigItem.from_parent(self, name=check.check_id, check=check)
-
-
-class ViolationError(Exception):
-    """A judged entry outside its limit."""
-
-
-class PerfsigItem(pytest.Item):
-    def __init__(self, *, check: AnyCheck, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check = check
-        self.add_marker("perfsig")
-
-    def setup(self) -> None:
-        gate = _gate(self.config)
-        assert gate is not None
-        verdict = gate.verdict(self.check)
-        self.user_properties.extend(_properties(self.check, verdict))
-        if verdict.status == "skipped":
-            # Report the skip at the monspec item, not at this line of the plugin.
-            raise pytest.skip.Exception(verdict.message, _use_item_location=True)
-        if verdict.status == "error":
-            # An error in setup: pytest reports E (could not judge), not F (judged and failed).
-            pytest.fail(verdict.message, pytrace=False)
-
-    def runtest(self) -> None:
-        gate = _gate(self.config)
-        assert gate is not None
-        verdict = gate.verdict(self.check)
-        if verdict.status != "pass":
-            raise ViolationError(verdict.message)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
-        if isinstance(excinfo.value, ViolationError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, f"perfsig {self.check.check_id}"
-
-
-def _properties(check: AnyCheck, verdict: Verdict) -> list[tuple[str, object]]:
-    props: list[tuple[str, object]] = [
-        ("status", verdict.status),
-        ("judge", verdict.judge),
-        ("comparison", check.comparison_name),
-        ("metric", verdict.metric),
-        ("aggregate", verdict.aggregate),
-        ("unit", verdict.unit),
-        ("rule", verdict.rule),
-        ("source_env", verdict.source_env),
-        ("compare_env", verdict.compare_env),
-    ]
-    optional = [
-        ("method", verdict.method),
-        ("source_value", verdict.source_value),
-        ("compare_value", verdict.compare_value),
-        ("limit", verdict.limit),
-        ("source_samples", verdict.source_samples),
-        ("compare_samples", verdict.compare_samples),
-        ("source_window", verdict.source_window),
-        ("compare_window", verdict.compare_text),
-    ]
-    props += [(k, v if isinstance(v, int | float | str) else str(v)) for k, v in optional if v is not None]
-    props += list((verdict.details or {}).items())
-    props.append(("message", verdict.message))
-    return props
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -381,7 +125,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lines: list[str] = []
     writers = (("--perfsig-html", "HTML", write_html_report), ("--perfsig-json", "JSON", write_json_report))
     for flag, kind, write in writers:
-        target = _setting(session.config, flag)
+        target = setting(session.config, flag)
         if not target:
             continue
         try:
@@ -390,7 +134,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except (OSError, PerfsigError) as exc:
             # The verdicts are in the store already; a report can be written again with `perfsig report`.
             lines.append(f"perfsig: could not write the {kind} report {target}: {exc}")
-    action = _setting(session.config, "--perfsig-approve")
+    action = setting(session.config, "--perfsig-approve")
     sent = _approve(session, gate, action, lines) if action else True
     # A gate that did not pass (nothing judged, incomplete) or whose approval failed is never green.
     if (not sent or gate.status() != "pass") and session.exitstatus == pytest.ExitCode.OK:
@@ -403,7 +147,7 @@ def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str])
     from .aws.approval import default_pipeline_name
     from .gate.approval import gate_summary, send_approval
 
-    pipeline = _setting(session.config, "--perfsig-pipeline") or default_pipeline_name()
+    pipeline = setting(session.config, "--perfsig-pipeline") or default_pipeline_name()
     if not pipeline:
         lines.append(f"perfsig: cannot approve {action}: no --perfsig-pipeline and no CODEBUILD_INITIATOR")
         return False
@@ -411,7 +155,7 @@ def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str])
         gate.gate_id,
         gate.options.stage,
         gate.outcome(),
-        report_url=_setting(session.config, "--perfsig-report-url"),
+        report_url=setting(session.config, "--perfsig-report-url"),
     )
     try:
         outcome = send_approval(pipeline, action, summary)

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_perfsig.gate import Gate, GateOptions, GateOutcome
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.monspec import parse_monspec
-from pytest_perfsig.session import Gate, GateOptions
 from pytest_perfsig.store import RunRecord, SqliteStore
+from pytest_perfsig.windows import Window
 
 SVC = "Svc"
 NOW = 1_800_000_000.0
@@ -41,7 +42,7 @@ def add_run(store: SqliteStore, run_id: str, env: str, start: float, latencies: 
                        for k, lat in enumerate(latencies)])
     if gate:
         store.create_gate(gate[0], "m.json", env, None)
-        store.finish_gate(gate[0], gate[1], {})
+        store.finish_gate(gate[0], GateOutcome(gate[1], {}, planned=1, selected=1, judged=1))
 
 
 def gate_over(store: SqliteStore, text: str, *, stage: str = "Staging", run_id: str = "current",
@@ -76,7 +77,8 @@ def test_compare_window_shifted_an_hour_back(store: SqliteStore) -> None:
     assert (verdict.source_value, verdict.compare_value) == (10.0, 5.0)
     assert verdict.limit == pytest.approx(5.0 * 1.1 + 2.0)  # 10 % plus the 2 ms default
     assert verdict.status == "violation"
-    assert verdict.compare_window == "2027-01-15 07:00:00–07:00:09 UTC"
+    assert str(verdict.compare_window) == "2027-01-15 07:00:00–07:00:09 UTC"
+    assert verdict.compare_window == Window(NOW - 3600 + 0.0, verdict.compare_window.end)
 
 
 def test_source_window_shifted_too(store: SqliteStore) -> None:
@@ -115,14 +117,15 @@ def test_stored_run_baselines(store: SqliteStore, baseline: Any, compare_value: 
     _history(store)
     verdict = only_verdict(gate_over(store, monspec({"compare": "Staging", "baseline": baseline})))
     assert verdict.compare_value == compare_value
-    assert verdict.compare_window == window
+    assert verdict.baseline == window
+    assert verdict.compare_text == window
     assert verdict.source_value == 8.0
 
 
 def test_pinned_run_replaces_the_comparison(store: SqliteStore) -> None:
     _history(store)
     verdict = only_verdict(gate_over(store, monspec({"compare": "Staging", "baseline": "latest"}), baseline_run="r1"))
-    assert (verdict.compare_value, verdict.compare_window) == (5.0, "run r1")
+    assert (verdict.compare_value, verdict.baseline) == (5.0, "run r1")
     assert verdict.status == "violation"  # 8 > 5 × 1.1 + 2
 
 

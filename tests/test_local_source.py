@@ -10,9 +10,9 @@ import pytest
 
 from pytest_perfsig.errors import NoDataError, SourceError
 from pytest_perfsig.metrics import parse_aggregate, parse_metric, required_samples
-from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.local import LocalSource
 from pytest_perfsig.store.sqlite import SampleRow, SqliteStore
+from pytest_perfsig.windows import MetricQuery, Window
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 W = Window(T0, T0 + 10.0)  # ten one-second buckets

@@ -14,8 +14,12 @@ import httpx
 import pytest
 
 from pytest_perfsig.errors import MonspecError
-from pytest_perfsig.logrules import LogCheck, count_matches, judge_log, parse_line, plan_log_checks
+from pytest_perfsig.gate.plan import LogCheck, plan_log_checks
+from pytest_perfsig.judges import logrule
+from pytest_perfsig.judges.logrule import count_matches, parse_line
 from pytest_perfsig.monspec import LogRule, parse_monspec
+from pytest_perfsig.sources.logs import read_log
+from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.windows import Window
 from sample_app.launcher import RunningApp
 
@@ -55,6 +59,11 @@ def test_counts_by_level_pattern_and_window() -> None:
     assert count_matches(LINES, rule(level="critical"), WINDOW) == (1, 6)
     assert count_matches(LINES, rule(pattern="buildNumber", level="warning"), WINDOW) == (1, 6)
     assert count_matches(LINES, rule(pattern="buildNumber", level="error"), WINDOW) == (0, 6)
+
+
+def judge_log(check: LogCheck, window: Window) -> Verdict:
+    """As the gate judges a log check: the rule over the lines read from its location."""
+    return logrule.judge_log(check.rule, check.env, check.location, window, read_log(check.location))
 
 
 def check_for(location: str, **kwargs: object) -> LogCheck:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_perfsig.worker import MAX_ATTEMPTS, work_once
 
 from pytest_perfsig.errors import UsageError
 from pytest_perfsig.registry import new_request, open_registry, parse_user_parameters
 from pytest_perfsig.registry.base import ValidationRegistry, ValidationRequest
 from pytest_perfsig.registry.sqlite import SqliteRegistry
 from pytest_perfsig.store import RunRecord, SqliteStore
-from pytest_perfsig.worker import MAX_ATTEMPTS, work_once
 
 NOW = 1_800_000_000.0
 MONSPEC = json.dumps({"Svc": {

@@ -293,7 +293,7 @@ def test_gate_whose_verdicts_cannot_be_stored_is_an_error(tmp_path: Path) -> Non
         verdict = only_verdict(gate)
         assert verdict.status == "pass"  # the measurement stands...
         assert gate.status() == "error"  # ...but a gate whose results were not kept is no pass
-        assert any("not stored" in p for p in gate.problems())
+        assert any("not stored" in p for p in gate.outcome().problems)
     finally:
         holder.wait()
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 from markupsafe import escape
-
 from pytest_perfsig.evaluate import Verdict, fmt
+
 from pytest_perfsig.report import model
 from pytest_perfsig.report.html import nice_ticks, render_html, script_json, write_html_report
 from pytest_perfsig.report.json_report import SCHEMA_VERSION, build_json_report, write_json_report
-from pytest_perfsig.windows import Window
 from pytest_perfsig.store import RunRecord, SqliteStore
+from pytest_perfsig.windows import Window
 
 T0 = 1_800_000_000.0
 SVC = "SampleJSonService"

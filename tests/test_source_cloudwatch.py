@@ -17,8 +17,8 @@ from moto import mock_aws
 
 from pytest_perfsig.errors import NoDataError, SourceError, UsageError
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
-from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.cloudwatch import CloudWatchConfig, CloudWatchSource
+from pytest_perfsig.windows import MetricQuery, Window
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 W = Window(T0 + 5, T0 + 125)  # 22:13:25–22:15:25 → asked for as 22:13:00–22:16:00

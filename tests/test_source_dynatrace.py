@@ -13,17 +13,17 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pytest_perfsig.session import Gate, GateOptions
 
 from pytest_perfsig import session as session_module
 from pytest_perfsig.errors import NoDataError, SourceError, UsageError
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import parse_monspec
-from pytest_perfsig.session import Gate, GateOptions
 from pytest_perfsig.sources.base import MetricSource
-from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.dynatrace import DynatraceSource
 from pytest_perfsig.store import SqliteStore
+from pytest_perfsig.windows import MetricQuery, Window
 
 TENANT = "http://dt.test"
 TOKEN = "dt0c01.SECRETTOKEN.abcdefghijklmnop"

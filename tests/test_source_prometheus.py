@@ -24,17 +24,14 @@ import httpx
 import pytest
 import respx
 
-from pytest_perfsig import session as session_module
 from pytest_perfsig.errors import NoDataError, SourceError, UsageError
+from pytest_perfsig.gate import Gate, GateOptions
 from pytest_perfsig.load.runner import LoadResult, LoadSpec, run_load
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import load_monspec
-from pytest_perfsig.session import Gate, GateOptions
-from pytest_perfsig.sources import open_source
-from pytest_perfsig.sources.base import MetricSource
-from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.prometheus import PrometheusSource
 from pytest_perfsig.store import SqliteStore
+from pytest_perfsig.windows import MetricQuery, Window
 from sample_app.app import AppConfig, create_app
 from sample_app.launcher import RunningApp, start_app
 from sample_app.metrics import BUCKETS_S
@@ -536,12 +533,6 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
             app.stop()
 
 
-def _open_source(url: str | None, store: SqliteStore, min_samples: int = 20) -> MetricSource:
-    if url and url.startswith("prometheus"):
-        return PrometheusSource.from_url(url, min_samples=min_samples)
-    return open_source(url, store, min_samples)
-
-
 def _gate(scraped: Scraped, source_url: str | None) -> Gate:
     options = GateOptions(
         stage="Staging",
@@ -555,10 +546,7 @@ def _gate(scraped: Scraped, source_url: str | None) -> Gate:
 
 
 @pytest.mark.e2e
-def test_gate_with_prometheus_agrees_with_the_local_source(
-    scraped: Scraped, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_module, "open_source", _open_source)
+def test_gate_with_prometheus_agrees_with_the_local_source(scraped: Scraped) -> None:
     local, remote = _gate(scraped, None), _gate(scraped, f"prometheus://127.0.0.1:{scraped.port}")
     pairs = {check.check_id: (local.verdict(check), remote.verdict(check)) for check in local.checks}
     assert len(pairs) == 8

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from pytest_perfsig.errors import StoreError
-from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load.capture import SampleCapture, install_from_environment
 from pytest_perfsig.store import DEFAULT_STORE_PATH, RunRecord, SqliteStore
 from pytest_perfsig.store import sqlite as sqlite_module
+from pytest_perfsig.verdict import Verdict
 
 T0 = 1_700_000_000.0
 SVC = "SampleJSonService"

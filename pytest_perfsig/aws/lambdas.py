@@ -73,8 +73,8 @@ def worker_handler(
     event: dict[str, Any], context: Any, *, registry: Any = None, approve: Any = None
 ) -> dict[str, Any]:
     """Scheduled: judge every due request, approve / reject, record the outcome."""
-    from ..store import SqliteStore
     from ..gate.deferred import codepipeline_approver, describe, work_once
+    from ..store import SqliteStore
 
     with SqliteStore(_store_path()) as store:
         processed = work_once(registry or _registry(), store, approve=approve or codepipeline_approver())

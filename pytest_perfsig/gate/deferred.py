@@ -78,7 +78,10 @@ def _reason(outcome: GateOutcome) -> str | None:
     if outcome.passed:
         return None
     # The original system's wording, with the problems named.
-    return f"{len(outcome.problems)} configuration entries showed violations! " + "; ".join(outcome.problems)[:2000]
+    return (
+        f"{len(outcome.problems)} configuration entries showed violations! "
+        + "; ".join(outcome.problems)[:2000]
+    )
 
 
 def process(

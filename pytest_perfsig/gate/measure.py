@@ -41,7 +41,9 @@ class Measurer:
         self._sources.clear()
 
     def tags(self, service: str, env: str) -> Tags:
-        return tuple((t.context, t.key, t.value) for t in self.monspec.entities[service].environments[env].tags)
+        return tuple(
+            (t.context, t.key, t.value) for t in self.monspec.entities[service].environments[env].tags
+        )
 
     def source_query(self, check: Check, base: Window) -> MetricQuery:
         comparison = check.comparison

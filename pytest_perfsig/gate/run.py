@@ -141,7 +141,9 @@ class Gate:
             return not_judged(subject, status, reason, **values)
 
         reasons = {
-            self.measurer.source_for(check.service, env).unsupported_reason(entry.timeseries, entry.smartscape)
+            self.measurer.source_for(check.service, env).unsupported_reason(
+                entry.timeseries, entry.smartscape
+            )
             for env in (comparison.source, comparison.compare)
         } - {None}
         if reasons:
@@ -170,7 +172,11 @@ class Gate:
                 problems.append(str(exc))
         if problems or source is None:
             return not_ok(
-                "error", "; ".join(problems), source=source, compare=compare, source_window=source_query.window
+                "error",
+                "; ".join(problems),
+                source=source,
+                compare=compare,
+                source_window=source_query.window,
             )
         return judge(subject, source, compare)
 
@@ -186,8 +192,6 @@ class Gate:
                 return not_judged_log(rule, env, "no load ran for this gate")
             # The whole load phase, warm-up included, and a second for lines written after the last request.
             window = Window(result.window[0], result.window[1] + 1.0)
-        if not check.location:
-            return not_judged_log(rule, env, f"no log for {env}: set environments.{env}.log (a file or an http(s) URL)")
         return judge_log(rule, env, check.location, window, read_log(check.location))
 
     def _judge_smartscape(self, check: Check, subject: Subject) -> Verdict:
@@ -209,7 +213,9 @@ class Gate:
                 return not_judged(subject, "skipped", f"the source of {env} has no topology")
             try:
                 counts.append(
-                    topology.count_relationships(env, entry.smartscape, window, self.measurer.tags(check.service, env))
+                    topology.count_relationships(
+                        env, entry.smartscape, window, self.measurer.tags(check.service, env)
+                    )
                 )
             except SourceError as exc:
                 problems.append(str(exc))

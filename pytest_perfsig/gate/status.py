@@ -48,7 +48,7 @@ class GateOutcome:
 
 def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
     """Counts by status, every known status present (zero or not), others after them."""
-    counts = dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return counts

@@ -25,7 +25,7 @@ JUDGES: dict[str, Judge] = {scalefactor.NAME: scalefactor.judge, mannwhitney.NAM
 def judge(subject: Subject, source: Measurement, compare: Measurement | None) -> Verdict:
     """The entry's judge. The statistical judge needs observations on both sides and no
     static limit; without them the scale factor judges (the verdict's ``judge`` says which)."""
-    name = subject.config.type
+    name: str = subject.config.type
     statistical = (
         subject.entry.static_limit is None
         and compare is not None

@@ -89,9 +89,15 @@ def not_judged_log(rule: LogRule, env: str, reason: str) -> Verdict:
 
 def judge_log(rule: LogRule, env: str, location: str, window: Window, lines: Iterable[str]) -> Verdict:
     """Judge a rule over the lines of ``location`` (read lazily: a SourceError while reading
-    makes the verdict an error)."""
+    makes the verdict an error; without a location the lines are never read)."""
     allowed = math.floor(rule.allowedperminute * window.duration_s / 60.0)
     common = {**_common(rule, env), "source_window": window}
+    if not location:
+        return Verdict(
+            status="error",
+            message=f"{label(rule)}: no log for {env}: set environments.{env}.log (a file or an http(s) URL)",
+            **common,
+        )
     try:
         count, parsed = count_matches(lines, rule, window)
     except SourceError as exc:

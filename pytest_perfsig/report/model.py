@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..verdict import Verdict, fmt
 from ..store.sqlite import SqliteStore
+from ..verdict import Verdict, fmt
 
 STATUSES = ("pass", "violation", "error", "skipped")
 """Verdict statuses in the order reports list their counts."""
@@ -127,7 +127,11 @@ def parse_window(text: Any) -> tuple[float, float] | None:
     """The (start, end) epoch seconds of a window as ``sources.base.Window`` prints it
     (``2026-11-28 04:09:46–04:09:55 UTC``); the end is widened by the second the text cuts off.
     None for anything else (a baseline of stored runs, an empty value)."""
-    if isinstance(text, dict) and finite(text.get("start")) is not None and finite(text.get("end")) is not None:
+    if (
+        isinstance(text, dict)
+        and finite(text.get("start")) is not None
+        and finite(text.get("end")) is not None
+    ):
         return float(text["start"]), float(text["end"])
     if not isinstance(text, str):
         return None

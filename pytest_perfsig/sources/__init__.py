@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import UsageError
 from .base import MetricSource, SampleReader, TopologySource
@@ -20,7 +19,7 @@ __all__ = [
     "open_source",
 ]
 
-Factory = Callable[[str, int], Any]
+Factory = Callable[[str, int], MetricSource]
 """(url, min_samples) -> source; raises UsageError for a malformed URL. Opening makes no call."""
 
 
@@ -82,4 +81,5 @@ def open_source(url: str | None, store: SampleReader, min_samples: int = DEFAULT
     """The metric source a URL names (``local`` or none: the stored samples)."""
     if not url or url == LOCAL:
         return LocalSource(store, min_samples)
-    return _factory(url)(url, min_samples)  # type: ignore[no-any-return]
+    source: MetricSource = _factory(url)(url, min_samples)
+    return source

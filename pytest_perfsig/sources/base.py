@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from ..store import SampleColumns
 from ..windows import Measurement, MetricQuery, Window
 
 Tags = tuple[tuple[str, str, str | None], ...]
@@ -48,5 +49,5 @@ class SampleReader(Protocol):
         end: float,
         endpoint: str | None = None,
         run_ids: Any = None,
-    ) -> Any:
-        """The samples as columns (``store.SampleColumns``)."""
+    ) -> SampleColumns:
+        """The samples as columns."""

@@ -40,9 +40,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..aggregates import aggregate
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, parse_metric, required_samples
-from ..aggregates import aggregate
 from ..windows import Measurement, MetricQuery, Window
 from .local import DEFAULT_MIN_SAMPLES
 
@@ -151,6 +151,9 @@ class CloudWatchSource:
             endpoint_url=one.get("endpoint_url") or None,
         )
         return cls(config, min_samples=min_samples, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Nothing to release: the boto3 client closes with the process."""
 
     # ------------------------------------------------------------------ protocol
 

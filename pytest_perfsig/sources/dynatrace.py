@@ -54,9 +54,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..aggregates import aggregate
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, canonical_id, parse_metric, required_samples
-from ..aggregates import aggregate
 from ..windows import Measurement, MetricQuery, Window
 from .http import get_json
 from .local import DEFAULT_MIN_SAMPLES

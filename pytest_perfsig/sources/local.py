@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..aggregates import aggregate, bucket_series
 from ..errors import NoDataError, SourceError
 from ..metrics import MetricKind, known_metric_ids, parse_metric, required_samples
-from ..aggregates import aggregate, bucket_series
-from ..store.sqlite import SampleColumns, SqliteStore
+from ..store.sqlite import SampleColumns
 from ..windows import Measurement, MetricQuery
+from .base import SampleReader
 
 DEFAULT_MIN_SAMPLES = 20
 BUCKET_S = 1.0
@@ -19,7 +20,7 @@ class LocalSource:
 
     name = "local"
 
-    def __init__(self, store: SqliteStore, min_samples: int = DEFAULT_MIN_SAMPLES) -> None:
+    def __init__(self, store: SampleReader, min_samples: int = DEFAULT_MIN_SAMPLES) -> None:
         self.store = store
         self.min_samples = min_samples
         self._cache: dict[tuple[Any, ...], SampleColumns] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StoreError
+from ..verdict import Verdict
 
 SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 30.0  # how long a write waits for a lock held by another process
@@ -133,23 +134,22 @@ CREATE TABLE IF NOT EXISTS verdicts (
 );
 """
 
+
 class GateOutcomeLike(Protocol):
     """What the store keeps of a gate's outcome (``gate.status.GateOutcome``)."""
 
-    status: str
-    counts: dict[str, int]
-    problems: list[str]
-    planned: int
-    selected: int
-    judged: int
-
-
-class VerdictLike(Protocol):
-    """A verdict as the store keeps it (``verdict.Verdict``)."""
-
-    status: str
-
-    def to_record(self) -> dict[str, Any]: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def counts(self) -> dict[str, int]: ...
+    @property
+    def problems(self) -> list[str]: ...
+    @property
+    def planned(self) -> int: ...
+    @property
+    def selected(self) -> int: ...
+    @property
+    def judged(self) -> int: ...
 
 
 SampleRow = tuple[str, float, str, str, str, float, int, int]
@@ -484,7 +484,7 @@ class SqliteStore:
                 (time.time(), outcome.status, json.dumps(summary), gate_id),
             )
 
-    def save_verdict(self, gate_id: str, check_id: str, service: str, verdict: VerdictLike) -> None:
+    def save_verdict(self, gate_id: str, check_id: str, service: str, verdict: Verdict) -> None:
         record = {"check_id": check_id, "service": service, **verdict.to_record()}
         with self._transaction() as db:
             db.execute(

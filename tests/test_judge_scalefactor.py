@@ -1,5 +1,5 @@
-"""The verdict rules of evaluate.judge / compute_limit, with hand-computed numbers, and the
-gate status of pytest_perfsig.session.gate_status."""
+"""The verdict rules of the scale-factor judge (judges.scalefactor), with hand-computed numbers,
+and the gate outcome of gate.status.decide."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
-from pytest_perfsig.errors import LoadError
-from pytest_perfsig.evaluate import Verdict, compute_limit, fmt, judge, not_judged
-from pytest_perfsig.metrics import FAMILIES
+from pytest_perfsig.gate.status import decide
+from pytest_perfsig.judges import scalefactor
+from pytest_perfsig.judges.scalefactor import Limit
+from pytest_perfsig.metrics import FAMILIES, parse_aggregate, parse_metric
 from pytest_perfsig.monspec import Comparison, SignatureEntry
-from pytest_perfsig.session import gate_status
+from pytest_perfsig.verdict import Subject, Verdict, fmt, not_judged
+from pytest_perfsig.windows import Measurement, MetricQuery, Window
 
 DT = "com.dynatrace.builtin:"
 RT_TOL = FAMILIES["responsetime"].abs_tolerance  # 2.0 ms
@@ -26,6 +28,38 @@ def entry(timeseries: str = "service.responsetime", **fields: Any) -> SignatureE
 def comparison(**fields: Any) -> Comparison:
     return Comparison.model_validate({"name": "StagingToProduction", "source": "Staging",
                                       "compare": "Production", **fields})
+
+
+def subject(e: SignatureEntry, c: Comparison, *, method: str | None, unit: str,
+            default_abs_tolerance: float) -> Subject:
+    return Subject(e, c, method, unit, None, default_abs_tolerance)
+
+
+def measured(env: str, value: float, samples: int | None, window: Window | None) -> Measurement:
+    metric = parse_metric("service.responsetime")
+    aggregate = parse_aggregate("avg")
+    assert metric is not None and aggregate is not None
+    query = MetricQuery("svc", env, None, metric, aggregate, window or Window(0.0, 1.0))
+    return Measurement(query, value, samples or 0)
+
+
+def judge(e: SignatureEntry, c: Comparison, *, method: str | None, unit: str, source_value: float,
+          compare_value: float | None, default_abs_tolerance: float, source_samples: int | None = None,
+          compare_samples: int | None = None, source_window: Window | None = None,
+          compare_window: Window | None = None) -> Verdict:
+    """The judge, given plain numbers."""
+    compare = (None if compare_value is None
+               else measured(c.compare, compare_value, compare_samples, compare_window))
+    return scalefactor.judge(
+        subject(e, c, method=method, unit=unit, default_abs_tolerance=default_abs_tolerance),
+        measured(c.source, source_value, source_samples, source_window), compare)
+
+
+def compute_limit(e: SignatureEntry, c: Comparison, compare_value: float | None, env: str, unit: str,
+                  tolerance: float) -> Limit | None:
+    assert env == c.compare
+    return scalefactor.compute_limit(
+        subject(e, c, method=None, unit=unit, default_abs_tolerance=tolerance), compare_value)
 
 
 def test_family_defaults_are_what_the_rules_assume() -> None:
@@ -309,7 +343,8 @@ def test_message_of_the_issue_example() -> None:
     e = entry(f"{DT}service.failurerate")
     c = comparison(scalefactorperc={"default": 30}, abstolerance={"service.failurerate": 0.5})
     v = judge(e, c, method=None, unit="%", source_value=48.9, compare_value=0.0, default_abs_tolerance=FR_TOL,
-              source_samples=1000, compare_samples=2000, source_window="w1", compare_window="w2")
+              source_samples=1000, compare_samples=2000, source_window=Window(1.0, 2.0),
+              compare_window=Window(3.0, 4.0))
     assert v.message == "service.failurerate avg: Staging 48.9 % > limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
     assert v.status == "violation"
     assert v.rule == "upper: Production × 1.30 + 0.5 % abs"
@@ -317,8 +352,11 @@ def test_message_of_the_issue_example() -> None:
         "status": "violation", "metric": "service.failurerate", "aggregate": "avg", "method": None, "unit": "%",
         "source_env": "Staging", "compare_env": "Production", "message": v.message, "rule": v.rule,
         "source_value": 48.9, "compare_value": 0.0, "limit": 0.5, "source_samples": 1000,
-        "compare_samples": 2000, "source_window": "w1", "compare_window": "w2", "details": None,
+        "compare_samples": 2000, "source_window": {"start": 1.0, "end": 2.0},
+        "compare_window": {"start": 3.0, "end": 4.0}, "baseline": None, "comparison": "StagingToProduction",
+        "judge": "scalefactor", "details": None,
     }
+    assert Verdict.from_record(v.to_record()) == v
     assert v.label == "service.failurerate avg"
 
 
@@ -339,10 +377,11 @@ def test_servicemethod_label_prefix() -> None:
 def test_not_judged() -> None:
     e = SignatureEntry.model_validate({"smartscape": "toRelationships:calls", "aggregate": "count",
                                        "validate": "lower"})
-    v = not_judged(e, comparison(), method=None, unit="", status="skipped", reason="no topology",
-                   source_window="w")
+    v = not_judged(subject(e, comparison(), method=None, unit="", default_abs_tolerance=0.0), "skipped",
+                   "no topology", source_window=Window(1.0, 2.0))
     assert (v.status, v.metric, v.message, v.source_window) == (
-        "skipped", "smartscape.toRelationships:calls", "smartscape.toRelationships:calls count: no topology", "w")
+        "skipped", "smartscape.toRelationships:calls", "smartscape.toRelationships:calls count: no topology",
+        Window(1.0, 2.0))
 
 
 # ---------------------------------------------------------------------------- gate status
@@ -365,13 +404,28 @@ def verdict(status: str) -> Verdict:
     ([], "error"),
 ])
 def test_gate_status(statuses: list[str], expected: str) -> None:
-    assert gate_status([verdict(s) for s in statuses]) == expected
+    outcome = decide([verdict(s) for s in statuses], planned=len(statuses), selected=len(statuses))
+    assert outcome.status == expected
+    assert outcome.judged == len(statuses)
+    assert outcome.counts["pass"] == statuses.count("pass")
 
 
-def test_gate_status_load_error_is_error() -> None:
-    assert gate_status([verdict("pass")], LoadError("locust exited with 1")) == "error"
-    assert gate_status([verdict("violation")], LoadError("x")) == "error"
-    assert gate_status(iter([verdict("pass")])) == "pass"  # any iterable
+def test_gate_status_gate_problem_is_error() -> None:
+    for statuses in (["pass"], ["violation"], ["pass", "pass"]):
+        outcome = decide([verdict(s) for s in statuses], planned=2, selected=2,
+                         gate_problems=["locust exited with 1"])
+        assert outcome.status == "error"
+        assert outcome.problems[0] == "locust exited with 1"
+
+
+def test_gate_outcome_partial_and_problems_worst_first() -> None:
+    outcome = decide([verdict("pass"), verdict("violation"), verdict("error")], planned=5, selected=3)
+    assert outcome.partial
+    assert outcome.status == "error"
+    assert outcome.problems == ["error", "violation"]
+    assert not decide([verdict("pass")], planned=1, selected=1).partial
+    assert decide([verdict("skipped")], planned=1, selected=1).problems == [
+        "nothing was judged: every selected check was skipped"]
 
 
 # ---------------------------------------------------------------------------- fmt

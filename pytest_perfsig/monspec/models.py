@@ -1,6 +1,5 @@
-"""The monspec: monitoring as code. Pydantic models and a loader that accepts JSON and
-JSON5 (``//`` comments, trailing commas) and reports every problem with the file, the path
-inside it and, for syntax errors, the line.
+"""The monspec models: environments, comparisons, perfsignature entries and log rules, each
+validated as it is built (pydantic, strict).
 
 The format is the one of the original Unbreakable Pipeline (``_comment*`` keys are ignored,
 ``_upperlimit`` / ``_lowerlimit`` are static limits). Our extensions are marked below.
@@ -8,18 +7,14 @@ The format is the one of the original Unbreakable Pipeline (``_comment*`` keys a
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import MonspecError
-from .metrics import (
+from ..metrics import (
     AGGREGATE_HELP,
     Aggregate,
     MetricId,
@@ -31,20 +26,6 @@ from .metrics import (
 
 ETYPES = ("SERVICE", "APPLICATION", "HOST", "PROCESS_GROUP_INSTANCE")
 MAX_SCALE_FACTOR = 1000.0
-MAX_MONSPEC_BYTES = 5 * 1024 * 1024
-
-
-def _drop_comments(data: Any) -> Any:
-    """Remove ``_comment*`` keys from every object of a document, maps included."""
-    if isinstance(data, dict):
-        return {
-            k: _drop_comments(v)
-            for k, v in data.items()
-            if not (isinstance(k, str) and k.startswith("_comment"))
-        }
-    if isinstance(data, list):
-        return [_drop_comments(v) for v in data]
-    return data
 
 
 class _Model(BaseModel):
@@ -299,156 +280,3 @@ class Monspec:
 
     def environments(self) -> set[str]:
         return {env for entity in self.entities.values() for env in entity.environments}
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def load_monspec(path: str | Path) -> Monspec:
-    """Read and validate a monspec file; raise MonspecError naming every problem."""
-    name = str(path)
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_MONSPEC_BYTES:
-            raise MonspecError(
-                name, [f"{size} bytes: larger than {MAX_MONSPEC_BYTES} bytes, too large to be a monspec"]
-            )
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MonspecError(name, ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MonspecError(name, [f"cannot read: {exc}"]) from None
-    return parse_monspec(text, name)
-
-
-def parse_monspec(text: str, name: str = "<monspec>") -> Monspec:
-    document = _parse_document(text, name)
-    if not isinstance(document, dict):
-        raise MonspecError(name, [f"top level must be an object of entities, got {_type_name(document)}"])
-    document = _drop_comments(document)
-    if not document:
-        raise MonspecError(name, ['no entity defined (expected e.g. {"MyService": {...}})'])
-    problems: list[str] = []
-    entities: dict[str, Entity] = {}
-    for entity_name, body in document.items():
-        try:
-            entities[entity_name] = Entity.model_validate(body)
-        except ValidationError as exc:
-            problems.extend(_describe(entity_name, err) for err in exc.errors())
-    for entity_name, entity in entities.items():
-        problems.extend(_check_references(entity_name, entity))
-    if problems:
-        raise MonspecError(name, problems)
-    return Monspec(name, entities)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _parse_document(text: str, name: str) -> Any:
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as exc:
-        raise MonspecError(name, [str(exc)]) from None
-    except RecursionError:
-        raise MonspecError(name, ["nested too deeply to be a monspec"]) from None
-    except json.JSONDecodeError:
-        pass  # maybe JSON5 (comments, trailing commas): the JSON5 parser decides
-    try:
-        return json5.loads(text, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as exc:
-        raise MonspecError(name, [str(exc)]) from None
-    except ValueError as exc:
-        duplicate = re.search(r"duplicate key '.*'", str(exc))
-        raise MonspecError(name, [duplicate.group(0) if duplicate else _syntax_message(str(exc))]) from None
-    except RecursionError:
-        raise MonspecError(name, ["nested too deeply to be a monspec"]) from None
-
-
-def _syntax_message(message: str) -> str:
-    # json5 says '<string>:3 Unexpected "," at column 12' (the character may be a newline)
-    match = re.match(r"^<string>:(\d+) (.*?)(?: at column (\d+))?$", message, re.S)
-    if not match:
-        return f"syntax error: {message}"
-    line, what, column = match.groups()
-    unexpected = re.fullmatch(r'Unexpected "(.*)"', what, re.S)
-    if unexpected:
-        what = f"unexpected {unexpected.group(1)!r}" if unexpected.group(1) else "unexpected end of file"
-    where = f"line {line}" + (f", column {column}" if column else "")
-    return f"{where}: syntax error: {what[0].lower() + what[1:]}"
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
-
-
-def _format_path(parts: tuple[Any, ...] | list[Any]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _describe(entity_name: str, error: Any) -> str:
-    # pydantic puts the failing union/literal branch names into loc; keep the document path.
-    loc = [
-        p
-        for p in error["loc"]
-        if not (isinstance(p, str) and (p.startswith(("function-", "literal[")) or p in _MODEL_NAMES))
-    ]
-    path = _format_path([entity_name, *loc])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{path}: unknown field (misspelt? '_comment...' keys are ignored)"
-    if kind == "missing":
-        return f"{path}: required field missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if kind in {"float_type", "int_type", "string_type", "list_type", "dict_type", "bool_type", "model_type"}:
-        message = f"{message}, got {_type_name(error.get('input'))}"
-    return f"{path}: {message}"
-
-
-_MODEL_NAMES = {"BaselineRuns", "JudgeConfig"}
-
-
-def _check_references(entity_name: str, entity: Entity) -> list[str]:
-    """Cross-field rules pydantic cannot see: names that must refer to something."""
-    problems: list[str] = []
-    envs = sorted(entity.environments)
-    seen: set[str] = set()
-    metric_keys = {entry.metric_key for _, entry in entity.entries()}
-    for i, comparison in enumerate(entity.comparisons):
-        where = f"{entity_name}.comparisons[{i}]"
-        if comparison.name in seen:
-            problems.append(f"{where}.name: duplicate comparison name {comparison.name!r}")
-        seen.add(comparison.name)
-        for field in ("source", "compare"):
-            env = getattr(comparison, field)
-            if env not in entity.environments:
-                problems.append(f"{where}.{field}: unknown environment {env!r} (defined: {', '.join(envs)})")
-        for table in ("scalefactorperc", "abstolerance"):
-            for key in getattr(comparison, table):
-                if key != "default" and canonical_id(key) not in metric_keys:
-                    problems.append(f"{where}.{table}.{key}: names no metric of the perfsignature")
-    methods: set[str] = set()
-    for i, method in enumerate(entity.servicemethods):
-        if method.name in methods:
-            problems.append(
-                f"{entity_name}.servicemethods[{i}].name: duplicate service method {method.name!r}"
-            )
-        methods.add(method.name)
-    if not entity.perfsignature and not entity.servicemethods and not entity.logrules:
-        problems.append(f"{entity_name}.perfsignature: empty (no metric or log rule to gate on)")
-    return problems

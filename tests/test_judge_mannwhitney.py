@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_perfsig.judges import judge
+from pytest_perfsig.judges.mannwhitney import failure_proportions, hodges_lehmann, mann_whitney
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
-from pytest_perfsig.monspec import Comparison, JudgeConfig, SignatureEntry
+from pytest_perfsig.monspec import Comparison, SignatureEntry
+from pytest_perfsig.verdict import Subject
 from pytest_perfsig.windows import Measurement, MetricQuery, Window
-from pytest_perfsig.statjudge import failure_proportions, hodges_lehmann, judge_shift, mann_whitney
 
 RNG = np.random.default_rng(2026)
 
@@ -27,13 +29,15 @@ def run_judge(source: Any, baseline: Any, *, metric: str = "service.responsetime
               scale: float = 10, **config: Any) -> Any:
     entry = SignatureEntry.model_validate({"timeseries": metric, "validate": validate})
     comparison = Comparison.model_validate({"name": "C", "source": "Staging", "compare": "Production",
-                                           "scalefactorperc": {"default": scale}})
+                                           "scalefactorperc": {"default": scale},
+                                           "judge": {"type": "mannwhitney", **config}})
     parsed = parse_metric(metric)
     assert parsed is not None
-    return judge_shift(entry, comparison, JudgeConfig.model_validate({"type": "mannwhitney", **config}),
-                       kind=parsed.family.kind, method=None, unit=parsed.family.unit,
-                       source=measurement(metric, source), compare=measurement(metric, baseline),
-                       default_abs_tolerance=parsed.family.abs_tolerance)
+    subject = Subject(entry, comparison, None, parsed.family.unit, parsed.family.kind,
+                      parsed.family.abs_tolerance)
+    verdict = judge(subject, measurement(metric, source), measurement(metric, baseline))
+    assert verdict.judge == "mannwhitney"
+    return verdict
 
 
 def test_finds_a_real_shift() -> None:
