@@ -16,10 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StoreError
-from ..verdict import Verdict
+
+if TYPE_CHECKING:  # the Locust process imports the store; it needs no monspec models
+    from ..verdict import Verdict
 
 SCHEMA_VERSION = 1
 DEFAULT_TIMEOUT_S = 30.0  # how long a write waits for a lock held by another process
