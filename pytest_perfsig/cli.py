@@ -18,6 +18,8 @@ from .verdict import Verdict
 
 def _validate(args: argparse.Namespace) -> int:
     monspec = load_monspec(args.monspec)
+    for warning in monspec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for name, entity in monspec.entities.items():
         entries = list(entity.entries())
         print(

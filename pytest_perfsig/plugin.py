@@ -39,9 +39,12 @@ def pytest_configure(config: pytest.Config) -> None:
             "--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging"
         )
     try:
-        config.stash[GATE_KEY] = Gate(load_monspec(monspec_path), gate_options(config, stage))
+        monspec = load_monspec(monspec_path)
+        config.stash[GATE_KEY] = Gate(monspec, gate_options(config, stage))
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None
+    for warning in monspec.warnings:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(f"perfsig: {warning}"), stacklevel=2)
 
 
 def _gate(config: pytest.Config) -> Gate | None:

@@ -331,8 +331,8 @@ BAD: list[Any] = [
                  [f"{S}.comparisons[1].scalefactorperc.service.responsetim", "names no metric of the perfsignature"],
                  id="scale-factor-key-no-metric"),
     pytest.param("abs_key.json",
-                 _broken(lambda s: s["comparisons"][0].update(abstolerance={"servicemethod.failurerate": 1})),
-                 [f"{S}.comparisons[0].abstolerance.servicemethod.failurerate", "names no metric"],
+                 _broken(lambda s: s["comparisons"][0].update(abstolerance={"servicemethod.failurerat": 1})),
+                 [f"{S}.comparisons[0].abstolerance.servicemethod.failurerat", "names no metric"],
                  id="abstolerance-key-no-metric"),
     # ---- ranges
     pytest.param("shift_negative.json", _broken(lambda s: s["comparisons"][1].update(shiftcomparetimeframe=-60)),
@@ -450,3 +450,25 @@ def test_aliased_scale_factor_keys_are_a_duplicate() -> None:
     with pytest.raises(MonspecError) as info:
         parse_monspec(text, "alias.json")
     assert "service.requestspermin" in str(info.value)
+
+
+def test_override_for_a_known_unused_metric_is_a_warning_not_an_error() -> None:
+    doc = copy.deepcopy(_base())
+    doc[S]["comparisons"][0]["scalefactorperc"]["service.requests"] = 90
+    doc[S]["comparisons"][0]["abstolerance"] = {"servicemethod.requestspermin": 3}
+    spec = parse_monspec(json.dumps(doc), "m.json")
+    assert spec.warnings == (
+        f"m.json: {S}.comparisons[0].scalefactorperc.service.requests: no perfsignature entry uses this metric; ignored",
+        f"m.json: {S}.comparisons[0].abstolerance.servicemethod.requestspermin: no perfsignature entry uses this "
+        "metric; ignored",
+    )
+    assert parse_monspec(json.dumps(_base()), "m.json").warnings == ()
+
+
+def test_monspec_warning_reaches_the_pytest_run(pytester: pytest.Pytester) -> None:
+    doc = copy.deepcopy(_base())
+    doc[S]["comparisons"][0]["scalefactorperc"]["service.requests"] = 90
+    pytester.makefile(".json", monspec=json.dumps(doc))
+    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*scalefactorperc.service.requests: no perfsignature entry uses this metric*"])
+    assert result.ret == pytest.ExitCode.OK

@@ -14,7 +14,7 @@ import json5
 from pydantic import ValidationError
 
 from ..errors import MonspecError
-from ..metrics import canonical_id
+from ..metrics import canonical_id, parse_metric
 from .models import Entity, Monspec
 
 MAX_MONSPEC_BYTES = 5 * 1024 * 1024
@@ -64,11 +64,12 @@ def parse_monspec(text: str, name: str = "<monspec>") -> Monspec:
             entities[entity_name] = Entity.model_validate(body)
         except ValidationError as exc:
             problems.extend(_describe(entity_name, err) for err in exc.errors())
+    warnings: list[str] = []
     for entity_name, entity in entities.items():
-        problems.extend(_check_references(entity_name, entity))
+        problems.extend(_check_references(entity_name, entity, warnings))
     if problems:
         raise MonspecError(name, problems)
-    return Monspec(name, entities)
+    return Monspec(name, entities, tuple(f"{name}: {w}" for w in warnings))
 
 
 class _DuplicateKey(ValueError):
@@ -152,8 +153,10 @@ def _describe(entity_name: str, error: Any) -> str:
 _MODEL_NAMES = {"BaselineRuns", "JudgeConfig"}
 
 
-def _check_references(entity_name: str, entity: Entity) -> list[str]:
-    """Cross-field rules pydantic cannot see: names that must refer to something."""
+def _check_references(entity_name: str, entity: Entity, warnings: list[str]) -> list[str]:
+    """Cross-field rules pydantic cannot see: names that must refer to something. An override
+    for a known metric that no entry uses is only a warning: it is left behind whenever an
+    entry is removed, and it changes nothing; an unknown metric name is an error (a typo)."""
     problems: list[str] = []
     envs = sorted(entity.environments)
     seen: set[str] = set()
@@ -169,8 +172,12 @@ def _check_references(entity_name: str, entity: Entity) -> list[str]:
                 problems.append(f"{where}.{field}: unknown environment {env!r} (defined: {', '.join(envs)})")
         for table in ("scalefactorperc", "abstolerance"):
             for key in getattr(comparison, table):
-                if key != "default" and canonical_id(key) not in metric_keys:
+                if key == "default" or canonical_id(key) in metric_keys:
+                    continue
+                if parse_metric(key) is None:
                     problems.append(f"{where}.{table}.{key}: names no metric of the perfsignature")
+                else:
+                    warnings.append(f"{where}.{table}.{key}: no perfsignature entry uses this metric; ignored")
     methods: set[str] = set()
     for i, method in enumerate(entity.servicemethods):
         if method.name in methods:

@@ -277,6 +277,8 @@ class Entity(_Model):
 class Monspec:
     path: str
     entities: dict[str, Entity]
+    # Things that do not change the gate but probably are not what was meant.
+    warnings: tuple[str, ...] = ()
 
     def environments(self) -> set[str]:
         return {env for entity in self.entities.values() for env in entity.environments}
