@@ -30,8 +30,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perfsig: a check of the performance-signature gate")
-    monspec_path = config.getoption("perfsig_monspec") or config.getini("perfsig_monspec")
+    named = config.getoption("perfsig_monspec")
+    monspec_path = named or config.getini("perfsig_monspec")
     if not monspec_path:
+        return
+    if not named and config.args_source == pytest.Config.ArgsSource.ARGS and not _names(config, monspec_path):
+        # A monspec from the ini file does not start the gate when test paths are named
+        # (`pytest tests/test_x.py`): only `pytest`, `pytest MONSPEC` or --monspec do.
         return
     stage = config.getoption("perfsig_stage") or config.getini("perfsig_stage")
     if not stage:
@@ -47,8 +52,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.issue_config_time_warning(pytest.PytestConfigWarning(f"perfsig: {warning}"), stacklevel=2)
 
 
+def _names(config: pytest.Config, monspec_path: str) -> bool:
+    """Whether a command-line argument names the monspec file."""
+    wanted = (config.invocation_params.dir / monspec_path).resolve()
+    return any((config.invocation_params.dir / arg.split("::")[0]).resolve() == wanted for arg in config.args)
+
+
 def _gate(config: pytest.Config) -> Gate | None:
     return gate_of(config)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    # `pytest monspec.json` (the monspec named as a path) collects the gate like a test file.
+    gate = _gate(parent.config)
+    if gate is not None and file_path.resolve() == Path(gate.monspec.path).resolve():
+        return MonspecFile.from_parent(parent, path=file_path)
+    return None
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -65,8 +84,8 @@ def pytest_collection_modifyitems(
 ) -> None:
     # tryfirst: our items must exist before -k / -m deselection runs.
     gate = _gate(config)
-    if gate is None:
-        return
+    if gate is None or any(isinstance(item, PerfsigItem) for item in items):
+        return  # collected already: the monspec was named as a path
     # The node id is the path as the user wrote it, also for a monspec outside the rootdir.
     monspec_file = MonspecFile.from_parent(
         session, path=Path(gate.monspec.path).resolve(), nodeid=gate.monspec.path

@@ -232,3 +232,20 @@ def test_options_do_not_clash_with_locusts_plugin(pytester: pytest.Pytester) -> 
     pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     run = pytester.runpytest_subprocess()
     run.stdout.fnmatch_lines(["plugins:*locust-*perfsig-*"])
+
+
+def test_monspec_in_the_ini_file_runs_the_gate_only_when_no_test_path_is_named(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".json", monspec=SMALL_MONSPEC)
+    pytester.makeini("[pytest]\nperfsig_monspec = monspec.json\nperfsig_stage = Staging\n")
+    pytester.makepyfile(test_unit="def test_x():\n    pass\n")
+    named = pytester.runpytest_subprocess("test_unit.py", "--collect-only", "-q")
+    named.stdout.fnmatch_lines(["test_unit.py::test_x", "1 test collected*"])
+    assert "monspec.json::" not in named.stdout.str()
+    node = pytester.runpytest_subprocess("test_unit.py::test_x", "-q")
+    assert node.ret == pytest.ExitCode.OK and "perfsig" not in node.stdout.str()
+    # Naming the monspec, or naming nothing, collects the gate.
+    for args in (["monspec.json"], []):
+        gate = pytester.runpytest_subprocess(*args, "--collect-only", "-q")
+        gate.stdout.fnmatch_lines(["monspec.json::StagingToProduction::service.failurerate[avg]"])
+    both = pytester.runpytest_subprocess("test_unit.py", "--monspec=monspec.json", "--collect-only", "-q")
+    both.stdout.fnmatch_lines(["monspec.json::*", "test_unit.py::test_x"])
