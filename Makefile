@@ -15,14 +15,25 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: venv
+# The JUnit schema pytest validates its xunit2 output against, from pytest's own source
+# distribution (the tests validate our JUnit XML with it).
+$(VENV)/junit-10.xsd: $(VENV)/.installed
+	rm -rf $(VENV)/pytest-sdist && mkdir -p $(VENV)/pytest-sdist
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: \
+		"pytest==$$($(PY) -c 'import pytest; print(pytest.__version__)')" -d $(VENV)/pytest-sdist
+	tar -xzf $(VENV)/pytest-sdist/pytest-*.tar.gz -C $(VENV)/pytest-sdist --wildcards '*/junit-10.xsd'
+	cp $(VENV)/pytest-sdist/pytest-*/testing/example_scripts/junit-10.xsd $@
+
+demo: $(VENV)/.installed
 	$(PY) scripts/demo.py --build $(BUILD)
 
-test: venv
+test: $(VENV)/.installed $(VENV)/junit-10.xsd
+	PERFSIG_JUNIT_XSD=$(VENV)/junit-10.xsd \
 	$(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy pytest_perfsig sample_app
 
 clean:

@@ -44,7 +44,7 @@ class PerfsigItem(pytest.Item):
         gate = gate_of(self.config)
         assert gate is not None
         verdict = gate.verdict(self.check)
-        self.user_properties.extend(_properties(self.check, verdict))
+        _record(self, _properties(self.check, verdict))
         if verdict.status == "skipped":
             # Report the skip at the monspec item, not at this line of the plugin.
             raise pytest.skip.Exception(verdict.message, _use_item_location=True)
@@ -66,6 +66,20 @@ class PerfsigItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"perfsig {self.check.check_id}"
+
+
+def _record(item: PerfsigItem, properties: list[tuple[str, object]]) -> None:
+    """The verdict's numbers as JUnit properties, where the JUnit family in use allows them:
+    ``xunit1`` / ``legacy`` on the testcase; ``xunit2`` (pytest's default), whose schema has no
+    testcase properties, on the test suite, named ``CHECK::key``."""
+    from _pytest.junitxml import xml_key  # what pytest's own record_testsuite_property uses
+
+    xml = item.config.stash.get(xml_key, None)
+    if xml is not None and item.config.getini("junit_family") == "xunit2":
+        for name, value in properties:
+            xml.add_global_property(f"{item.check.check_id}::{name}", value)
+        return
+    item.user_properties.extend(properties)
 
 
 def _properties(check: AnyCheck, verdict: Verdict) -> list[tuple[str, object]]:

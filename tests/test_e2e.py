@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sample_app.launcher import RunningApp
+from tests.junit_schemas import validate
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +48,19 @@ def run_gate(
 
 
 def junit_properties(path: Path) -> dict[str, dict[str, str]]:
-    cases = ET.parse(path).getroot().iter("testcase")
-    return {
-        case.get("classname", "").split(".", 2)[-1] + "::" + case.get("name", ""): {
-            p.get("name", ""): p.get("value", "") for p in case.iter("property")
-        }
-        for case in cases
-    }
+    """Each check's properties: the test suite's ``CHECK::key`` properties (xunit2, pytest's
+    default family), or the testcase's own (xunit1)."""
+    root = ET.parse(path).getroot()
+    found: dict[str, dict[str, str]] = {}
+    for suite in root.iter("testsuite"):
+        for prop in suite.findall("properties/property"):
+            check, _, key = prop.get("name", "").rpartition("::")
+            found.setdefault(check, {})[key] = prop.get("value", "")
+    for case in root.iter("testcase"):
+        own = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        if own:
+            found[case.get("classname", "").split(".", 2)[-1] + "::" + case.get("name", "")] = own
+    return found
 
 
 @pytest.fixture
@@ -92,6 +99,7 @@ def test_bad_build_is_rejected_with_reasons(
     )
     result.stderr.fnmatch_lines(["GEVENT_IN_PYTEST_PROCESS=False"])
 
+    validate(gate_dir.path / "junit.xml", "xunit2")
     props = junit_properties(gate_dir.path / "junit.xml")
     failed = props["StagingToProduction::service.failurerate[avg]"]
     assert failed["status"] == "violation"
@@ -107,10 +115,16 @@ def test_good_build_is_approved(
     gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], repo_monspec: Path
 ) -> None:
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
-    result = run_gate(gate_dir, "monspec.json", staging, production)
+    result = run_gate(gate_dir, "monspec.json", staging, production, "-o", "junit_family=xunit1")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=7, skipped=1)
     result.stdout.fnmatch_lines(["*gate * for Staging: PASS*"])
+    # xunit1 carries each verdict's numbers on its testcase.
+    validate(gate_dir.path / "junit.xml", "xunit1")
+    passed = junit_properties(gate_dir.path / "junit.xml")["StagingToProduction::service.failurerate[avg]"]
+    assert passed["status"] == "pass" and passed["rule"] == "upper: Production × 1.30 + 0.5 % abs"
+    with pytest.raises(Exception, match="properties"):
+        validate(gate_dir.path / "junit.xml", "xunit2")  # what made the xunit2 file invalid before
 
 
 def test_every_request_is_stored_raw(

@@ -249,3 +249,20 @@ def test_monspec_in_the_ini_file_runs_the_gate_only_when_no_test_path_is_named(p
         gate.stdout.fnmatch_lines(["monspec.json::StagingToProduction::service.failurerate[avg]"])
     both = pytester.runpytest_subprocess("test_unit.py", "--monspec=monspec.json", "--collect-only", "-q")
     both.stdout.fnmatch_lines(["monspec.json::*", "test_unit.py::test_x"])
+
+
+@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+def test_junit_is_valid_for_the_family_in_use(pytester: pytest.Pytester, family: str) -> None:
+    from tests.junit_schemas import validate
+
+    pytester.makefile(".json", monspec=SMALL_MONSPEC)  # Staging at port 9: every check errors
+    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--junitxml=junit.xml",
+                                           "-o", f"junit_family={family}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    validate(pytester.path / "junit.xml", family)
+    text = (pytester.path / "junit.xml").read_text()
+    name = "StagingToProduction::service.failurerate[avg]"
+    if family == "xunit2":
+        assert f'name="{name}::status" value="error"' in text
+    else:
+        assert 'name="status" value="error"' in text
