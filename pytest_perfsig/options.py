@@ -4,6 +4,7 @@ and the gate options read from them (command line first, then the ini file, then
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,114 +16,193 @@ from .store import DEFAULT_STORE_PATH
 
 ENV_BUILD = "PERFSIG_BUILD"
 
-# (option, ini name, type, default, help) — every option has an ini equivalent.
-_OPTIONS: list[tuple[str, str, Any, Any, str]] = [
-    (
+
+def _bool(text: str) -> bool:
+    """An ini value as a boolean (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--perfsig-*`` flag and its ini key (every option has one)."""
+
+    flag: str
+    ini: str
+    kind: Any  # int, float, str, bool, or "linelist" (repeatable)
+    default: Any
+    metavar: str
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def type_name(self) -> str:
+        names = {int: "int", float: "number", str: "string", bool: "bool", "linelist": "lines"}
+        return names[self.kind]
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
         "--perfsig-comparison",
         "perfsig_comparisons",
         "linelist",
         None,
-        "comparison to evaluate (repeatable; default: every comparison whose source is the stage)",
+        "NAME",
+        "comparison to judge; repeatable (default: every comparison whose source is the stage)",
     ),
-    (
+    Option(
         "--perfsig-url",
         "perfsig_urls",
         "linelist",
         None,
-        "ENV=URL where an environment is reachable for load (repeatable; overrides the monspec)",
+        "ENV=URL",
+        "where an environment takes load; repeatable, overrides environments.ENV.url",
     ),
-    ("--perfsig-users", "perfsig_users", int, 10, "concurrent Locust users per environment"),
-    ("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "users started per second"),
-    ("--perfsig-duration", "perfsig_duration", float, 10.0, "length of the load phase, seconds"),
-    (
+    Option("--perfsig-users", "perfsig_users", int, 10, "N", "concurrent Locust users per environment"),
+    Option("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "R", "users started per second"),
+    Option("--perfsig-duration", "perfsig_duration", float, 10.0, "S", "seconds of load"),
+    Option(
         "--perfsig-warmup",
         "perfsig_warmup",
         float,
         2.0,
+        "S",
         "seconds at the start of the load left out of the judged window (at most a quarter of it)",
     ),
-    (
+    Option(
         "--perfsig-locustfile",
         "perfsig_locustfile",
         str,
         None,
-        "locustfile for the stage under test (default: loadtests/staging.py or production.py)",
+        "PATH",
+        "locustfile of the stage under test (default: environments.ENV.locustfile, "
+        "loadtests/staging.py or production.py if present, else the built-in profile)",
     ),
-    ("--perfsig-store", "perfsig_store", str, DEFAULT_STORE_PATH, "SQLite file for samples and verdicts"),
-    (
+    Option(
+        "--perfsig-store",
+        "perfsig_store",
+        str,
+        DEFAULT_STORE_PATH,
+        "PATH",
+        "SQLite file with runs, samples, gates and verdicts",
+    ),
+    Option(
         "--perfsig-min-samples",
         "perfsig_min_samples",
         int,
         DEFAULT_MIN_SAMPLES,
-        "fewest samples a window needs before it is judged",
+        "N",
+        "fewest samples a window needs to be judged",
     ),
-    ("--perfsig-build", "perfsig_build", str, None, f"build label recorded with the runs (env {ENV_BUILD})"),
-    (
+    Option(
+        "--perfsig-build",
+        "perfsig_build",
+        str,
+        None,
+        "LABEL",
+        f"build label stored with the stage's run (default: ${ENV_BUILD})",
+    ),
+    Option(
         "--perfsig-baseline",
         "perfsig_baseline",
         str,
         None,
-        "RUN_ID of a stored run to compare every comparison with (see `perfsig runs`)",
+        "RUN_ID",
+        "compare every comparison with this stored run (see `perfsig runs`)",
     ),
-    (
+    Option(
         "--perfsig-processes",
         "perfsig_processes",
         int,
         1,
-        "Locust worker processes on this machine per environment (Locust's --processes)",
+        "N",
+        "Locust worker processes per environment on this machine (Locust's --processes)",
     ),
-    (
+    Option(
         "--perfsig-workers",
         "perfsig_workers",
         int,
         0,
+        "N",
         "remote Locust workers to wait for (start them with `perfsig load-worker --master HOST`)",
     ),
-    (
+    Option(
         "--perfsig-master-bind",
         "perfsig_master_bind",
         str,
         "127.0.0.1",
+        "ADDRESS",
         "address the Locust master listens on for --perfsig-workers",
     ),
-    (
+    Option(
         "--perfsig-arrival-rate",
         "perfsig_arrival_rate",
         float,
         None,
-        "open load model: requests per second per endpoint, latency measured from the intended send time",
+        "R",
+        "open load model: R requests per second, latency measured from the intended send time",
     ),
-    (
+    Option(
         "--perfsig-source",
         "perfsig_source",
         str,
         None,
-        "where metrics are read: local (stored samples, default), prometheus://HOST:PORT, ...",
+        "URL",
+        "where metrics are read for environments without a source of their own: local (stored "
+        "samples), prometheus://HOST:PORT, dynatrace://TENANT, cloudwatch://REGION (default: local)",
     ),
-    ("--perfsig-html", "perfsig_html", str, None, "write the HTML report (this gate and its history) here"),
-    ("--perfsig-json", "perfsig_json", str, None, "write the JSON report here"),
-    (
+    Option(
+        "--perfsig-html", "perfsig_html", str, None, "PATH", "write the HTML report (gate and history) here"
+    ),
+    Option("--perfsig-json", "perfsig_json", str, None, "PATH", "write the JSON report here"),
+    Option(
         "--perfsig-approve",
         "perfsig_approve",
         str,
         None,
-        "CodePipeline approval action to approve (gate passed) or reject (anything else) at the end",
+        "ACTION",
+        "CodePipeline approval action to approve (the gate passed) or reject (anything else) at the end",
     ),
-    (
+    Option(
         "--perfsig-pipeline",
         "perfsig_pipeline",
         str,
         None,
+        "NAME",
         "pipeline of --perfsig-approve (default: from CODEBUILD_INITIATOR inside CodeBuild)",
     ),
-    (
+    Option(
         "--perfsig-report-url",
         "perfsig_report_url",
         str,
         None,
+        "URL",
         "link to the report, put in the approval summary",
     ),
-]
+    Option(
+        "--perfsig-allow-partial",
+        "perfsig_allow_partial",
+        bool,
+        False,
+        "",
+        "approve a gate that judged only some of its checks (-k, --perfsig-comparison); "
+        "without it such a gate is rejected",
+    ),
+)
+_BY_FLAG = {option.flag: option for option in OPTIONS}
+
+
+def _help(option: Option) -> str:
+    if option.default in (None, False) or "default" in option.help:
+        return option.help
+    return f"{option.help} (default: {option.default})"
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -132,7 +212,7 @@ def add_options(parser: pytest.Parser) -> None:
         dest="perfsig_monspec",
         default=None,
         metavar="PATH",
-        help="monspec file (JSON or JSON5): turns the run into a performance gate",
+        help="monspec file (JSON, JSON5): turns the run into a performance gate",
     )
     group.addoption(
         "--stage",
@@ -141,31 +221,50 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="ENV",
         help="environment under test, e.g. Staging",
     )
-    parser.addini("perfsig_monspec", "monspec file for the performance gate", default=None)
-    parser.addini("perfsig_stage", "environment under test", default=None)
-    for flag, ini, kind, default, help_text in _OPTIONS:
-        dest = ini if kind != "linelist" else flag.removeprefix("--").replace("-", "_")
-        if kind == "linelist":
-            group.addoption(flag, dest=dest, action="append", default=None, metavar="VALUE", help=help_text)
-            parser.addini(ini, help_text, type="linelist", default=[])
+    parser.addini(
+        "perfsig_monspec", "[string] monspec file: the gate runs when no test path is named", default=None
+    )
+    parser.addini("perfsig_stage", "[string] environment under test", default=None)
+    for option in OPTIONS:
+        ini_help = f"[{option.type_name}, default {option.default}] {option.help}"
+        if option.kind == "linelist":
+            group.addoption(
+                option.flag,
+                dest=option.dest,
+                action="append",
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
+            parser.addini(option.ini, f"[lines] {option.help}", type="linelist", default=[])
+        elif option.kind is bool:
+            group.addoption(
+                option.flag, dest=option.dest, action="store_true", default=None, help=_help(option)
+            )
+            parser.addini(option.ini, ini_help, default=None)
         else:
-            group.addoption(flag, dest=dest, default=None, type=kind, help=f"{help_text} (default {default})")
-            parser.addini(ini, help_text, default=None)
+            group.addoption(
+                option.flag,
+                dest=option.dest,
+                default=None,
+                type=option.kind,
+                metavar=option.metavar,
+                help=_help(option),
+            )
+            parser.addini(option.ini, ini_help, default=None)
 
 
 def setting(config: pytest.Config, flag: str) -> Any:
     """Command line first, then the ini file, then the built-in default."""
-    for option_flag, ini, kind, default, _ in _OPTIONS:
-        if option_flag != flag:
-            continue
-        if kind == "linelist":
-            return config.getoption(flag.removeprefix("--").replace("-", "_")) or config.getini(ini) or []
-        value = config.getoption(ini)
-        if value is None:
-            raw = config.getini(ini)
-            value = kind(raw) if raw not in (None, "") else default
-        return value
-    raise KeyError(flag)
+    option = _BY_FLAG[flag]
+    if option.kind == "linelist":
+        return config.getoption(option.dest) or config.getini(option.ini) or []
+    value = config.getoption(option.dest)
+    if value is None:
+        raw = config.getini(option.ini)
+        convert = _bool if option.kind is bool else option.kind
+        value = convert(raw) if raw not in (None, "") else option.default
+    return value
 
 
 def gate_options(config: pytest.Config, stage: str) -> GateOptions:

@@ -15,6 +15,7 @@ import pytest
 
 from .errors import PerfsigError
 from .gate import AnyCheck, Gate
+from .gate.status import partial_note
 from .items import GATE_KEY, MonspecFile, PerfsigItem, gate_of
 from .load.runner import LoadSpec
 from .monspec import load_monspec
@@ -178,6 +179,7 @@ def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str])
         gate.options.stage,
         gate.outcome(),
         report_url=setting(session.config, "--perfsig-report-url"),
+        allow_partial=setting(session.config, "--perfsig-allow-partial"),
     )
     try:
         outcome = send_approval(pipeline, action, summary)
@@ -200,12 +202,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(lines[0], bold=True)
     for line, (_, verdict) in zip(lines[1:], ordered, strict=True):
         terminalreporter.write_line(line, **STATUS_MARKUP[verdict.status])
-    status = gate.status()
-    markup = {"green": True} if status == "pass" else {"red": True, "bold": True}
+    outcome = gate.outcome()
+    markup = {"green": True} if outcome.passed else {"red": True, "bold": True}
     stage = gate.options.stage
     terminalreporter.write_line(
-        f"perfsig: gate {gate.gate_id} for {stage}: {status.upper()} (store {gate.options.store_path})",
+        f"perfsig: gate {gate.gate_id} for {stage}: {outcome.status.upper()} (store {gate.options.store_path})",
         **markup,
     )
+    if outcome.partial:
+        terminalreporter.write_line(f"perfsig: {partial_note(outcome)}", yellow=True)
+    for problem in gate.gate_problems():
+        terminalreporter.write_line(f"perfsig: {problem}", red=True)
     for line in config.stash.get(REPORTS_KEY, []):
         terminalreporter.write_line(line, red="could not" in line or "failed" in line)

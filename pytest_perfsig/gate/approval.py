@@ -6,19 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 from ..aws.approval import ApprovalOutcome, GateSummary, decide_approval
-from .status import GateOutcome
+from .status import GateOutcome, approval_status, partial_note
 
 
 def gate_summary(
-    gate_id: str, stage: str, outcome: GateOutcome, report_url: str | None = None
+    gate_id: str,
+    stage: str,
+    outcome: GateOutcome,
+    report_url: str | None = None,
+    *,
+    allow_partial: bool = False,
 ) -> GateSummary:
-    """What the approval says; its status is the outcome's, decided in ``gate.status``."""
+    """What the approval says; its status is the outcome's, decided in ``gate.status``
+    (a partial gate is ``partial``, rejected, unless ``allow_partial``)."""
+    status = approval_status(outcome, allow_partial=allow_partial)
+    problems = list(outcome.problems)
+    if status == "partial":
+        problems.insert(0, partial_note(outcome))
     return GateSummary(
         gate_id=gate_id,
         stage=stage,
-        status=outcome.status,
+        status=status,
         counts={k: v for k, v in outcome.counts.items() if v},
-        problems=list(outcome.problems),
+        problems=problems,
         report_url=report_url,
     )
 

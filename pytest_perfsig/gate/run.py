@@ -236,7 +236,10 @@ class Gate:
         """Why the gate cannot pass at gate level (load error, unjudged checks, not stored)."""
         reasons = [str(self.load_error)] if self.load_error else []
         if missing := self.missing():
-            reasons.append(f"incomplete: {len(missing)} of {len(self.selected)} checks were not judged")
+            reasons.append(
+                f"incomplete: {len(missing)} of {len(self.selected)} selected checks were not judged "
+                "(the session stopped early: -x, --maxfail or an interrupt)"
+            )
         return reasons + self.store_errors
 
     def outcome(self) -> GateOutcome:

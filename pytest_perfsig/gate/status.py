@@ -46,6 +46,21 @@ class GateOutcome:
         return self.status == "pass"
 
 
+def approval_status(outcome: GateOutcome, *, allow_partial: bool = False) -> str:
+    """What an approval follows: the outcome's status, except that a passed gate which judged
+    only some of its planned checks is ``partial`` (rejected) unless partial gates may pass."""
+    if outcome.passed and outcome.partial and not allow_partial:
+        return "partial"
+    return outcome.status
+
+
+def partial_note(outcome: GateOutcome) -> str:
+    return (
+        f"partial: {outcome.selected} of {outcome.planned} checks selected "
+        "(-k, --perfsig-comparison); --perfsig-allow-partial approves a subset"
+    )
+
+
 def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
     """Counts by status, every known status present (zero or not), others after them."""
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
