@@ -107,6 +107,35 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     return (yield)
 
 
+class LoadProgress:
+    """The load's progress: on a terminal one line redrawn in place; in a log (CI) a line
+    every ``LOG_EVERY_S`` seconds, so that a long gate does not flood the log."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, reporter: Any) -> None:
+        self.reporter = reporter
+        self.tty = bool(getattr(reporter, "isatty", False))
+        self.next_log_s = 0.0
+        self.drawn = False
+
+    def __call__(self, elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
+        parts = [f"{spec.env} {requests} req ({failures} failed)" for spec, requests, failures in runs]
+        line = f"perfsig: load {elapsed:4.0f}/{duration:.0f} s  " + "  ".join(parts)
+        if self.reporter is None:
+            return
+        if self.tty:
+            self.reporter.rewrite(line, erase=True)
+            self.drawn = True
+        elif elapsed >= self.next_log_s:
+            self.reporter.write_line(line)
+            self.next_log_s = elapsed + self.LOG_EVERY_S
+
+    def close(self) -> None:
+        if self.drawn:
+            self.reporter.write("\n")
+
+
 def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
@@ -114,9 +143,7 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         if reporter is not None:
             reporter.write_line(line, **markup)
 
-    def progress(elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
-        parts = [f"{spec.env} {requests} req ({failures} failed)" for spec, requests, failures in runs]
-        write(f"perfsig: load {elapsed:4.0f}/{duration:.0f} s  " + "  ".join(parts))
+    progress = LoadProgress(reporter)
 
     if reporter is not None:
         reporter.ensure_newline()
@@ -127,6 +154,7 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         f"{opts.duration_s:g} s of load, store {opts.store_path}"
     )
     gate.run(checks, progress=progress)
+    progress.close()
     if gate.load_error is not None:
         write(f"perfsig: load failed: {gate.load_error}", red=True, bold=True)
         return
@@ -204,9 +232,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line, **STATUS_MARKUP[verdict.status])
     outcome = gate.outcome()
     markup = {"green": True} if outcome.passed else {"red": True, "bold": True}
-    stage = gate.options.stage
+    where = f"{gate.options.stage}: {outcome.status.upper()} (store {gate.options.store_path})"
     terminalreporter.write_line(
-        f"perfsig: gate {gate.gate_id} for {stage}: {outcome.status.upper()} (store {gate.options.store_path})",
+        f"perfsig: gate {gate.gate_id} for {where}",
         **markup,
     )
     if outcome.partial:

@@ -266,3 +266,40 @@ def test_junit_is_valid_for_the_family_in_use(pytester: pytest.Pytester, family:
         assert f'name="{name}::status" value="error"' in text
     else:
         assert 'name="status" value="error"' in text
+
+
+def test_load_progress_logs_every_ten_seconds_off_a_terminal_and_redraws_on_one() -> None:
+    from pytest_perfsig.load.runner import LoadSpec
+    from pytest_perfsig.plugin import LoadProgress
+
+    class Reporter:
+        def __init__(self, isatty: bool) -> None:
+            self.isatty = isatty
+            self.lines: list[str] = []
+            self.rewrites: list[str] = []
+
+        def write_line(self, line: str) -> None:
+            self.lines.append(line)
+
+        def rewrite(self, line: str, erase: bool) -> None:
+            self.rewrites.append(line)
+
+        def write(self, text: str) -> None:
+            self.lines.append(text)
+
+    spec = LoadSpec("Svc", "Staging", "http://127.0.0.1:1", "x.py", 1, 1.0, 60.0)
+    log = Reporter(isatty=False)
+    progress = LoadProgress(log)
+    for second in range(2, 62, 2):
+        progress(float(second), 60.0, [(spec, second * 10, 0)])
+    progress.close()
+    assert [line.split("/")[0] for line in log.lines] == [
+        "perfsig: load    2", "perfsig: load   12", "perfsig: load   22", "perfsig: load   32",
+        "perfsig: load   42", "perfsig: load   52"]
+    tty = Reporter(isatty=True)
+    progress = LoadProgress(tty)
+    for second in range(2, 62, 2):
+        progress(float(second), 60.0, [(spec, second * 10, 0)])
+    progress.close()
+    assert len(tty.rewrites) == 30 and tty.lines == ["\n"]
+    assert tty.rewrites[-1] == "perfsig: load   60/60 s  Staging 600 req (0 failed)"

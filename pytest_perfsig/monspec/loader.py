@@ -177,7 +177,8 @@ def _check_references(entity_name: str, entity: Entity, warnings: list[str]) -> 
                 if parse_metric(key) is None:
                     problems.append(f"{where}.{table}.{key}: names no metric of the perfsignature")
                 else:
-                    warnings.append(f"{where}.{table}.{key}: no perfsignature entry uses this metric; ignored")
+                    unused = f"{where}.{table}.{key}: no perfsignature entry uses this metric; ignored"
+                    warnings.append(unused)
     methods: set[str] = set()
     for i, method in enumerate(entity.servicemethods):
         if method.name in methods:
