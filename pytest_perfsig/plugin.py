@@ -46,7 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     try:
         monspec = load_monspec(monspec_path)
-        config.stash[GATE_KEY] = Gate(monspec, gate_options(config, stage))
+        gate = Gate(monspec, gate_options(config, stage))
+        gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
+        config.stash[GATE_KEY] = gate
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None
     for warning in monspec.warnings:

@@ -308,3 +308,33 @@ def test_reliability_table_names_only_existing_tests() -> None:
     for path, name in referenced:
         source = (ROOT / path).read_text()
         assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} is not a test"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_monspec_that_is_not_a_regular_file_is_a_usage_error(tmp_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        path = tmp_path / "monspec.json"
+        os.mkfifo(path)  # nothing ever writes: reading it would block forever
+    elif kind == "device":
+        path = Path("/dev/zero")  # never ends: reading it would fill the memory
+    else:
+        path = tmp_path
+    with pytest.raises(MonspecError, match="not a regular file"):
+        load_monspec(path)
+    result = subprocess.run([sys.executable, "-m", "pytest", f"--monspec={path}", "--stage=Staging", "-p",
+                             "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "not a regular file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_store_is_one_usage_error_before_any_load(tmp_path: Path) -> None:
+    (tmp_path / "monspec.json").write_text((ROOT / "monspec.json").read_text())
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    result = subprocess.run([sys.executable, "-m", "pytest", "--monspec=monspec.json", "--stage=Staging",
+                             f"--perfsig-store={blocker}/perfsig.db", "-p", "no:cacheprovider"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stdout + result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 2 and "cannot open store" in result.stderr, lines
+    assert "perfsig load" not in result.stdout  # no load was started

@@ -5,7 +5,9 @@ line."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,19 @@ def _drop_comments(data: Any) -> Any:
 def load_monspec(path: str | Path) -> Monspec:
     """Read and validate a monspec file; raise MonspecError naming every problem."""
     name = str(path)
+    too_large = f"larger than {MAX_MONSPEC_BYTES} bytes, too large to be a monspec"
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_MONSPEC_BYTES:
+        # A FIFO would block forever and /dev/zero never ends: only regular files, read with
+        # a bound (their size can change between stat and read).
+        if not stat.S_ISREG(os.stat(path).st_mode):
             raise MonspecError(
-                name, [f"{size} bytes: larger than {MAX_MONSPEC_BYTES} bytes, too large to be a monspec"]
+                name, ["not a regular file (a FIFO, device or directory): name a monspec file"]
             )
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MONSPEC_BYTES + 1)
+        if len(data) > MAX_MONSPEC_BYTES:
+            raise MonspecError(name, [too_large])
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise MonspecError(name, ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
