@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pytest_perfsig.gate import Gate, GateOptions  # noqa: E402
 from pytest_perfsig.load.runner import LoadResult, LoadSpec  # noqa: E402
 from pytest_perfsig.monspec import load_monspec  # noqa: E402
-from pytest_perfsig.gate import Gate, GateOptions  # noqa: E402
 from pytest_perfsig.store import RunRecord, SqliteStore  # noqa: E402
 
 SEED = ROOT.parent / "shared" / "fixtures" / "seed-monspec.json"

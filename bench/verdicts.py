@@ -35,8 +35,8 @@ import json5
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_perfsig.monspec import parse_monspec  # noqa: E402
 from pytest_perfsig.gate import Gate, GateOptions  # noqa: E402
+from pytest_perfsig.monspec import parse_monspec  # noqa: E402
 from pytest_perfsig.store import SqliteStore  # noqa: E402
 from sample_app.launcher import start_app  # noqa: E402
 
