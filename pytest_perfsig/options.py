@@ -187,6 +187,15 @@ OPTIONS: tuple[Option, ...] = (
         "link to the report, put in the approval summary",
     ),
     Option(
+        "--perfsig-optional",
+        "perfsig_optional",
+        "linelist",
+        None,
+        "KIND",
+        "skip, instead of failing on, entries the source cannot answer: smartscape, or a metric "
+        'key such as service.responsetime; repeatable (the monspec\'s way: "optional": true)',
+    ),
+    Option(
         "--perfsig-allow-partial",
         "perfsig_allow_partial",
         bool,
@@ -289,6 +298,7 @@ def gate_options(config: pytest.Config, stage: str) -> GateOptions:
         workers=setting(config, "--perfsig-workers"),
         master_bind=setting(config, "--perfsig-master-bind"),
         arrival_rate=setting(config, "--perfsig-arrival-rate"),
+        optional=tuple(setting(config, "--perfsig-optional")),
     )
 
 

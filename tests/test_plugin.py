@@ -303,3 +303,21 @@ def test_load_progress_logs_every_ten_seconds_off_a_terminal_and_redraws_on_one(
     progress.close()
     assert len(tty.rewrites) == 30 and tty.lines == ["\n"]
     assert tty.rewrites[-1] == "perfsig: load   60/60 s  Staging 600 req (0 failed)"
+
+
+def test_smartscape_without_topology_is_an_error_that_says_how_to_skip_it(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".json", monspec=seed_path().read_text())
+    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "-k", "StagingToProduction and not Yesterday",
+                                           "--perfsig-url=Staging=http://127.0.0.1:9", "-rA")
+    text = result.stdout.str()
+    smartscape = [line for line in text.splitlines() if line.startswith("ERROR monspec.json") and "smartscape" in line]
+    assert len(smartscape) == 2, text
+    how = ('has no topology (smartscape {!r}): judge it with a source that can, or skip it: mark the entry '
+           '"optional": true in the monspec, or run with --perfsig-optional smartscape')
+    assert how.format("toRelationships:calls") in text and how.format("fromRelationships:runsOn") in text
+    skipped = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "-k", "StagingToProduction and not Yesterday",
+                                            "--perfsig-url=Staging=http://127.0.0.1:9", "-rA",
+                                            "--perfsig-optional=smartscape")
+    lines = skipped.stdout.str().splitlines()
+    assert len([line for line in lines if line.startswith("SKIPPED [1]") and line.endswith("(optional)")]) == 2
+    assert not [line for line in lines if line.startswith("ERROR") and "smartscape" in line]

@@ -41,6 +41,12 @@ class GateOptions:
     workers: int = 0
     master_bind: str = "127.0.0.1"
     arrival_rate: float | None = None  # open model: requests per second per endpoint
+    # Entries skipped, not errors, when their source cannot answer them: "smartscape" or a
+    # metric key (for monspecs that must stay unchanged; the monspec's own way is "optional").
+    optional: tuple[str, ...] = ()
+
+    def is_optional(self, entry: SignatureEntry) -> bool:
+        return entry.optional or ("smartscape" if entry.smartscape else entry.metric_key) in self.optional
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class Gate:
             for env in (comparison.source, comparison.compare)
         } - {None}
         if reasons:
-            return not_ok("skipped", "; ".join(sorted(r for r in reasons if r)))
+            return self._unanswerable(check, subject, "; ".join(sorted(r for r in reasons if r)))
         if entry.metric is None and entry.smartscape is None:
             return not_ok("error", f"no source knows the metric {entry.timeseries!r}")
         if self.load_error is not None:
@@ -210,7 +210,7 @@ class Gate:
         for env, window in sides:
             topology = self.measurer.topology(check.service, env)
             if topology is None:
-                return not_judged(subject, "skipped", f"the source of {env} has no topology")
+                return self._unanswerable(check, subject, f"the source of {env} has no topology")
             try:
                 counts.append(
                     topology.count_relationships(
@@ -225,6 +225,19 @@ class Gate:
             )
         source, compare = counts
         return judge(subject, source, compare)
+
+    def _unanswerable(self, check: Check, subject: Subject, reason: str) -> Verdict:
+        """An entry its source cannot answer: skipped when optional, else an error that says how
+        to make it optional (a gate must not pass on what it never measured)."""
+        if self.options.is_optional(check.entry):
+            return not_judged(subject, "skipped", f"{reason} (optional)")
+        kind = "smartscape" if check.entry.smartscape else check.entry.metric_key
+        return not_judged(
+            subject,
+            "error",
+            f"{reason}: judge it with a source that can, or skip it: mark the entry "
+            f'"optional": true in the monspec, or run with --perfsig-optional {kind}',
+        )
 
     # ------------------------------------------------------------------ outcome
 

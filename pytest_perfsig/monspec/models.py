@@ -170,6 +170,9 @@ class SignatureEntry(_Model):
     abstolerance: float | None = Field(default=None, ge=0)
     # Extension: the judge of this entry, overriding the comparison's.
     judge: JudgeConfig | None = None
+    # Extension: a source that cannot answer this entry (no topology, say) skips it instead of
+    # making the gate an error.
+    optional: bool = False
 
     @field_validator("judge", mode="before")
     @classmethod
