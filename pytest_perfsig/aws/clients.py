@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_perfsig.aws import AwsError
+from ..errors import AwsError
 
 __all__ = [
     "MAX_ATTEMPTS",
