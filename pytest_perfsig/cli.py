@@ -120,7 +120,7 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _default_pipeline() -> str | None:
-    from .aws.approval import default_pipeline_name
+    from .aws.codepipeline import default_pipeline_name
 
     name = default_pipeline_name()
     return str(name) if name else None
