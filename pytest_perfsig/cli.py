@@ -177,7 +177,7 @@ def _deployment_event(args: argparse.Namespace) -> int:
     if args.codedeploy_deployment_id and not (
         event.application and event.deployment_group and event.revision
     ):
-        from .aws.events import describe_deployment
+        from .aws.codedeploy import describe_deployment
 
         event = describe_deployment(event)
     with SqliteStore(args.store) as store:

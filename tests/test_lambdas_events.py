@@ -15,22 +15,36 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from pytest_perfsig.aws.events import DeploymentLookupError, describe_deployment
+from pytest_perfsig.aws.codedeploy import describe_deployment
+from pytest_perfsig.errors import CodeDeployError
 from pytest_perfsig.aws.lambdas import register_handler, worker_handler
 from pytest_perfsig.cli import main as perfsig
 from pytest_perfsig.registry.dynamodb import DynamoDbRegistry, create_table
 from pytest_perfsig.store import DeploymentEvent, RunRecord, SqliteStore
 
-MONSPEC = {"Svc": {"environments": {"Staging": {}, "Production": {}},
-                   "comparisons": [{"name": "StagingToProduction", "source": "Staging", "compare": "Production",
-                                    "scalefactorperc": {"default": 30}}],
-                   "perfsignature": [{"timeseries": "service.failurerate", "aggregate": "avg"}]}}
+MONSPEC = {
+    "Svc": {
+        "environments": {"Staging": {}, "Production": {}},
+        "comparisons": [
+            {
+                "name": "StagingToProduction",
+                "source": "Staging",
+                "compare": "Production",
+                "scalefactorperc": {"default": 30},
+            }
+        ],
+        "perfsignature": [{"timeseries": "service.failurerate", "aggregate": "avg"}],
+    }
+}
 
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     (tmp_path / "monspec.json").write_text(json.dumps(MONSPEC))
     monkeypatch.setenv("PERFSIG_MONSPEC", str(tmp_path / "monspec.json"))
@@ -46,15 +60,32 @@ def registry() -> Iterator[DynamoDbRegistry]:
 def job_client(parameters: str, *, success: bool) -> tuple[Any, Stubber]:
     client = boto3.client("codepipeline", region_name="us-east-1")
     stubber = Stubber(client)
-    stubber.add_response("get_job_details", {"jobDetails": {"id": "job-1", "accountId": "123456789012", "data": {
-        "actionConfiguration": {"configuration": {"UserParameters": parameters}},
-        "pipelineContext": {"pipelineName": "demo", "stage": {"name": "Staging"},
-                            "action": {"name": "RegisterStagingValidation"}}}}}, {"jobId": "job-1"})
+    stubber.add_response(
+        "get_job_details",
+        {
+            "jobDetails": {
+                "id": "job-1",
+                "accountId": "123456789012",
+                "data": {
+                    "actionConfiguration": {"configuration": {"UserParameters": parameters}},
+                    "pipelineContext": {
+                        "pipelineName": "demo",
+                        "stage": {"name": "Staging"},
+                        "action": {"name": "RegisterStagingValidation"},
+                    },
+                },
+            }
+        },
+        {"jobId": "job-1"},
+    )
     if success:
         stubber.add_response("put_job_success_result", {}, {"jobId": "job-1"})
     else:
-        stubber.add_response("put_job_failure_result", {},
-                             {"jobId": "job-1", "failureDetails": {"type": "ConfigurationError", "message": ANY}})
+        stubber.add_response(
+            "put_job_failure_result",
+            {},
+            {"jobId": "job-1", "failureDetails": {"type": "ConfigurationError", "message": ANY}},
+        )
     return client, stubber
 
 
@@ -75,7 +106,9 @@ def test_register_handler_writes_the_original_item(registry: DynamoDbRegistry) -
     assert json.loads(item["Monspec"]) == MONSPEC
 
 
-@pytest.mark.parametrize("parameters", ["NoSuchComparison,5,ApproveStaging", "StagingToProduction", "X,five,Y"])
+@pytest.mark.parametrize(
+    "parameters", ["NoSuchComparison,5,ApproveStaging", "StagingToProduction", "X,five,Y"]
+)
 def test_register_handler_fails_the_job_on_bad_input(registry: DynamoDbRegistry, parameters: str) -> None:
     client, stubber = job_client(parameters, success=False)
     with stubber:
@@ -91,14 +124,21 @@ def test_worker_handler_processes_due_requests(registry: DynamoDbRegistry, tmp_p
     start = time.time() - 3600
     with SqliteStore(tmp_path / "s.db") as store:
         for env, failures in (("Staging", 40), ("Production", 0)):
-            store.create_run(RunRecord(run_id=env, service="Svc", env=env, started_at=start, status="completed"))
-            store.add_samples([(env, start + 2.0 * k, "Svc", env, "/", 10.0, int(k >= failures), 200)
-                               for k in range(100)])
-    registry.register(new_request("demo", "StagingToProduction", 5, json.dumps(MONSPEC), now=start,
-                                  approval_action="ApproveStaging"))
+            store.create_run(
+                RunRecord(run_id=env, service="Svc", env=env, started_at=start, status="completed")
+            )
+            store.add_samples(
+                [(env, start + 2.0 * k, "Svc", env, "/", 10.0, int(k >= failures), 200) for k in range(100)]
+            )
+    registry.register(
+        new_request(
+            "demo", "StagingToProduction", 5, json.dumps(MONSPEC), now=start, approval_action="ApproveStaging"
+        )
+    )
     decisions: list[str] = []
-    answer = worker_handler({}, None, registry=registry,
-                            approve=lambda request, gate, status: decisions.append(status) or "sent")
+    answer = worker_handler(
+        {}, None, registry=registry, approve=lambda request, gate, status: decisions.append(status) or "sent"
+    )
     assert decisions == ["violation"]
     assert len(answer["processed"]) == 1 and "violation" in answer["processed"][0]
     (stored,) = registry.recent()
@@ -109,19 +149,48 @@ def test_deployment_event_from_codedeploy(tmp_path: Path, capsys: pytest.Capture
     with mock_aws():
         codedeploy = boto3.client("codedeploy", region_name="us-east-1")
         codedeploy.create_application(applicationName="SampleApp")
-        codedeploy.create_deployment_group(applicationName="SampleApp", deploymentGroupName="Production",
-                                           serviceRoleArn="arn:aws:iam::123456789012:role/codedeploy")
-        revision = {"revisionType": "S3", "s3Location": {"bucket": "b", "key": "app.zip", "bundleType": "zip",
-                                                         "eTag": "e4"}}
-        deployment = codedeploy.create_deployment(applicationName="SampleApp", deploymentGroupName="Production",
-                                                  revision=revision)["deploymentId"]
-        code = perfsig(["deployment-event", "--stage", "Production", "--pipeline", "demo",
-                        "--codedeploy-deployment-id", deployment, "--remediation-url", "http://127.0.0.1:9/fix",
-                        "--store", str(tmp_path / "s.db")])
+        codedeploy.create_deployment_group(
+            applicationName="SampleApp",
+            deploymentGroupName="Production",
+            serviceRoleArn="arn:aws:iam::123456789012:role/codedeploy",
+        )
+        revision = {
+            "revisionType": "S3",
+            "s3Location": {"bucket": "b", "key": "app.zip", "bundleType": "zip", "eTag": "e4"},
+        }
+        deployment = codedeploy.create_deployment(
+            applicationName="SampleApp", deploymentGroupName="Production", revision=revision
+        )["deploymentId"]
+        code = perfsig(
+            [
+                "deployment-event",
+                "--stage",
+                "Production",
+                "--pipeline",
+                "demo",
+                "--codedeploy-deployment-id",
+                deployment,
+                "--remediation-url",
+                "http://127.0.0.1:9/fix",
+                "--store",
+                str(tmp_path / "s.db"),
+            ]
+        )
         assert code == 0
-        with pytest.raises(DeploymentLookupError, match="GetDeployment d-missing"):
+        with pytest.raises(
+            CodeDeployError,
+            match=r"^CodeDeploy GetDeployment d-missing \(us-east-1\) failed: DeploymentDoesNotExistException",
+        ):
             describe_deployment(DeploymentEvent(env="Production", deployment_id="d-missing"), codedeploy)
     assert "deployment event" in capsys.readouterr().out
     (event,) = SqliteStore(tmp_path / "s.db").deployment_events("Production")
-    assert (event.application, event.deployment_group, event.deployment_id) == ("SampleApp", "Production", deployment)
-    assert event.revision == revision and event.pipeline == "demo" and event.remediation_url == "http://127.0.0.1:9/fix"
+    assert (event.application, event.deployment_group, event.deployment_id) == (
+        "SampleApp",
+        "Production",
+        deployment,
+    )
+    assert (
+        event.revision == revision
+        and event.pipeline == "demo"
+        and event.remediation_url == "http://127.0.0.1:9/fix"
+    )
