@@ -137,12 +137,56 @@ def test_worker_handler_processes_due_requests(registry: DynamoDbRegistry, tmp_p
     )
     decisions: list[str] = []
     answer = worker_handler(
-        {}, None, registry=registry, approve=lambda request, gate, status: decisions.append(status) or "sent"
+        {},
+        None,
+        registry=registry,
+        approve=lambda request, gate, outcome: decisions.append(outcome.status) or "sent",
     )
     assert decisions == ["violation"]
     assert len(answer["processed"]) == 1 and "violation" in answer["processed"][0]
     (stored,) = registry.recent()
     assert stored.status == "violation" and stored.results and stored.results[0]["source_value"] == 40.0
+
+
+def test_dynamodb_registry_reads_legacy_ok_as_pass_and_writes_the_gate_status(
+    registry: DynamoDbRegistry,
+) -> None:
+    from pytest_perfsig.registry import new_request
+    from pytest_perfsig.registry.base import PASS
+
+    legacy = {"PipelineName": "old", "Timestamp": 1, "ComparisonName": "C", "Validationtimeframe": 5}
+    registry.table.put_item(Item={**legacy, "Monspec": "{}", "Status": "ok", "ReadyToValidateTimestamp": 0})
+    (old,) = registry.recent("old")
+    assert old.status == "pass"
+
+    request = new_request("demo", "C", 5, "{}", now=1000.0)
+    registry.register(request)
+    assert registry.claim(request, "w1", 2000.0, 60.0)
+    assert not registry.finish(
+        request, "w2", "violation", results=[], reason=None, gate_id=None
+    )  # not its claim
+    assert registry.finish(request, "w1", PASS, results=[], reason=None, gate_id="g-1")
+    item = registry.table.get_item(Key={"PipelineName": "demo", "Timestamp": request.timestamp_ms})["Item"]
+    assert (item["Status"], item["GateId"]) == ("pass", "g-1")
+    stored = registry.get("demo", request.timestamp_ms)
+    assert stored is not None and stored.status == "pass"
+
+
+def test_dynamodb_registry_errors_name_table_and_code(registry: DynamoDbRegistry) -> None:
+    from pytest_perfsig.errors import RegistryError
+    from pytest_perfsig.registry import new_request
+
+    request = new_request("demo", "C", 5, "{}", now=1000.0)
+    registry.register(request)
+    with pytest.raises(RegistryError, match="a request for demo at 1000000 exists already"):
+        registry.register(request)
+    missing = DynamoDbRegistry(boto3.resource("dynamodb", region_name="us-east-1").Table("NoSuchTable"))
+    with pytest.raises(
+        RegistryError,
+        match=r"^DynamoDB GetItem on table NoSuchTable \(us-east-1\) failed: ResourceNotFoundException: .* "
+        r"\(check the table name and the region \(AWS_REGION\)\)$",
+    ):
+        missing.get("demo", 1)
 
 
 def test_deployment_event_from_codedeploy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
