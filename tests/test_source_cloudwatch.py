@@ -17,8 +17,8 @@ from moto import mock_aws
 
 from pytest_perfsig.errors import NoDataError, SourceError, UsageError
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
-from pytest_perfsig.windows import MetricQuery, Window
 from pytest_perfsig.sources.cloudwatch import CloudWatchConfig, CloudWatchSource
+from pytest_perfsig.windows import MetricQuery, Window
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 W = Window(T0 + 5, T0 + 125)  # 22:13:25–22:15:25 → asked for as 22:13:00–22:16:00
@@ -233,8 +233,9 @@ def test_client_errors_and_bad_status_are_source_errors(stubbed: tuple[CloudWatc
     )
     with pytest.raises(
         SourceError,
-        match=r"^cloudwatch GetMetricData in us-east-1 failed: AccessDenied: User is not "
-        r"authorized .* \(RequestCount Sum in AWS/ApplicationELB "
+        match=r"^CloudWatch GetMetricData in us-east-1 failed: AccessDenied: User is not "
+        r"authorized to perform cloudwatch:GetMetricData \(the role perfsig runs with needs cloudwatch:GetMetricData\) "
+        r"\(RequestCount Sum in AWS/ApplicationELB "
         rf"\{{LoadBalancer={STAGING_LB}\}} 2023-11-14 22:13:00–22:16:00 UTC, "
         r"period 180 s\)$",
     ):
@@ -259,7 +260,9 @@ def test_unreachable_endpoint_is_a_source_error() -> None:
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "secret-key-never-shown")
         with pytest.raises(
-            SourceError, match=r"^cloudwatch GetMetricData in us-east-1 failed: EndpointConnectionError"
+            SourceError,
+            match=r"^CloudWatch GetMetricData in us-east-1 failed: EndpointConnectionError: .* "
+            r"\(check the network, the region and AWS_ENDPOINT_URL\) \(RequestCount Sum",
         ) as info:
             source.measure(q("service.requests", "count"))
     assert "secret-key-never-shown" not in str(info.value)
@@ -339,3 +342,14 @@ def test_moto_no_data_and_too_few_samples(moto_source: CloudWatchSource) -> None
         NoDataError, match=r"^too few samples for Production in .*: 120 < 500 needed for avg "
     ):
         moto_source.measure(q("service.responsetime", "avg", env="Production"))
+
+
+def test_close_releases_only_the_client_it_created(stubbed: tuple[CloudWatchSource, Stubber]) -> None:
+    given, _ = stubbed
+    client = given.client()
+    given.close()
+    assert given.client() is client  # the caller's client, left to the caller
+    owned = CloudWatchSource.from_url("cloudwatch://us-east-1")
+    first = owned.client()
+    owned.close()
+    assert owned.client() is not first

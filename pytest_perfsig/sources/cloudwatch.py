@@ -40,9 +40,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import NoDataError, SourceError, UsageError
-from ..metrics import MetricKind, parse_metric, required_samples
 from ..aggregates import aggregate
+from ..aws.errors import aws_call
+from ..errors import AwsError, NoDataError, SourceError, UsageError
+from ..metrics import MetricKind, parse_metric, required_samples
 from ..windows import Measurement, MetricQuery, Window
 from .local import DEFAULT_MIN_SAMPLES
 
@@ -113,6 +114,7 @@ class CloudWatchSource:
         self.min_samples = min_samples
         self.timeout_s = timeout_s
         self._client = client
+        self._owns_client = client is None
 
     @classmethod
     def from_url(
@@ -151,6 +153,12 @@ class CloudWatchSource:
             endpoint_url=one.get("endpoint_url") or None,
         )
         return cls(config, min_samples=min_samples, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Release the connections of the client this source created (a given one is the giver's)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
 
     # ------------------------------------------------------------------ protocol
 
@@ -300,22 +308,16 @@ class CloudWatchSource:
         }
         out: dict[str, dict[datetime, float]] = {key: {} for key in stats}
         client = self.client()
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        where = f"in {self.config.region}"
         while True:
             try:
-                response = client.get_metric_data(**request)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                raise SourceError(
-                    f"{self.name} GetMetricData in {self.config.region} failed: "
-                    f"{error.get('Code', 'error')}: {error.get('Message', '')} ({described})"
-                ) from None
-            except BotoCoreError as exc:
-                raise SourceError(
-                    f"{self.name} GetMetricData in {self.config.region} failed: {type(exc).__name__}: {exc} "
-                    f"({described})"
-                ) from None
+                response = aws_call(
+                    "cloudwatch:GetMetricData", client.get_metric_data, where=where, **request
+                )
+            except AwsError as exc:
+                # A source speaks SourceError (the gate's "could not measure"); the AWS details stay
+                # in the message. ``from None``: botocore's chain can carry request details.
+                raise SourceError(f"{exc} ({described})") from None
             try:
                 for result in response["MetricDataResults"]:
                     status = result.get("StatusCode", "Complete")
