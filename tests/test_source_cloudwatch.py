@@ -353,3 +353,18 @@ def test_close_releases_only_the_client_it_created(stubbed: tuple[CloudWatchSour
     first = owned.client()
     owned.close()
     assert owned.client() is not first
+
+
+def test_client_from_the_one_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    source = CloudWatchSource.from_url(
+        "cloudwatch://eu-west-1?endpoint_url=http://127.0.0.1:5000", timeout_s=4
+    )
+    client = source.client()
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("eu-west-1", "http://127.0.0.1:5000")
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 4}
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (4, 4)
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(SourceError, match=r"^the cloudwatch source: .*pip install 'pytest-perfsig\[aws\]'"):
+        CloudWatchSource.from_url("cloudwatch://eu-west-1").client()

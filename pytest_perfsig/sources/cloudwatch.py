@@ -62,7 +62,6 @@ URL_PARAMS = (
 HIGH_RESOLUTION_PERIODS = (1, 5, 10, 30)
 SHORT_SPANS = (1, 5, 10, 20, 30)  # the periods below a minute GetMetricData accepts
 LATENCY_STATS = {"avg": "Average", "min": "Minimum", "max": "Maximum", "sum": "Sum", "median": "p50"}
-MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -339,25 +338,14 @@ class CloudWatchSource:
 
     def client(self) -> Any:
         if self._client is None:
+            from ..aws.clients import cloudwatch_client
+
             try:
-                import boto3
-                from botocore.config import Config
-            except ImportError:
-                raise SourceError(
-                    "the cloudwatch source needs boto3: pip install 'pytest-perfsig[aws]'"
-                ) from None
-            config = Config(
-                connect_timeout=self.timeout_s,
-                read_timeout=self.timeout_s,
-                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-                user_agent_extra="pytest-perfsig",
-            )
-            self._client = boto3.client(
-                "cloudwatch",
-                region_name=self.config.region,
-                endpoint_url=self.config.endpoint_url,
-                config=config,
-            )
+                self._client = cloudwatch_client(
+                    self.config.region, endpoint_url=self.config.endpoint_url, timeout_s=self.timeout_s
+                )
+            except AwsError as exc:  # boto3 missing: the gate reports it as this source's failure
+                raise SourceError(f"the {self.name} source: {exc}") from None
         return self._client
 
 
