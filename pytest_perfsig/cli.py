@@ -186,7 +186,7 @@ def _deployment_event(args: argparse.Namespace) -> int:
         f"perfsig: deployment event {event.event_id} for {event.env}: {event.application}/"
         f"{event.deployment_group} {event.deployment_id or ''}"
     )
-    from .dynatrace_api import DynatraceApi
+    from .dynatrace.events import DynatraceEvents as DynatraceApi
 
     dynatrace = DynatraceApi.from_env()
     if dynatrace is not None:  # stored first: a Dynatrace outage loses nothing
