@@ -16,9 +16,9 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from pytest_perfsig.aws.codedeploy import describe_deployment
-from pytest_perfsig.aws.lambdas import register_handler, worker_handler
 from pytest_perfsig.cli import main as perfsig
 from pytest_perfsig.errors import CodeDeployError
+from pytest_perfsig.lambdas import register_handler, worker_handler
 from pytest_perfsig.registry.dynamodb import DynamoDbRegistry, create_table
 from pytest_perfsig.store import DeploymentEvent, RunRecord, SqliteStore
 
