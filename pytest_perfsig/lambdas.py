@@ -43,7 +43,8 @@ from .remediation.server import SECRET_ENV, RemediationConfigError, Reply, Webho
 
 __all__ = ["problem_handler", "register_handler", "worker_handler"]
 
-log = logging.getLogger("pytest_perfsig.lambdas")
+# The self-healing logger, as the webhook server's: one name to follow, wherever it runs.
+log = logging.getLogger("pytest_perfsig.remediation")
 
 DEFAULT_REGISTRY = "dynamodb:BuildValidationRequests"
 DEFAULT_STORE = "/tmp/perfsig.db"
