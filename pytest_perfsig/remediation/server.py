@@ -293,7 +293,12 @@ def comment_on_problem(problem: Problem, outcome: Outcome) -> None:
     try:
         dynatrace = DynatraceEvents.from_env()
         if dynatrace is not None:
-            dynatrace.comment_on_problem(problem_id, f"pytest-perfsig: {outcome.status}: {outcome.reason}")
+            try:
+                dynatrace.comment_on_problem(
+                    problem_id, f"pytest-perfsig: {outcome.status}: {outcome.reason}"
+                )
+            finally:
+                dynatrace.close()
     except PerfsigError as exc:
         log.warning("could not comment on problem %r: %s", problem_id, exc)
 
