@@ -27,7 +27,6 @@ from .errors import aws_call, region_of
 
 __all__ = [
     "SUMMARY_LIMIT",
-    "ApprovalError",
     "ApprovalOutcome",
     "GateSummary",
     "approval_result",
