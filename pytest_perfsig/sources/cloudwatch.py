@@ -313,9 +313,7 @@ class CloudWatchSource:
                 response = aws_call(
                     "cloudwatch:GetMetricData", client.get_metric_data, where=where, **request
                 )
-            except AwsError as exc:
-                # A source speaks SourceError (the gate's "could not measure"); the AWS details stay
-                # in the message. ``from None``: botocore's chain can carry request details.
+            except AwsError as exc:  # re-raised as SourceError: the gate's "could not measure" for any source
                 raise SourceError(f"{exc} ({described})") from None
             try:
                 for result in response["MetricDataResults"]:
