@@ -122,7 +122,7 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _default_pipeline() -> str | None:
-    from .aws.approval import default_pipeline_name
+    from .aws.codepipeline import default_pipeline_name
 
     name = default_pipeline_name()
     return str(name) if name else None
@@ -179,7 +179,7 @@ def _deployment_event(args: argparse.Namespace) -> int:
     if args.codedeploy_deployment_id and not (
         event.application and event.deployment_group and event.revision
     ):
-        from .aws.events import describe_deployment
+        from .aws.codedeploy import describe_deployment
 
         event = describe_deployment(event)
     with SqliteStore(args.store) as store:
@@ -188,7 +188,7 @@ def _deployment_event(args: argparse.Namespace) -> int:
         f"perfsig: deployment event {event.event_id} for {event.env}: {event.application}/"
         f"{event.deployment_group} {event.deployment_id or ''}"
     )
-    from .dynatrace_api import DynatraceApi
+    from .dynatrace.events import DynatraceEvents as DynatraceApi
 
     dynatrace = DynatraceApi.from_env()
     if dynatrace is not None:  # stored first: a Dynatrace outage loses nothing

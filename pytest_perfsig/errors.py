@@ -41,3 +41,36 @@ class NoDataError(SourceError):
 
 class UnsupportedMetricError(SourceError):
     """The active metric source cannot answer this kind of signature entry."""
+
+
+class AwsError(PerfsigError):
+    """An AWS call failed, or the AWS SDK is missing or not configured.
+
+    ``code`` is AWS's error code (``AccessDeniedException``...) when AWS answered with one, so
+    callers can tell an expected refusal (a failed condition) from a failure.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ApprovalError(AwsError):
+    """The gate's result could not be applied to the pipeline's manual-approval action.
+
+    Raised for every failure on the way (unknown pipeline or action, AWS errors, missing
+    credentials): the action is then left waiting, never approved.
+    """
+
+
+class CodeDeployError(AwsError):
+    """CodeDeploy could not describe a deployment or start a rollback (a remediation's outcome
+    is then ``error``, HTTP 502)."""
+
+
+class RegistryError(AwsError):
+    """The DynamoDB validation registry could not be read or written."""
+
+
+class DynatraceError(SourceError):
+    """A Dynatrace API call failed: unreachable, timed out, refused or answered nonsense."""

@@ -197,7 +197,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str]) -> bool:
     """Send the approval; False when it could not be sent (the run must not look green)."""
-    from .aws.approval import default_pipeline_name
+    from .aws.codepipeline import default_pipeline_name
     from .gate.approval import gate_summary, send_approval
 
     pipeline = setting(session.config, "--perfsig-pipeline") or default_pipeline_name()

@@ -24,8 +24,7 @@ from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from pytest_perfsig.aws import ApprovalError, AwsError
-from pytest_perfsig.aws.approval import (
+from pytest_perfsig.aws.codepipeline import (
     SUMMARY_LIMIT,
     ApprovalOutcome,
     GateSummary,
@@ -34,7 +33,7 @@ from pytest_perfsig.aws.approval import (
     decide_approval,
     default_pipeline_name,
 )
-from pytest_perfsig.errors import PerfsigError
+from pytest_perfsig.errors import ApprovalError, AwsError, PerfsigError
 
 PIPELINE = "perfsig-pipeline"
 TOKEN = "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
@@ -311,15 +310,11 @@ def test_production_approval_is_found_in_its_stage(split: tuple[SplitClient, Stu
             ["too few samples for Production /api/invoke: 31 < 50 needed for p90"],
             id="error",
         ),
-        pytest.param(
-            "pass", {"pass": 0, "violation": 0, "error": 0, "skipped": 3}, [], id="pass-without-any-pass"
-        ),
-        pytest.param("pass", {}, [], id="pass-with-no-counts"),
-        pytest.param("pass", {"pass": 5, "error": 1}, [], id="pass-contradicted-by-counts"),
         pytest.param("", {"pass": 5}, [], id="unknown-status"),
+        pytest.param("skipped", {"pass": 8}, [], id="any-other-status"),
     ],
 )
-def test_anything_but_a_clean_pass_is_rejected(
+def test_anything_but_pass_is_rejected(
     split: tuple[SplitClient, Stubber], status: str, counts: dict[str, int], problems: list[str]
 ) -> None:
     client, stubber = split
@@ -335,8 +330,48 @@ def test_anything_but_a_clean_pass_is_rejected(
     assert text.startswith("Rejected by perfsig: ")
     for problem in problems:
         assert problem in text
-    if status == "pass":
-        assert "Problems: " in text  # says why a "pass" was rejected
+
+
+@pytest.mark.parametrize(
+    ("counts", "counts_text"),
+    [
+        pytest.param(
+            {"pass": 0, "violation": 0, "error": 0, "skipped": 3},
+            "0 pass, 0 violation, 0 error, 3 skipped",
+            id="nothing-passed",
+        ),
+        pytest.param({}, "0 pass, 0 violation, 0 error", id="no-counts"),
+        pytest.param({"pass": 5, "error": 1}, "5 pass, 0 violation, 1 error", id="counts-with-an-error"),
+    ],
+)
+def test_approved_follows_the_gate_status_only(
+    split: tuple[SplitClient, Stubber], counts: dict[str, int], counts_text: str
+) -> None:
+    """The status is decided once, by the gate; the counts only describe it."""
+    client, stubber = split
+    gate = summary("pass", counts, report_url=None)
+    stubber.add_response("get_pipeline_state", pipeline_state())
+    stubber.add_response(
+        "put_approval_result",
+        {"approvedAt": NOW},
+        expected_params={
+            "pipelineName": "perfsig-pipeline",
+            "stageName": "Staging",
+            "actionName": "ApproveStaging",
+            "result": {
+                "summary": "Approved by perfsig: PASS in gate 20261128T035611-d994d703 on Staging "
+                f"({counts_text}).",
+                "status": "Approved",
+            },
+            "token": TOKEN,
+        },
+    )
+
+    outcome = decide_approval(client, PIPELINE, "ApproveStaging", gate)
+
+    stubber.assert_no_pending_responses()
+    assert (outcome.result, outcome.sent) == ("Approved", True)
+    assert "Problems:" not in approval_summary(gate)
 
 
 def test_violation_sends_the_exact_rejection(split: tuple[SplitClient, Stubber]) -> None:
@@ -674,8 +709,11 @@ def test_summary_never_exceeds_the_limit() -> None:
 def test_approval_result() -> None:
     assert approval_result(summary()) == "Approved"
     assert approval_result(summary(counts={"pass": 1, "skipped": 4})) == "Approved"
-    assert approval_result(summary(counts={"pass": 1, "violation": 1})) == "Rejected"
+    assert approval_result(summary(counts={"pass": 1, "violation": 1})) == "Approved"  # the status decides
+    assert approval_result(summary(counts={})) == "Approved"
     assert approval_result(summary("violation", {"pass": 5})) == "Rejected"
+    assert approval_result(summary("error", {"pass": 5})) == "Rejected"
+    assert approval_result(summary("PASS")) == "Rejected"  # only the gate's own vocabulary
 
 
 # --------------------------------------------------------------------------- pipeline name, clients

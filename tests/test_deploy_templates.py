@@ -155,10 +155,10 @@ def test_validation_table(template: dict[str, Any]) -> None:
 
 def test_scheduled_worker(template: dict[str, Any]) -> None:
     (function_name, function), *_ = _resources(template, "AWS::Lambda::Function").items()
-    assert function["Properties"]["Handler"] == "pytest_perfsig.aws.lambdas.worker_handler"
+    assert function["Properties"]["Handler"] == "pytest_perfsig.lambdas.worker_handler"
     assert set(function["Properties"]["Code"]) == {"S3Bucket", "S3Key"}
     variables = function["Properties"]["Environment"]["Variables"]
-    assert variables["PERFSIG_REGISTRY"] == {"Fn::Sub": "dynamodb:${ValidationTable}"}  # see aws/lambdas.py
+    assert variables["PERFSIG_REGISTRY"] == {"Fn::Sub": "dynamodb:${ValidationTable}"}  # see lambdas.py
     rules = [
         r
         for r in _resources(template, "AWS::Events::Rule").values()

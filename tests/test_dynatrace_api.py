@@ -10,7 +10,8 @@ import httpx
 import pytest
 import respx
 
-from pytest_perfsig.dynatrace_api import DynatraceApi, DynatraceApiError, deployment_selector
+from pytest_perfsig.dynatrace.events import DynatraceEvents, deployment_selector
+from pytest_perfsig.errors import DynatraceError
 from pytest_perfsig.store import DeploymentEvent
 
 TENANT = "https://abc12345.live.dynatrace.com"
@@ -34,7 +35,7 @@ def test_deployment_event_is_a_custom_deployment_on_the_environment() -> None:
             201, json={"reportCount": 1, "eventIngestResults": [{"correlationId": "c1", "status": "OK"}]}
         )
     )
-    answer = DynatraceApi(TENANT, TOKEN).push_deployment_event(EVENT)
+    answer = DynatraceEvents(TENANT, TOKEN).push_deployment_event(EVENT)
     assert answer["reportCount"] == 1
     request = route.calls.last.request
     assert request.headers["Authorization"] == f"Api-Token {TOKEN}"
@@ -55,7 +56,7 @@ def test_problem_comment() -> None:
     route = respx.post(f"{TENANT}/api/v2/problems/-4711_1700000000000V2/comments").mock(
         return_value=httpx.Response(201, json={"id": "comment-1"})
     )
-    DynatraceApi(TENANT, TOKEN).comment_on_problem("-4711_1700000000000V2", "rolled back")
+    DynatraceEvents(TENANT, TOKEN).comment_on_problem("-4711_1700000000000V2", "rolled back")
     assert json.loads(route.calls.last.request.content) == {
         "message": "rolled back",
         "context": "pytest-perfsig self-healing",
@@ -64,24 +65,42 @@ def test_problem_comment() -> None:
 
 @respx.mock
 @pytest.mark.parametrize(
-    "reply",
+    ("reply", "expected"),
     [
-        httpx.Response(401, json={"error": {"message": f"bad token {TOKEN}"}}),
-        httpx.Response(500, text="oops"),
-        httpx.ConnectTimeout("timed out"),
+        (
+            httpx.Response(401, json={"error": {"message": f"bad token {TOKEN}"}}),
+            r"answered HTTP 401: bad token \*\*\* "
+            r"\(check \$DT_API_TOKEN and its scopes: events\.ingest and problems\.write\)",
+        ),
+        (httpx.Response(500, text="oops"), "answered HTTP 500: oops"),
+        (httpx.ConnectTimeout("timed out"), "did not answer within 10 s"),
+        (httpx.ConnectError(f"refused {TOKEN}"), r"is unreachable: ConnectError: refused \*\*\*"),
     ],
 )
-def test_errors_name_the_call_and_never_the_token(reply: Any) -> None:
+def test_errors_name_the_call_and_never_the_token(reply: Any, expected: str) -> None:
     route = respx.post(f"{TENANT}/api/v2/events/ingest")
     route.mock(side_effect=reply) if isinstance(reply, Exception) else route.mock(return_value=reply)
-    api = DynatraceApi(TENANT, TOKEN)
-    with pytest.raises(DynatraceApiError, match="Dynatrace deployment event") as excinfo:
+    api = DynatraceEvents(TENANT, TOKEN)
+    with pytest.raises(
+        DynatraceError, match=rf"^dynatrace at {TENANT}/api/v2/events/ingest {expected} \(deployment event\)$"
+    ) as excinfo:
         api.push_deployment_event(EVENT)
     assert TOKEN not in str(excinfo.value) and TOKEN not in repr(api)
 
 
+@respx.mock
+def test_an_accepted_write_without_a_json_answer_is_no_error() -> None:
+    respx.post(f"{TENANT}/api/v2/problems/P-1/comments").mock(return_value=httpx.Response(204))
+    assert DynatraceEvents(TENANT, TOKEN).comment_on_problem("P-1", "done") == {}
+
+
 def test_configured_by_environment() -> None:
-    assert DynatraceApi.from_env({}) is None
-    assert DynatraceApi.from_env({"PERFSIG_DYNATRACE_URL": TENANT, "DT_API_TOKEN": TOKEN}) is not None
-    with pytest.raises(DynatraceApiError, match="no Dynatrace API token"):
-        DynatraceApi.from_env({"PERFSIG_DYNATRACE_URL": TENANT})
+    assert DynatraceEvents.from_env({}) is None
+    configured = DynatraceEvents.from_env({"PERFSIG_DYNATRACE_URL": TENANT, "DT_API_TOKEN": TOKEN})
+    assert configured is not None and configured.base_url == TENANT
+    with pytest.raises(
+        DynatraceError,
+        match=r"^dynatrace: \$DT_API_TOKEN is not set: an API token with scopes events\.ingest and "
+        r"problems\.write is needed$",
+    ):
+        DynatraceEvents.from_env({"PERFSIG_DYNATRACE_URL": TENANT})

@@ -21,8 +21,8 @@ import pytest
 import uvicorn
 from moto import mock_aws
 
+from pytest_perfsig.lambdas import problem_handler
 from pytest_perfsig.remediation import Problem, create_app, parse_problem, remediate, sign
-from pytest_perfsig.remediation.lambdas import problem_handler
 from pytest_perfsig.remediation.payloads import PayloadError
 from pytest_perfsig.remediation.rollback import describe_revision, same_revision
 from pytest_perfsig.store import DeploymentEvent, SqliteStore
@@ -587,8 +587,9 @@ def test_dynatrace_is_told_what_was_done(world: World, monkeypatch: pytest.Monke
     monkeypatch.setenv("PERFSIG_DYNATRACE_URL", "https://abc12345.live.dynatrace.com")
     monkeypatch.setenv("DT_API_TOKEN", "dt0c01.TOKEN")
     with respx.mock(assert_all_called=True) as mock:
-        route = mock.post(url__regex=r"https://abc12345\.live\.dynatrace\.com/api/v2/problems/.*/comments").mock(
-            return_value=httpx.Response(201, json={"id": "c"}))
+        route = mock.post(
+            url__regex=r"https://abc12345\.live\.dynatrace\.com/api/v2/problems/.*/comments"
+        ).mock(return_value=httpx.Response(201, json={"id": "c"}))
         answer = world.client().post("/problems", json=dynatrace(), headers=AUTH)
     assert answer.status_code == 200 and answer.json()["status"] == "rolled_back"
     comment = json.loads(route.calls.last.request.content)["message"]

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pytest_perfsig.lambdas import problem_handler
 from pytest_perfsig.remediation import RemediationConfigError, create_app, secret_from_env, serve, sign
-from pytest_perfsig.remediation.lambdas import problem_handler
 from pytest_perfsig.remediation.server import Authenticator
 from pytest_perfsig.store import SqliteStore
 

@@ -233,8 +233,9 @@ def test_client_errors_and_bad_status_are_source_errors(stubbed: tuple[CloudWatc
     )
     with pytest.raises(
         SourceError,
-        match=r"^cloudwatch GetMetricData in us-east-1 failed: AccessDenied: User is not "
-        r"authorized .* \(RequestCount Sum in AWS/ApplicationELB "
+        match=r"^CloudWatch GetMetricData in us-east-1 failed: AccessDenied: User is not "
+        r"authorized to perform cloudwatch:GetMetricData \(the role perfsig runs with needs cloudwatch:GetMetricData\) "
+        r"\(RequestCount Sum in AWS/ApplicationELB "
         rf"\{{LoadBalancer={STAGING_LB}\}} 2023-11-14 22:13:00–22:16:00 UTC, "
         r"period 180 s\)$",
     ):
@@ -259,7 +260,9 @@ def test_unreachable_endpoint_is_a_source_error() -> None:
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "secret-key-never-shown")
         with pytest.raises(
-            SourceError, match=r"^cloudwatch GetMetricData in us-east-1 failed: EndpointConnectionError"
+            SourceError,
+            match=r"^CloudWatch GetMetricData in us-east-1 failed: EndpointConnectionError: .* "
+            r"\(check the network, the region and AWS_ENDPOINT_URL\) \(RequestCount Sum",
         ) as info:
             source.measure(q("service.requests", "count"))
     assert "secret-key-never-shown" not in str(info.value)
@@ -339,3 +342,29 @@ def test_moto_no_data_and_too_few_samples(moto_source: CloudWatchSource) -> None
         NoDataError, match=r"^too few samples for Production in .*: 120 < 500 needed for avg "
     ):
         moto_source.measure(q("service.responsetime", "avg", env="Production"))
+
+
+def test_close_releases_only_the_client_it_created(stubbed: tuple[CloudWatchSource, Stubber]) -> None:
+    given, _ = stubbed
+    client = given.client()
+    given.close()
+    assert given.client() is client  # the caller's client, left to the caller
+    owned = CloudWatchSource.from_url("cloudwatch://us-east-1")
+    first = owned.client()
+    owned.close()
+    assert owned.client() is not first
+
+
+def test_client_from_the_one_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    source = CloudWatchSource.from_url(
+        "cloudwatch://eu-west-1?endpoint_url=http://127.0.0.1:5000", timeout_s=4
+    )
+    client = source.client()
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("eu-west-1", "http://127.0.0.1:5000")
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 4}
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (4, 4)
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(SourceError, match=r"^the cloudwatch source: .*pip install 'pytest-perfsig\[aws\]'"):
+        CloudWatchSource.from_url("cloudwatch://eu-west-1").client()

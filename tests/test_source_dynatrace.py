@@ -13,17 +13,16 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from pytest_perfsig.session import Gate, GateOptions
 
-from pytest_perfsig import session as session_module
-from pytest_perfsig.errors import NoDataError, SourceError, UsageError
+from pytest_perfsig.dynatrace.source import DynatraceSource
+from pytest_perfsig.errors import DynatraceError, NoDataError, SourceError, UsageError
+from pytest_perfsig.gate import Gate, GateOptions
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.metrics import parse_aggregate, parse_metric
 from pytest_perfsig.monspec import parse_monspec
-from pytest_perfsig.sources.base import MetricSource
-from pytest_perfsig.sources.dynatrace import DynatraceSource
+from pytest_perfsig.sources import TopologySource, open_source
 from pytest_perfsig.store import SqliteStore
-from pytest_perfsig.windows import MetricQuery, Window
+from pytest_perfsig.windows import Measurement, MetricQuery, Window
 
 TENANT = "http://dt.test"
 TOKEN = "dt0c01.SECRETTOKEN.abcdefghijklmnop"
@@ -321,13 +320,14 @@ def test_http_errors_and_timeouts_never_show_the_token(caplog: pytest.LogCapture
     failures: list[tuple[Any, str]] = [
         (
             httpx.Response(401, json={"error": {"code": 401, "message": f"Token '{TOKEN}' is invalid"}}),
-            r"answered HTTP 401: Token '\*\*\*' is invalid \(check \$DT_API_TOKEN and its scopes\)",
+            r"answered HTTP 401: Token '\*\*\*' is invalid \(check \$DT_API_TOKEN and its scopes: "
+            r"metrics\.read and entities\.read \(DataExport for the v1 API\)\)",
         ),
         (
             httpx.Response(403, json={"error": {"code": 403, "message": "Token is missing required scope"}}),
             r"answered HTTP 403: Token is missing required scope",
         ),
-        (httpx.Response(500, text="oops"), r"answered HTTP 500 \(builtin:service\.requestCount"),
+        (httpx.Response(500, text="oops"), r"answered HTTP 500: oops \(builtin:service\.requestCount"),
         (httpx.ReadTimeout("timed out"), r"did not answer within 2 s \(builtin:service\.requestCount"),
         (httpx.ConnectError(f"refused {TOKEN}"), r"is unreachable: ConnectError: refused \*\*\*"),
     ]
@@ -335,7 +335,7 @@ def test_http_errors_and_timeouts_never_show_the_token(caplog: pytest.LogCapture
     for answer, expected in failures:
         route.mock(side_effect=[answer])
         with pytest.raises(
-            SourceError, match=rf"^dynatrace at {TENANT}/api/v2/metrics/query {expected}"
+            DynatraceError, match=rf"^dynatrace at {TENANT}/api/v2/metrics/query {expected}"
         ) as info:
             source(timeout_s=2).measure(q("service.responsetime", "avg"))
         messages.append(str(info.value))
@@ -512,7 +512,14 @@ def test_smartscape_counts_distinct_callers_over_pages() -> None:
     assert dt.unsupported_reason(None, "toRelationships:calls") is None
     assert "cannot count smartscape" in (dt.unsupported_reason(None, "calls") or "")
     count = dt.count_relationships("Staging", "toRelationships:calls", W, STAGING)
-    assert (count.value, count.entities) == (2.0, 3)
+    assert isinstance(dt, TopologySource) and isinstance(count, Measurement)
+    assert (count.value, count.samples, count.observations, count.baseline) == (2.0, 3, None, None)
+    assert (count.query.env, count.query.window, count.query.tags) == ("Staging", W, STAGING)
+    assert (str(count.query.metric), str(count.query.aggregate), count.unit) == (
+        "smartscape.toRelationships:calls",
+        "count",
+        "",
+    )
     first, second = (call.request for call in route.calls)
     assert dict(first.url.params) == {
         "entitySelector": SERVICES,
@@ -538,13 +545,52 @@ def test_smartscape_without_entities_is_no_data() -> None:
 # ---------------------------------------------------------------------------- through a Gate
 
 
+def tagged_monspec(comparison: dict[str, Any], entry: dict[str, Any], source: str | None = None) -> str:
+    """Staging and Production tagged by DeploymentGroup; ``source`` as the environments' own."""
+    environments = {}
+    for env in ("Staging", "Production"):
+        environments[env] = {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": env}]}
+        if source is not None:
+            environments[env]["source"] = source
+    return json.dumps(
+        {
+            SVC: {
+                "environments": environments,
+                "comparisons": [{"name": "C", "source": "Staging", "compare": "Production", **comparison}],
+                "perfsignature": [entry],
+            }
+        }
+    )
+
+
+def judged_gate(tmp_path: Path, text: str, source_url: str | None) -> Gate:
+    """A gate whose load ran in W (no Locust here): only the judging is exercised."""
+    store = SqliteStore(tmp_path / "s.db")
+    options = GateOptions(stage="Staging", store_path=store.path, source_url=source_url, warmup_s=0)
+    gate = Gate(parse_monspec(text, "m.json"), options, store=store)
+    spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "x.py", 1, 1, 120)
+    gate.load_results = {(SVC, "Staging"): LoadResult(spec, "run", 0, 0, (W.start, W.end), Path("x.log"))}
+    return gate
+
+
+def test_the_dispatch_opens_dynatrace_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DT_API_TOKEN", TOKEN)
+    with SqliteStore(tmp_path / "s.db") as store:
+        opened = open_source("dynatrace+v1+http://dt.test:8080/e/env-1", store, 7)
+    assert isinstance(opened, DynatraceSource) and isinstance(opened, TopologySource)
+    assert (opened.base_url, opened.api, opened.min_samples) == ("http://dt.test:8080/e/env-1", "v1", 7)
+    opened.close()
+
+
 @respx.mock
 def test_gate_judges_dynatrace_numbers_with_the_scale_factor_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No raw observations: a mannwhitney comparison falls back to the scale-factor rule."""
+    """No raw observations: a mannwhitney comparison falls back to the scale-factor rule. The
+    gate opens the source from --perfsig-source's URL, with the token from the environment."""
 
     def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == f"Api-Token {TOKEN}"
         staging = "Staging" in request.url.params["entitySelector"]
         return metrics_answer(
             request,
@@ -555,42 +601,12 @@ def test_gate_judges_dynatrace_numbers_with_the_scale_factor_rule(
         )
 
     respx.get(METRICS).mock(side_effect=answer)
-    text = json.dumps(
-        {
-            SVC: {
-                "environments": {
-                    env: {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": env}]}
-                    for env in ("Staging", "Production")
-                },
-                "comparisons": [
-                    {
-                        "name": "C",
-                        "source": "Staging",
-                        "compare": "Production",
-                        "judge": "mannwhitney",
-                        "scalefactorperc": {"default": 20},
-                    }
-                ],
-                "perfsignature": [{"timeseries": "service.responsetime", "aggregate": "avg"}],
-            }
-        }
+    monkeypatch.setenv("DT_API_TOKEN", TOKEN)
+    text = tagged_monspec(
+        {"judge": "mannwhitney", "scalefactorperc": {"default": 20}},
+        {"timeseries": "service.responsetime", "aggregate": "avg"},
     )
-
-    def open_source(url: str | None, store: SqliteStore, min_samples: int = 20) -> MetricSource:
-        assert url == "dynatrace+http://dt.test"
-        return DynatraceSource.from_url(url, min_samples=min_samples, token=TOKEN)
-
-    monkeypatch.setattr(session_module, "open_source", open_source)
-    store = SqliteStore(tmp_path / "s.db")
-    gate = Gate(
-        parse_monspec(text, "m.json"),
-        GateOptions(
-            stage="Staging", store_path=store.path, source_url="dynatrace+http://dt.test", warmup_s=0
-        ),
-        store=store,
-    )
-    spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "x.py", 1, 1, 120)
-    gate.load_results = {(SVC, "Staging"): LoadResult(spec, "run", 0, 0, (W.start, W.end), Path("x.log"))}
+    gate = judged_gate(tmp_path, text, source_url=TENANT.replace("http://", "dynatrace+http://"))
     (check,) = gate.checks
     verdict = gate.verdict(check)
     assert (verdict.status, verdict.source_value, verdict.compare_value) == ("violation", 30.0, 20.0)
@@ -599,12 +615,10 @@ def test_gate_judges_dynatrace_numbers_with_the_scale_factor_rule(
     assert verdict.details is None  # the scale-factor rule, not the rank test
 
 
-@pytest.mark.skipif(
-    not hasattr(Gate, "_judge_smartscape"),
-    reason="session.py does not route smartscape entries to count_relationships yet",
-)
 @respx.mock
 def test_gate_judges_smartscape_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environments name Dynatrace as their own source in the monspec."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         callers = 3 if "Staging" in request.url.params["entitySelector"] else 5
         calls = [{"id": f"SERVICE-{k}", "type": "SERVICE"} for k in range(callers)]
@@ -613,43 +627,16 @@ def test_gate_judges_smartscape_counts(tmp_path: Path, monkeypatch: pytest.Monke
         )
 
     respx.get(f"{TENANT}/api/v2/entities").mock(side_effect=answer)
-    text = json.dumps(
-        {
-            SVC: {
-                "environments": {
-                    env: {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": env}]}
-                    for env in ("Staging", "Production")
-                },
-                "comparisons": [
-                    {
-                        "name": "C",
-                        "source": "Staging",
-                        "compare": "Production",
-                        "scalefactorperc": {"default": 10},
-                    }
-                ],
-                "perfsignature": [
-                    {"smartscape": "toRelationships:calls", "aggregate": "count", "validate": "lower"}
-                ],
-            }
-        }
+    monkeypatch.setenv("DT_API_TOKEN", TOKEN)
+    text = tagged_monspec(
+        {"scalefactorperc": {"default": 10}},
+        {"smartscape": "toRelationships:calls", "aggregate": "count", "validate": "lower"},
+        source="dynatrace+http://dt.test",
     )
-    monkeypatch.setattr(
-        session_module,
-        "open_source",
-        lambda url, store, min_samples=20: DynatraceSource.from_url(url, token=TOKEN),
-    )
-    store = SqliteStore(tmp_path / "s.db")
-    gate = Gate(
-        parse_monspec(text, "m.json"),
-        GateOptions(
-            stage="Staging", store_path=store.path, source_url="dynatrace+http://dt.test", warmup_s=0
-        ),
-        store=store,
-    )
-    spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "x.py", 1, 1, 120)
-    gate.load_results = {(SVC, "Staging"): LoadResult(spec, "run", 0, 0, (W.start, W.end), Path("x.log"))}
+    gate = judged_gate(tmp_path, text, source_url=None)
     (check,) = gate.checks
     verdict = gate.verdict(check)
     assert (verdict.status, verdict.source_value, verdict.compare_value) == ("violation", 3.0, 5.0)
+    assert (verdict.source_samples, verdict.compare_samples) == (1, 1)  # one service matched each
+    assert (verdict.source_window, verdict.compare_window) == (W, W)
     assert verdict.limit == pytest.approx(4.5)

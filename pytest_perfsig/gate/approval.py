@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..aws.approval import ApprovalOutcome, GateSummary, decide_approval
+from ..aws.codepipeline import ApprovalOutcome, GateSummary, decide_approval
 from .status import GateOutcome, approval_status, partial_note
 
 

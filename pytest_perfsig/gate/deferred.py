@@ -157,7 +157,7 @@ def run_worker(
 
 def codepipeline_approver(client: Any = None) -> Approver:
     """Approve / reject the request's approval action with the judged gate's summary."""
-    from ..aws.approval import GateSummary
+    from ..aws.codepipeline import GateSummary
     from .approval import gate_summary, send_approval
 
     def approve(request: ValidationRequest, gate: Gate | None, outcome: GateOutcome | None) -> str:

@@ -4,7 +4,8 @@
 Original attributes: Status, ComparisonName, Validationtimeframe, ReadyToValidateTimestamp,
 Monspec, PipelineStage, PipelineAction, ApprovalAction. Ours beside them: Results, Reason,
 Worker, LeaseUntil, Attempts, GateId. Claims use conditional updates, so several workers
-never process one request twice.
+never process one request twice. A finished request's Status is its gate's (``pass``,
+``violation``, ``error``); items written by earlier releases with ``ok`` read as ``pass``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from ..errors import PerfsigError
-from .base import ERROR, RUNNING, WAITING, ValidationRequest
+from ..aws.errors import aws_call, region_of
+from ..errors import RegistryError
+from .base import ERROR, LEGACY_STATUSES, RUNNING, WAITING, ValidationRequest
 
 DEFAULT_TABLE = "BuildValidationRequests"
 
@@ -36,10 +38,6 @@ _ATTRIBUTES = {  # python field -> DynamoDB attribute
     "attempts": "Attempts",
     "gate_id": "GateId",
 }
-
-
-class RegistryError(PerfsigError):
-    """The registry could not be read or written."""
 
 
 def _to_item(request: ValidationRequest) -> dict[str, Any]:
@@ -66,6 +64,8 @@ def _from_item(item: dict[str, Any]) -> ValidationRequest:
             value = json.loads(value)
         elif name in ("timestamp_ms", "attempts"):
             value = int(value)
+        elif name == "status":
+            value = LEGACY_STATUSES.get(value, value)
         elif isinstance(value, Decimal):
             value = float(value)
         values[name] = value
@@ -79,20 +79,15 @@ class DynamoDbRegistry:
     def __str__(self) -> str:
         return f"dynamodb:{self.table.name}"
 
-    def _call(self, what: str, call: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+    def _call(self, operation: str, call: Any, **kwargs: Any) -> Any:
+        """One DynamoDB call; None when its condition did not hold (another worker was first)."""
+        where = f"on table {self.table.name} ({region_of(self.table)})"
         try:
-            return call(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return aws_call(f"dynamodb:{operation}", call, where=where, error=RegistryError, **kwargs)
+        except RegistryError as exc:
+            if exc.code == "ConditionalCheckFailedException":
                 return None
-            error = exc.response["Error"]
-            raise RegistryError(
-                f"DynamoDB {what} on {self.table.name}: {error['Code']}: {error['Message']}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise RegistryError(f"DynamoDB {what} on {self.table.name}: {exc}") from exc
+            raise
 
     def register(self, request: ValidationRequest) -> None:
         done = self._call(

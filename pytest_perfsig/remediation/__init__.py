@@ -1,10 +1,12 @@
 """Self-healing: problem notifications (Dynatrace, Prometheus Alertmanager) roll Production back.
 
 - :mod:`.payloads`: both notification formats mapped to one :class:`Problem`;
-- :mod:`.rollback`: the decision (:func:`remediate`) and the CodeDeploy rollback;
+- :mod:`.rollback`: the decision (:func:`remediate`): roll back, call a remediation URL, or
+  leave alone (the CodeDeploy calls are :mod:`pytest_perfsig.aws.codedeploy`'s);
 - :mod:`.server`: the webhook receiver (Starlette, :func:`create_app`, :func:`serve`) and its
-  authentication (bearer secret or HMAC signature with replay protection);
-- :mod:`.lambdas`: the same receiver as a Lambda handler (:func:`problem_handler`).
+  authentication (bearer secret or HMAC signature with replay protection).
+
+The same receiver runs as a Lambda function: :func:`pytest_perfsig.lambdas.problem_handler`.
 
 See docs/self-healing.md. Importing this package needs neither Starlette nor boto3.
 """
@@ -23,17 +25,8 @@ __all__ = [
     "RemediationConfigError",
     "create_app",
     "parse_problem",
-    "problem_handler",
     "remediate",
     "secret_from_env",
     "serve",
     "sign",
 ]
-
-
-def __getattr__(name: str) -> object:
-    if name == "problem_handler":
-        from .lambdas import problem_handler
-
-        return problem_handler
-    raise AttributeError(name)

@@ -27,14 +27,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import PerfsigError, StoreError
+from ..aws.codedeploy import (
+    create_deployment,
+    default_client,
+    describe_deployment,
+    get_deployment,
+    succeeded_deployments,
+)
+from ..errors import AwsError, StoreError
 from ..store.sqlite import DeploymentEvent, SqliteStore
 from .payloads import Problem
 
 __all__ = [
     "ROLLBACK_STAGE",
     "Outcome",
-    "RemediationAwsError",
     "describe_revision",
     "find_previous_revision",
     "is_rollback_event",
@@ -53,15 +59,10 @@ EVENT_LOOKBACK = 200
 #: CodeDeploy deployments looked at when the store knows no earlier revision
 CODEDEPLOY_LOOKBACK = 25
 REMEDIATION_URL_TIMEOUT_S = 10.0
-_DEPLOYABLE_KEYS = ("revisionType", "s3Location", "gitHubLocation", "string", "appSpecContent")
 
 # One decision at a time in this process: a second problem about the same bad deployment then
 # sees the first one's rollback event (and is skipped, see _superseded) instead of racing it.
 _LOCK = threading.Lock()
-
-
-class RemediationAwsError(PerfsigError):
-    """A CodeDeploy call failed (the problem's outcome is ``error``, HTTP 502)."""
 
 
 @dataclass(frozen=True)
@@ -186,14 +187,9 @@ def _decide(
             **base,
         )
     try:
-        from ..aws.events import DeploymentLookupError, describe_deployment
-
-        client = codedeploy if codedeploy is not None else _codedeploy_client()
+        client = codedeploy if codedeploy is not None else default_client()
         if latest.deployment_id and not (latest.application and latest.deployment_group and latest.revision):
-            try:
-                latest = describe_deployment(latest, client)
-            except DeploymentLookupError as exc:
-                raise RemediationAwsError(str(exc)) from exc
+            latest = describe_deployment(latest, client)
         if not (latest.application and latest.deployment_group):
             return Outcome(
                 "skipped",
@@ -218,15 +214,8 @@ def _decide(
             f"perfsig self-healing: problem {problem.problem_id[:100]} on {env}; rolling back "
             f"{latest.deployment_id or 'the latest deployment'} to the previous revision"
         )
-        new_id = _aws(
-            "CreateDeployment",
-            client.create_deployment,
-            applicationName=latest.application,
-            deploymentGroupName=latest.deployment_group,
-            revision=_deployable(previous),
-            description=description,
-        )["deploymentId"]
-    except RemediationAwsError as exc:
+        new_id = create_deployment(client, latest.application, latest.deployment_group, previous, description)
+    except AwsError as exc:  # a CodeDeploy call failed, or boto3 is missing: the sender gets a 502
         return Outcome("error", 502, str(exc), action="codedeploy_rollback", **base)
 
     reason = (
@@ -289,44 +278,34 @@ def find_previous_revision(
         replaced = is_rollback_event(event)
     if codedeploy is None or not latest.deployment_id:
         return None, ""
-    return _previous_from_codedeploy(latest, bad, codedeploy)
+    return _previous_from_codedeploy(latest, latest.deployment_id, bad, codedeploy)
 
 
 def _previous_from_codedeploy(
-    latest: DeploymentEvent, bad: list[dict[str, Any]], client: Any
+    latest: DeploymentEvent, deployment_id: str, bad: list[dict[str, Any]], client: Any
 ) -> tuple[dict[str, Any] | None, str]:
-    info = _aws("GetDeployment", client.get_deployment, deploymentId=latest.deployment_id)
-    info = info.get("deploymentInfo", {})
+    info = get_deployment(client, deployment_id)
     previous = info.get("previousRevision") or None
     if previous and previous.get("revisionType") and not any(same_revision(previous, b) for b in bad):
-        return previous, f"CodeDeploy previousRevision of {latest.deployment_id}"
+        return previous, f"CodeDeploy previousRevision of {deployment_id}"
+    if not (latest.application and latest.deployment_group):
+        return None, ""
     latest_created = _epoch(info.get("createTime"))
-    ids: list[str] = []
-    token: str | None = None
-    while len(ids) < CODEDEPLOY_LOOKBACK:
-        kwargs: dict[str, Any] = {
-            "applicationName": latest.application,
-            "deploymentGroupName": latest.deployment_group,
-            "includeOnlyStatuses": ["Succeeded"],
-        }
-        if token:
-            kwargs["nextToken"] = token
-        page = _aws("ListDeployments", client.list_deployments, **kwargs)
-        ids.extend(d for d in page.get("deployments", []) if d != latest.deployment_id)
-        token = page.get("nextToken")
-        if not token:
-            break
+    listed = succeeded_deployments(
+        client, latest.application, latest.deployment_group, limit=CODEDEPLOY_LOOKBACK + 1
+    )
+    ids = [d for d in listed if d != deployment_id][:CODEDEPLOY_LOOKBACK]
     candidates = []
-    for deployment_id in ids[:CODEDEPLOY_LOOKBACK]:
-        found = _aws("GetDeployment", client.get_deployment, deploymentId=deployment_id)["deploymentInfo"]
+    for other in ids:
+        found = get_deployment(client, other)
         created = _epoch(found.get("createTime"))
         if latest_created is not None and created is not None and created >= latest_created:
             continue
         if found.get("revision"):
-            candidates.append((created or 0.0, deployment_id, found["revision"]))
-    for _created, deployment_id, revision in sorted(candidates, key=lambda c: c[0], reverse=True):
+            candidates.append((created or 0.0, other, found["revision"]))
+    for _created, other, revision in sorted(candidates, key=lambda c: c[0], reverse=True):
         if not any(same_revision(revision, b) for b in bad):
-            return revision, f"CodeDeploy deployment {deployment_id} (last Succeeded before)"
+            return revision, f"CodeDeploy deployment {other} (last Succeeded before)"
     return None, ""
 
 
@@ -373,10 +352,6 @@ def describe_revision(revision: dict[str, Any] | None) -> str:
     if isinstance(github, dict):
         return f"{github.get('repository', '?')}@{str(github.get('commitId', '?'))[:12]}"
     return str(revision.get("revisionType") or "revision")
-
-
-def _deployable(revision: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in revision.items() if k in _DEPLOYABLE_KEYS}
 
 
 def _superseded(problem: Problem, latest: DeploymentEvent) -> bool:
@@ -443,32 +418,6 @@ def redact_url(url: str) -> str:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _codedeploy_client() -> Any:
-    from ..aws.clients import codedeploy_client
-
-    try:
-        return codedeploy_client()
-    except PerfsigError as exc:
-        raise RemediationAwsError(str(exc)) from exc
-
-
-def _aws(operation: str, call: Callable[..., Any], **kwargs: Any) -> Any:
-    """One CodeDeploy call; its errors become :class:`RemediationAwsError` naming it."""
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError as exc:  # pragma: no cover - boto3 always brings botocore
-        raise RemediationAwsError(f"CodeDeploy {operation}: botocore is not installed") from exc
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise RemediationAwsError(
-            f"CodeDeploy {operation}: {error.get('Code', 'error')}: {error.get('Message', '')}"
-        ) from exc
-    except BotoCoreError as exc:
-        raise RemediationAwsError(f"CodeDeploy {operation}: {exc}") from exc
 
 
 def _stored_status(store: SqliteStore, problem_id: str) -> str | None:

@@ -285,15 +285,20 @@ class WebhookReceiver:
 def comment_on_problem(problem: Problem, outcome: Outcome) -> None:
     """Tell Dynatrace what was done (as the original Lambda did), when it is configured and
     the problem came from it. Best effort: a failed comment never changes the outcome."""
-    from ..dynatrace_api import DynatraceApi
+    from ..dynatrace.events import DynatraceEvents
 
     if problem.source != "dynatrace" or outcome.status in ("test", "already_handled"):
         return
     problem_id = str(problem.raw.get("ProblemID") or problem.problem_id)
     try:
-        dynatrace = DynatraceApi.from_env()
+        dynatrace = DynatraceEvents.from_env()
         if dynatrace is not None:
-            dynatrace.comment_on_problem(problem_id, f"pytest-perfsig: {outcome.status}: {outcome.reason}")
+            try:
+                dynatrace.comment_on_problem(
+                    problem_id, f"pytest-perfsig: {outcome.status}: {outcome.reason}"
+                )
+            finally:
+                dynatrace.close()
     except PerfsigError as exc:
         log.warning("could not comment on problem %r: %s", problem_id, exc)
 

@@ -41,7 +41,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..aggregates import aggregate
-from ..errors import NoDataError, SourceError, UsageError
+from ..aws.errors import aws_call
+from ..errors import AwsError, NoDataError, SourceError, UsageError
 from ..metrics import MetricKind, parse_metric, required_samples
 from ..windows import Measurement, MetricQuery, Window
 from .local import DEFAULT_MIN_SAMPLES
@@ -61,7 +62,6 @@ URL_PARAMS = (
 HIGH_RESOLUTION_PERIODS = (1, 5, 10, 30)
 SHORT_SPANS = (1, 5, 10, 20, 30)  # the periods below a minute GetMetricData accepts
 LATENCY_STATS = {"avg": "Average", "min": "Minimum", "max": "Maximum", "sum": "Sum", "median": "p50"}
-MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ class CloudWatchSource:
         self.min_samples = min_samples
         self.timeout_s = timeout_s
         self._client = client
+        self._owns_client = client is None
 
     @classmethod
     def from_url(
@@ -153,7 +154,10 @@ class CloudWatchSource:
         return cls(config, min_samples=min_samples, timeout_s=timeout_s)
 
     def close(self) -> None:
-        """Nothing to release: the boto3 client closes with the process."""
+        """Release the connections of the client this source created (a given one is the giver's)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
 
     # ------------------------------------------------------------------ protocol
 
@@ -303,22 +307,14 @@ class CloudWatchSource:
         }
         out: dict[str, dict[datetime, float]] = {key: {} for key in stats}
         client = self.client()
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        where = f"in {self.config.region}"
         while True:
             try:
-                response = client.get_metric_data(**request)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                raise SourceError(
-                    f"{self.name} GetMetricData in {self.config.region} failed: "
-                    f"{error.get('Code', 'error')}: {error.get('Message', '')} ({described})"
-                ) from None
-            except BotoCoreError as exc:
-                raise SourceError(
-                    f"{self.name} GetMetricData in {self.config.region} failed: {type(exc).__name__}: {exc} "
-                    f"({described})"
-                ) from None
+                response = aws_call(
+                    "cloudwatch:GetMetricData", client.get_metric_data, where=where, **request
+                )
+            except AwsError as exc:  # re-raised as SourceError: the gate's "could not measure" for any source
+                raise SourceError(f"{exc} ({described})") from None
             try:
                 for result in response["MetricDataResults"]:
                     status = result.get("StatusCode", "Complete")
@@ -340,25 +336,14 @@ class CloudWatchSource:
 
     def client(self) -> Any:
         if self._client is None:
+            from ..aws.clients import cloudwatch_client
+
             try:
-                import boto3
-                from botocore.config import Config
-            except ImportError:
-                raise SourceError(
-                    "the cloudwatch source needs boto3: pip install 'pytest-perfsig[aws]'"
-                ) from None
-            config = Config(
-                connect_timeout=self.timeout_s,
-                read_timeout=self.timeout_s,
-                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-                user_agent_extra="pytest-perfsig",
-            )
-            self._client = boto3.client(
-                "cloudwatch",
-                region_name=self.config.region,
-                endpoint_url=self.config.endpoint_url,
-                config=config,
-            )
+                self._client = cloudwatch_client(
+                    self.config.region, endpoint_url=self.config.endpoint_url, timeout_s=self.timeout_s
+                )
+            except AwsError as exc:  # boto3 missing: the gate reports it as this source's failure
+                raise SourceError(f"the {self.name} source: {exc}") from None
         return self._client
 
 

@@ -1,10 +1,11 @@
-"""Writing to Dynatrace (the metric source, sources/dynatrace.py, only reads): deployment
-events on the entities of an environment, as the original pipeline pushed them after each
-CodeDeploy deployment, and comments on problems saying what self-healing did.
+"""Writing to Dynatrace: deployment events on the entities of an environment, as the original
+pipeline pushed them after each CodeDeploy deployment, and comments on problems saying what
+self-healing did.
 
 Configured by ``PERFSIG_DYNATRACE_URL`` (``https://<tenant>``) and ``DT_API_TOKEN`` (scopes
-``events.ingest`` and ``problems.write``). The token is sent in a header and never appears in
-a message, a log line or a report.
+``events.ingest`` and ``problems.write``); both calls go through the one
+:class:`~pytest_perfsig.dynatrace.client.DynatraceClient`, so the token never appears in a
+message, a log line or a report.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from typing import Any
 
 import httpx
 
-from .errors import PerfsigError
-from .store.sqlite import DeploymentEvent
+from ..store import DeploymentEvent
+from .client import DEFAULT_TIMEOUT_S, TOKEN_ENV, DynatraceClient
+
+__all__ = ["ENV_TOKEN", "ENV_URL", "DynatraceEvents", "deployment_selector"]
 
 ENV_URL = "PERFSIG_DYNATRACE_URL"
-ENV_TOKEN = "DT_API_TOKEN"
-
-
-class DynatraceApiError(PerfsigError):
-    """A Dynatrace write API call failed."""
+ENV_TOKEN = TOKEN_ENV
+SCOPES = "events.ingest and problems.write"
 
 
 def deployment_selector(env: str) -> str:
@@ -31,41 +31,38 @@ def deployment_selector(env: str) -> str:
     return f'type(SERVICE),tag("DeploymentGroup:{env}")'
 
 
-class DynatraceApi:
+class DynatraceEvents:
+    """Deployment events and problem comments on one tenant."""
+
     def __init__(
-        self, base_url: str, token: str, *, client: httpx.Client | None = None, timeout_s: float = 10.0
+        self,
+        base_url: str,
+        token: str,
+        *,
+        http: httpx.Client | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if not token:
-            raise DynatraceApiError(f"no Dynatrace API token: set {ENV_TOKEN}")
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-        self._client = client or httpx.Client(timeout=timeout_s)
+        # Writing is asked for explicitly (the URL is set): a missing token is an error now,
+        # not after a deployment was stored.
+        self.client = DynatraceClient(base_url, token, scopes=SCOPES, timeout_s=timeout_s, http=http)
+        if not self.client.has_token:
+            raise self.client.missing_token()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DynatraceApi | None:
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DynatraceEvents | None:
         """None when Dynatrace is not configured (writing to it is optional)."""
         url = environ.get(ENV_URL)
         return cls(url, environ.get(ENV_TOKEN, "")) if url else None
 
-    def __repr__(self) -> str:  # never the token
-        return f"DynatraceApi({self.base_url!r})"
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
 
-    def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self._client.post(
-                url, json=body, headers={"Authorization": f"Api-Token {self._token}"}
-            )
-        except httpx.HTTPError as exc:
-            raise DynatraceApiError(f"Dynatrace {what} ({url}): {type(exc).__name__}") from None
-        if response.status_code >= 300:
-            detail = response.text[:300].replace(self._token, "***")
-            raise DynatraceApiError(f"Dynatrace {what} ({url}): HTTP {response.status_code}: {detail}")
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        return answer if isinstance(answer, dict) else {}
+    def close(self) -> None:
+        self.client.close()
+
+    def __repr__(self) -> str:  # never the token
+        return f"DynatraceEvents({self.base_url!r})"
 
     def push_deployment_event(
         self, event: DeploymentEvent, entity_selector: str | None = None
@@ -89,9 +86,11 @@ class DynatraceApi:
             "entitySelector": entity_selector or deployment_selector(event.env),
             "properties": {k: str(v) for k, v in properties.items() if v is not None},
         }
-        return self._post("/api/v2/events/ingest", body, "deployment event")
+        return self.client.post_json("/api/v2/events/ingest", body, described="deployment event")
 
     def comment_on_problem(self, problem_id: str, message: str) -> dict[str, Any]:
         """Say on the problem what was done about it (Problems API v2)."""
         body = {"message": message, "context": "pytest-perfsig self-healing"}
-        return self._post(f"/api/v2/problems/{problem_id}/comments", body, "problem comment")
+        return self.client.post_json(
+            f"/api/v2/problems/{problem_id}/comments", body, described="problem comment"
+        )

@@ -1,15 +1,15 @@
-"""Approve or reject a CodePipeline manual-approval action from a gate's result.
+"""CodePipeline: approve or reject a manual-approval action with a gate's result.
 
 The original system's worker did this every 2 minutes: ``GetPipeline`` to find the approval
 action by name, ``GetPipelineState`` to check it is still waiting and to get its token, then
 ``PutApprovalResult``. It failed open in places; here:
 
-- only a gate whose status is ``pass`` *and* whose counts show at least one passed entry and no
-  violation or error is approved — everything else is rejected;
+- the action is approved exactly when the gate's status is ``pass`` (decided in one place,
+  :mod:`pytest_perfsig.gate.status`); everything else is rejected;
 - an action that is not waiting (decided by hand, or not started) is left alone, and the
   outcome says so;
 - every AWS failure (throttling after the retries, missing permissions, unknown pipeline, no
-  credentials, endpoint unreachable...) raises :class:`~pytest_perfsig.aws.ApprovalError`
+  credentials, endpoint unreachable...) raises :class:`~pytest_perfsig.errors.ApprovalError`
   naming the call, the pipeline and the AWS error; nothing is approved on any error path.
 
 Nothing here needs boto3 until :func:`decide_approval` is given a client.
@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_perfsig.aws import ApprovalError
+from ..errors import ApprovalError
+from .errors import aws_call, region_of
 
 __all__ = [
     "SUMMARY_LIMIT",
-    "ApprovalError",
     "ApprovalOutcome",
     "GateSummary",
     "approval_result",
@@ -78,27 +78,9 @@ class ApprovalOutcome:
 
 
 def approval_result(summary: GateSummary) -> str:
-    """``"Approved"`` only for a passed gate with at least one passed entry and no violation or
-    error in its counts; ``"Rejected"`` for everything else."""
-    counts = summary.counts
-    if (
-        summary.status == "pass"
-        and counts.get("pass", 0) > 0
-        and counts.get("violation", 0) == 0
-        and counts.get("error", 0) == 0
-    ):
-        return APPROVED
-    return REJECTED
-
-
-def _contradiction(summary: GateSummary) -> str | None:
-    """Why a gate reported as ``pass`` is rejected anyway, if it is."""
-    if summary.status != "pass" or approval_result(summary) == APPROVED:
-        return None
-    bad = [f"{summary.counts.get(k, 0)} {k}" for k in ("violation", "error") if summary.counts.get(k, 0)]
-    if bad:
-        return f"the gate says pass but its counts show {' and '.join(bad)}"
-    return "no entry passed: nothing was judged"
+    """``"Approved"`` exactly when the gate's status is ``pass``, ``"Rejected"`` otherwise: the
+    status is the gate's one decision, never second-guessed here."""
+    return APPROVED if summary.status == "pass" else REJECTED
 
 
 # --------------------------------------------------------------------------- the summary
@@ -174,9 +156,6 @@ def approval_summary(summary: GateSummary, limit: int = SUMMARY_LIMIT) -> str:
         f"({_format_counts(summary.counts)})."
     )
     problems = [_one_line(p) for p in summary.problems if p and p.strip()]
-    contradiction = _contradiction(summary)
-    if contradiction:
-        problems.insert(0, contradiction)
 
     url = (summary.report_url or "").strip()
     tail = f" Report: {url}" if url else ""
@@ -199,59 +178,10 @@ def default_pipeline_name(environ: Mapping[str, str] = os.environ) -> str | None
     return initiator[len(_INITIATOR_PREFIX) :].strip() or None
 
 
-_ERROR_HINTS = {
-    "AccessDeniedException": "the role running the gate needs codepipeline:{operation} on this pipeline",
-    "AccessDenied": "the role running the gate needs codepipeline:{operation} on this pipeline",
-    "UnrecognizedClientException": "the credentials are not valid for this account and region",
-    "ExpiredTokenException": "the credentials have expired",
-    "PipelineNotFoundException": (
-        "check the pipeline name (--perfsig-pipeline, or CODEBUILD_INITIATOR inside CodeBuild) and the "
-        "region (AWS_REGION)"
-    ),
-    "ThrottlingException": "still throttled after the retries: run the gate again, or decide by hand",
-    "InvalidApprovalTokenException": (
-        "the approval action was restarted or decided while the gate ran: check it in the console"
-    ),
-    "ApprovalAlreadyCompletedException": "someone approved or rejected it while the gate ran",
-    "StageNotFoundException": "the pipeline changed while the gate ran",
-    "ActionNotFoundException": "the pipeline changed while the gate ran",
-}
-
-
-def _region(client: Any) -> str:
-    region = getattr(getattr(client, "meta", None), "region_name", None)
-    return region if isinstance(region, str) and region else "default region"
-
-
 def _call(client: Any, operation: str, method: Callable[..., Any], pipeline: str, **params: Any) -> Any:
-    """``method(**params)``, with every AWS error turned into an :class:`ApprovalError`."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-    )
-
-    where = f"{operation} for pipeline {pipeline!r} ({_region(client)}) failed"
-    try:
-        return method(**params)
-    except ClientError as exc:
-        error = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
-        code = str(error.get("Code") or "UnknownError")
-        text = str(error.get("Message") or exc)
-        hint = _ERROR_HINTS.get(code, "").format(operation=operation)
-        raise ApprovalError(f"{where}: {code}: {text}" + (f" ({hint})" if hint else "")) from exc
-    except BotoCoreError as exc:
-        if isinstance(exc, NoCredentialsError):
-            hint = "configure AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID...) or run with a role"
-        elif isinstance(exc, NoRegionError):
-            hint = "set AWS_REGION"
-        elif isinstance(exc, EndpointConnectionError):
-            hint = "check the network, the region and AWS_ENDPOINT_URL"
-        else:
-            hint = ""
-        raise ApprovalError(f"{where}: {type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")) from exc
+    """``method(**params)``, every AWS failure raised as an :class:`ApprovalError`."""
+    where = f"for pipeline {pipeline!r} ({region_of(client)})"
+    return aws_call(f"codepipeline:{operation}", method, where=where, error=ApprovalError, **params)
 
 
 def _split_action(action: str) -> tuple[str | None, str]:

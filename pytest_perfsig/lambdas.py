@@ -1,0 +1,191 @@
+"""The AWS Lambda functions of pytest-perfsig, one handler each:
+
+- :func:`register_handler`: the original system's ``registerDynatraceBuildValidation``, a
+  CodePipeline invoke action that registers a deferred validation;
+- :func:`worker_handler`: the original ``validateBuildDynatraceWorker``, scheduled every 2
+  minutes: judges every due validation, approves or rejects its pipeline action;
+- :func:`problem_handler`: the original ``handleDynatraceProblemNotification``, the self-healing
+  receiver behind API Gateway (proxy integration), with authentication.
+
+Configuration by environment variables:
+
+- ``PERFSIG_REGISTRY``: registry URL (default ``dynamodb:BuildValidationRequests``);
+  register and worker;
+- ``PERFSIG_MONSPEC``: the monspec file shipped with the function (default ``monspec.json``);
+  register;
+- ``PERFSIG_STORE``: the SQLite store: the samples the worker judges, the deployment events the
+  problem handler rolls back from (shared storage such as EFS; default ``/tmp/perfsig.db``);
+- ``PERFSIG_WEBHOOK_SECRET``: the problem handler's shared secret (required; without it every
+  request gets a 500 that says so, and nothing is done);
+- ``PERFSIG_PRODUCTION_PREFIX``: environments whose name starts with it are rolled back
+  (default ``Production``); problem handler;
+- ``PERFSIG_DYNATRACE_URL``, ``DT_API_TOKEN``: where the problem handler comments on Dynatrace
+  problems (optional);
+- AWS region and credentials: the function's own (``AWS_REGION``, its role).
+
+The problem handler's replay protection remembers signatures per execution environment
+(container): concurrent containers do not share that memory; see docs/self-healing.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import PerfsigError
+from .remediation.server import SECRET_ENV, RemediationConfigError, Reply, WebhookReceiver, error_reply
+
+__all__ = ["problem_handler", "register_handler", "worker_handler"]
+
+# The self-healing logger, as the webhook server's: one name to follow, wherever it runs.
+log = logging.getLogger("pytest_perfsig.remediation")
+
+DEFAULT_REGISTRY = "dynamodb:BuildValidationRequests"
+DEFAULT_STORE = "/tmp/perfsig.db"
+
+
+def _store_path() -> str:
+    return os.environ.get("PERFSIG_STORE", DEFAULT_STORE)
+
+
+def _registry() -> Any:
+    from .registry import open_registry
+
+    return open_registry(os.environ.get("PERFSIG_REGISTRY", DEFAULT_REGISTRY), _store_path())
+
+
+# ------------------------------------------------------------------ deferred validation
+
+
+def register_handler(
+    event: dict[str, Any], context: Any, *, codepipeline: Any = None, registry: Any = None
+) -> dict[str, Any]:
+    """CodePipeline invoke action; UserParameters ``"StagingToProduction,5,ApproveStaging"``.
+    The job fails (and with it the pipeline action) when anything is wrong: never silently."""
+    from .aws.clients import codepipeline_client
+    from .monspec import load_monspec
+    from .registry import new_request, parse_user_parameters
+
+    codepipeline = codepipeline or codepipeline_client()
+    job_id = event["CodePipeline.job"]["id"]
+    try:
+        details = codepipeline.get_job_details(jobId=job_id)["jobDetails"]["data"]
+        context_ = details["pipelineContext"]
+        parameters = details["actionConfiguration"]["configuration"].get("UserParameters", "")
+        comparison, minutes, approval = parse_user_parameters(parameters)
+        monspec_path = os.environ.get("PERFSIG_MONSPEC", "monspec.json")
+        monspec = load_monspec(monspec_path)
+        if not any(entity.comparison(comparison) for entity in monspec.entities.values()):
+            raise PerfsigError(f"comparison {comparison!r} is not defined in {monspec_path}")
+        request = new_request(
+            context_["pipelineName"],
+            comparison,
+            minutes,
+            Path(monspec_path).read_text(encoding="utf-8"),
+            approval_action=approval,
+            stage=context_["stage"]["name"],
+            action=context_["action"]["name"],
+        )
+        (registry or _registry()).register(request)
+    except (PerfsigError, KeyError) as exc:
+        message = f"perfsig register failed: {exc}"
+        codepipeline.put_job_failure_result(
+            jobId=job_id, failureDetails={"type": "ConfigurationError", "message": message[:5000]}
+        )
+        return {"status": "failed", "message": message}
+    codepipeline.put_job_success_result(jobId=job_id)
+    return {"status": "registered", "pipeline": request.pipeline, "timestamp": request.timestamp_ms}
+
+
+def worker_handler(
+    event: dict[str, Any], context: Any, *, registry: Any = None, approve: Any = None
+) -> dict[str, Any]:
+    """Scheduled: judge every due request, approve / reject, record the outcome."""
+    from .gate.deferred import codepipeline_approver, describe, work_once
+    from .store import SqliteStore
+
+    with SqliteStore(_store_path()) as store:
+        processed = work_once(registry or _registry(), store, approve=approve or codepipeline_approver())
+    return {"processed": [describe(p) for p in processed]}
+
+
+# ------------------------------------------------------------------ self-healing
+
+_receivers: dict[tuple[str, str, str, int, int], WebhookReceiver] = {}
+_lock = threading.Lock()
+
+
+def problem_handler(
+    event: dict[str, Any],
+    context: Any,
+    *,
+    codedeploy: Any = None,
+    http: Any = None,
+    secret: str | None = None,
+    store_path: str | None = None,
+) -> dict[str, Any]:
+    """API Gateway proxy event (REST or HTTP API, payload 1.0 or 2.0) -> proxy response."""
+    try:
+        receiver = _receiver(secret, store_path, codedeploy, http)
+    except RemediationConfigError as exc:
+        log.error("perfsig problem handler is not configured: %s", exc)
+        return _response(error_reply(500, str(exc), error="not configured"))
+    method = (
+        event.get("httpMethod")
+        or ((event.get("requestContext") or {}).get("http") or {}).get("method")
+        or "POST"
+    )
+    if str(method).upper() != "POST":
+        return _response(error_reply(405, "POST only", error="method not allowed"))
+    headers = _headers(event)
+    early = receiver.precheck(headers)
+    if early is not None:
+        return _response(early)
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return _response(error_reply(400, "invalid base64 body"))
+    else:
+        body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    return _response(receiver.handle(headers, body))
+
+
+def _receiver(secret: str | None, store_path: str | None, codedeploy: Any, http: Any) -> WebhookReceiver:
+    secret = secret if secret is not None else os.environ.get(SECRET_ENV, "")
+    store_path = store_path or _store_path()
+    prefix = os.environ.get("PERFSIG_PRODUCTION_PREFIX", "Production")
+    key = (secret, store_path, prefix, id(codedeploy), id(http))
+    with _lock:  # one per container, so its replay memory lasts across invocations
+        if key not in _receivers:
+            receiver = WebhookReceiver(
+                store_path, secret=secret, codedeploy=codedeploy, http=http, production_prefix=prefix
+            )
+            _receivers.clear()
+            _receivers[key] = receiver
+        return _receivers[key]
+
+
+def _headers(event: dict[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, values in (event.get("multiValueHeaders") or {}).items():
+        if values:
+            headers[str(name).lower()] = str(values[0])
+    for name, value in (event.get("headers") or {}).items():
+        if value is not None:
+            headers[str(name).lower()] = str(value)
+    return headers
+
+
+def _response(reply: Reply) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    if reply.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="perfsig"'
+    return {"statusCode": reply.status, "headers": headers, "body": json.dumps(reply.body)}
