@@ -132,6 +132,10 @@ TAIL_SAMPLES = 5
 """Samples a percentile needs beyond it: p90 is only meaningful with a few values above it."""
 
 
+DEFAULT_MIN_SAMPLES = 20
+"""Fewest samples a window needs to be judged at all (``--perfsig-min-samples``)."""
+
+
 def required_samples(aggregate: Aggregate, floor: int) -> int:
     """Samples a window needs before an aggregate means something: pXX needs TAIL_SAMPLES
     values above it, i.e. 5 × 100 / (100 − XX) (p90: 50, p95: 100, p99: 500)."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from .gate import GateOptions, parse_url_overrides
-from .sources.local import DEFAULT_MIN_SAMPLES
+from .metrics import DEFAULT_MIN_SAMPLES
 from .store import DEFAULT_STORE_PATH
 
 ENV_BUILD = "PERFSIG_BUILD"

@@ -30,6 +30,10 @@ class Window:
         return f"{start:%Y-%m-%d %H:%M:%S}–{end.strftime(end_fmt)} UTC"
 
 
+Tags = tuple[tuple[str, str, str | None], ...]
+"""An environment's monspec tags, (context, key, value)."""
+
+
 @dataclass(frozen=True)
 class MetricQuery:
     service: str

@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 
 from ..errors import SourceError
-from ..sources.base import Tags
-from ..windows import MetricQuery
+from ..windows import MetricQuery, Tags
 
 __all__ = ["entity_selector", "quote", "service_selector", "tag_text", "v1_tags"]
 

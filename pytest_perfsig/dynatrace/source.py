@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from ..aggregates import aggregate
 from ..errors import NoDataError, SourceError, UsageError
 from ..metrics import (
+    DEFAULT_MIN_SAMPLES,
     Aggregate,
     MetricFamily,
     MetricId,
@@ -46,9 +47,7 @@ from ..metrics import (
     parse_metric,
     required_samples,
 )
-from ..sources.base import Tags
-from ..sources.local import DEFAULT_MIN_SAMPLES
-from ..windows import Measurement, MetricQuery, Window
+from ..windows import Measurement, MetricQuery, Tags, Window
 from . import metrics_v2, timeseries_v1
 from .client import DEFAULT_TIMEOUT_S, TOKEN_ENV, DynatraceClient
 from .metrics_v2 import ms, query_metrics

@@ -12,9 +12,8 @@ from ..errors import NoDataError, SourceError
 from ..metrics import Aggregate
 from ..monspec import BaselineRuns, Monspec
 from ..sources import MetricSource, TopologySource, open_source
-from ..sources.base import Tags
 from ..store import RunRecord, SqliteStore
-from ..windows import Measurement, MetricQuery, Window
+from ..windows import Measurement, MetricQuery, Tags, Window
 from .plan import Check, GateOptions
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..errors import LoadError, UsageError
 from ..load.runner import LoadSpec
+from ..metrics import DEFAULT_MIN_SAMPLES
 from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
-from ..sources.local import DEFAULT_MIN_SAMPLES
 from ..store import DEFAULT_STORE_PATH
 
 PRODUCTION_PREFIX = "Production"

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import UsageError
+from ..metrics import DEFAULT_MIN_SAMPLES
 from .base import MetricSource, SampleReader, TopologySource
-from .local import DEFAULT_MIN_SAMPLES, LocalSource
+from .local import LocalSource
 
 __all__ = [
     "MetricSource",

@@ -7,10 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from ..store import SampleColumns
-from ..windows import Measurement, MetricQuery, Window
-
-Tags = tuple[tuple[str, str, str | None], ...]
-"""An environment's monspec tags, (context, key, value)."""
+from ..windows import Measurement, MetricQuery, Tags, Window
 
 
 class MetricSource(Protocol):

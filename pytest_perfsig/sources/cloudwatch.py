@@ -43,9 +43,8 @@ from urllib.parse import parse_qs, urlsplit
 from ..aggregates import aggregate
 from ..aws.errors import aws_call
 from ..errors import AwsError, NoDataError, SourceError, UsageError
-from ..metrics import MetricKind, parse_metric, required_samples
+from ..metrics import DEFAULT_MIN_SAMPLES, MetricKind, parse_metric, required_samples
 from ..windows import Measurement, MetricQuery, Window
-from .local import DEFAULT_MIN_SAMPLES
 
 DEFAULT_TIMEOUT_S = 10.0
 TAG_CONTEXT = "CLOUDWATCH"

@@ -6,12 +6,11 @@ from typing import Any
 
 from ..aggregates import aggregate, bucket_series
 from ..errors import NoDataError, SourceError
-from ..metrics import MetricKind, known_metric_ids, parse_metric, required_samples
+from ..metrics import DEFAULT_MIN_SAMPLES, MetricKind, known_metric_ids, parse_metric, required_samples
 from ..store.sqlite import SampleColumns
 from ..windows import Measurement, MetricQuery
 from .base import SampleReader
 
-DEFAULT_MIN_SAMPLES = 20
 BUCKET_S = 1.0
 
 

@@ -48,10 +48,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from ..errors import NoDataError, SourceError, UsageError
-from ..metrics import MetricKind, required_samples
+from ..metrics import DEFAULT_MIN_SAMPLES, MetricKind, required_samples
 from ..windows import Measurement, MetricQuery, Window
 from .http import get_json
-from .local import DEFAULT_MIN_SAMPLES
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_REQUESTS_METRIC = "http_requests_total"
