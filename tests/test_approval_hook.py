@@ -93,7 +93,7 @@ def test_nothing_judged_is_rejected_and_not_green(gate_dir: pytest.Pytester, cod
     # Every entry skipped: pytest alone would exit 0; the gate judged nothing, so it fails.
     gate_dir.makefile(".json", monspec=TOPOLOGY_ONLY)
     expect_decision(codepipeline, "Rejected")
-    result = gate_dir.runpytest_inprocess(*approve_args("http://127.0.0.1:9"))
+    result = gate_dir.runpytest_inprocess(*approve_args("http://127.0.0.1:9", "--perfsig-optional=smartscape"))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(skipped=1)
     codepipeline.assert_no_pending_responses()
