@@ -13,7 +13,6 @@ from .errors import PerfsigError, UsageError
 from .monspec import load_monspec
 from .report.terminal import render_table, verdict_rows
 from .store import DEFAULT_STORE_PATH, SqliteStore
-from .verdict import Verdict
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -38,10 +37,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _gates(args: argparse.Namespace) -> int:
     with SqliteStore(args.store) as store:
         for gate in store.gates(args.limit):
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate["started_at"]))
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate.started_at))
             print(
-                f"{gate['gate_id']}  {started}  {gate['stage']:<12} build={gate['build'] or '-':<8} "
-                f"{gate['status']}"
+                f"{gate.gate_id}  {started}  {gate.stage:<12} build={gate.build or '-':<8} "
+                f"{gate.status.upper()}"
             )
     return 0
 
@@ -79,12 +78,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     with SqliteStore(args.store) as store:
-        records = store.verdicts(args.gate_id)
-    if not records:
+        stored = store.verdicts(args.gate_id)
+    if not stored:
         print(f"perfsig: no verdicts stored for gate {args.gate_id!r} in {args.store}", file=sys.stderr)
         return 1
-    verdicts = [(r["check_id"], Verdict.from_record(r)) for r in records]
-    for line in render_table(verdict_rows(verdicts)):
+    for line in render_table(verdict_rows((v.check_id, v.verdict) for v in stored)):
         print(line)
     return 0
 

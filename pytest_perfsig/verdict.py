@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .metrics import MetricKind
-from .monspec import Comparison, JudgeConfig, SignatureEntry
 from .windows import Measurement, Window
+
+if TYPE_CHECKING:  # the Locust process stores verdict-free samples and loads no monspec models
+    from .metrics import MetricKind
+    from .monspec import Comparison, JudgeConfig, SignatureEntry
 
 Status = Literal["pass", "violation", "error", "skipped"]
 STATUSES: tuple[Status, ...] = ("pass", "violation", "error", "skipped")

@@ -129,3 +129,14 @@ def test_module_has_a_docstring_and_a_readable_size(module: str, path: Path) -> 
     assert doc and doc.strip().splitlines()[0].strip(), f"{module}: the first docstring line says what it is for"
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{module}: {lines} lines; split it along its concerns"
+
+
+def test_the_locust_process_imports_no_monspec_models_or_statistics() -> None:
+    # The capture runs inside every Locust process: its start-up stays light.
+    import subprocess
+    import sys
+
+    probe = ("import sys, pytest_perfsig.load.capture, pytest_perfsig.load.locust_main; "
+             "print(sorted(m for m in ('pydantic', 'scipy', 'numpy', 'json5') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

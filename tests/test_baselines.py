@@ -3,6 +3,7 @@ over a real SQLite store filled with samples at known times (no test waits an ho
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def gate_over(store: SqliteStore, text: str, *, stage: str = "Staging", run_id: 
     gate = Gate(parse_monspec(text, "m.json"), GateOptions(stage=stage, store_path=store.path, **options),
                 store=store)
     gate.started = True
-    store._db.execute("UPDATE runs SET gate_id = ? WHERE run_id = ?", (gate.gate_id, run_id))
+    with sqlite3.connect(store.path) as raw:  # the stored run becomes this gate's own
+        raw.execute("UPDATE runs SET gate_id = ? WHERE run_id = ?", (gate.gate_id, run_id))
     window = store.run_window(run_id)
     assert window is not None
     spec = LoadSpec(SVC, stage, "http://127.0.0.1:1", "x.py", 1, 1, DURATION)

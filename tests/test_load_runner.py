@@ -47,7 +47,7 @@ def test_crashing_locustfile_is_a_load_error_with_its_log(tmp_path: Path,
     assert "load on Staging" in message and "Locust exited with code" in message
     assert "locustfile exploded" in message
     with SqliteStore(tmp_path / "s.db") as store:
-        statuses = store._query("SELECT status, detail FROM runs")
+        statuses = [(run.status, run.detail) for run in store.runs()]
     assert statuses[0][0] == "error" and "exited" in statuses[0][1]
 
 
@@ -67,4 +67,4 @@ def test_unreachable_stage_fails_before_any_load(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db") as store:
         with pytest.raises(LoadError):
             run_load([spec("http://127.0.0.1:9", ROOT / "loadtests" / "staging.py")], store)
-        assert store._query("SELECT COUNT(*) FROM runs") == [(0,)]
+        assert store.runs() == []

@@ -14,27 +14,45 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_perfsig.worker import MAX_ATTEMPTS, work_once
 
 from pytest_perfsig.errors import UsageError
+from pytest_perfsig.gate.deferred import MAX_ATTEMPTS, work_once
+from pytest_perfsig.gate.status import GateOutcome
 from pytest_perfsig.registry import new_request, open_registry, parse_user_parameters
 from pytest_perfsig.registry.base import ValidationRegistry, ValidationRequest
 from pytest_perfsig.registry.sqlite import SqliteRegistry
 from pytest_perfsig.store import RunRecord, SqliteStore
 
 NOW = 1_800_000_000.0
-MONSPEC = json.dumps({"Svc": {
-    "environments": {"Staging": {}, "Production": {}},
-    "comparisons": [{"name": "StagingToProduction", "source": "Staging", "compare": "Production",
-                     "scalefactorperc": {"default": 30}}],
-    "perfsignature": [{"timeseries": "service.failurerate", "aggregate": "avg"},
-                      {"timeseries": "service.responsetime", "aggregate": "avg"}]}})
+MONSPEC = json.dumps(
+    {
+        "Svc": {
+            "environments": {"Staging": {}, "Production": {}},
+            "comparisons": [
+                {
+                    "name": "StagingToProduction",
+                    "source": "Staging",
+                    "compare": "Production",
+                    "scalefactorperc": {"default": 30},
+                }
+            ],
+            "perfsignature": [
+                {"timeseries": "service.failurerate", "aggregate": "avg"},
+                {"timeseries": "service.responsetime", "aggregate": "avg"},
+            ],
+        }
+    }
+)
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -57,8 +75,11 @@ def request_at(ts: float, **kwargs: Any) -> ValidationRequest:
 
 
 def test_user_parameters_of_the_original() -> None:
-    assert parse_user_parameters("StagingToProduction,5,ApproveStaging") == ("StagingToProduction", 5.0,
-                                                                             "ApproveStaging")
+    assert parse_user_parameters("StagingToProduction,5,ApproveStaging") == (
+        "StagingToProduction",
+        5.0,
+        "ApproveStaging",
+    )
     assert parse_user_parameters("StagingToProduction, 2.5") == ("StagingToProduction", 2.5, None)
     for bad in ("", "StagingToProduction", "X,five,Y", "a,1,b,c"):
         with pytest.raises(UsageError):
@@ -78,9 +99,15 @@ def test_register_due_claim_finish(registry: ValidationRegistry) -> None:
     assert registry.claim(due, "w1", NOW + 301, 60)
     assert not registry.claim(registry.get("pipe", request.timestamp_ms) or due, "w2", NOW + 301, 60)
     assert registry.due(NOW + 302) == []
-    assert not registry.finish(due, "w2", "ok", results=[], reason=None, gate_id=None)  # not its claim
-    assert registry.finish(due, "w1", "violation", results=[{"check_id": "x", "status": "violation"}],
-                           reason="1 configuration entries showed violations!", gate_id="g")
+    assert not registry.finish(due, "w2", "pass", results=[], reason=None, gate_id=None)  # not its claim
+    assert registry.finish(
+        due,
+        "w1",
+        "violation",
+        results=[{"check_id": "x", "status": "violation"}],
+        reason="1 configuration entries showed violations!",
+        gate_id="g",
+    )
     final = registry.get("pipe", request.timestamp_ms)
     assert final is not None and final.status == "violation" and final.attempts == 1
     assert final.results == [{"check_id": "x", "status": "violation"}]
@@ -108,20 +135,22 @@ def fill_samples(store: SqliteStore, staging_failures: int, start: float = NOW) 
     """Samples for the window [start, start + 300]: Staging and Production, 100 requests each."""
     for env, failures in (("Staging", staging_failures), ("Production", 0)):
         store.create_run(RunRecord(run_id=env, service="Svc", env=env, started_at=start, status="completed"))
-        store.add_samples([(env, start + 2.0 * k, "Svc", env, "/", 10.0, int(k >= failures), 200)
-                           for k in range(100)])
+        store.add_samples(
+            [(env, start + 2.0 * k, "Svc", env, "/", 10.0, int(k >= failures), 200) for k in range(100)]
+        )
 
 
 class FakeApprover:
     def __init__(self) -> None:
         self.calls: list[tuple[str | None, str]] = []
 
-    def __call__(self, request: ValidationRequest, gate: Any, status: str) -> str:
+    def __call__(self, request: ValidationRequest, gate: Any, outcome: GateOutcome | None) -> str:
+        status = outcome.status if outcome is not None else "error"
         self.calls.append((request.approval_action, status))
-        return "approved" if status == "ok" else "rejected"
+        return "approved" if status == "pass" else "rejected"
 
 
-@pytest.mark.parametrize(("failures", "status"), [(0, "ok"), (30, "violation")])
+@pytest.mark.parametrize(("failures", "status"), [(0, "pass"), (30, "violation")])
 def test_worker_judges_the_window_and_approves(tmp_path: Path, failures: int, status: str) -> None:
     store = SqliteStore(tmp_path / "s.db")
     fill_samples(store, failures)
@@ -137,7 +166,7 @@ def test_worker_judges_the_window_and_approves(tmp_path: Path, failures: int, st
     assert failure["source_value"] == failures and failure["compare_value"] == 0.0
     if status == "violation":
         assert (stored.reason or "").startswith("1 configuration entries showed violations!")
-    assert store.gates(1)[0]["status"] == {"ok": "pass", "violation": "violation"}[status]
+    assert store.gates(1)[0].status == status
 
 
 def test_worker_without_data_records_error_and_rejects(tmp_path: Path) -> None:
@@ -154,7 +183,9 @@ def test_worker_with_broken_monspec_records_error(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
     registry = SqliteRegistry(store)
     registry.register(new_request("pipe", "Nope", 5, MONSPEC, now=NOW, approval_action="A"))
-    registry.register(new_request("pipe", "StagingToProduction", 5, str(tmp_path / "missing.json"), now=NOW + 1))
+    registry.register(
+        new_request("pipe", "StagingToProduction", 5, str(tmp_path / "missing.json"), now=NOW + 1)
+    )
     approver = FakeApprover()
     done = work_once(registry, store, worker="w", approve=approver, now=NOW + 400)
     assert [d.status for d in done] == ["error", "error"]
@@ -171,19 +202,24 @@ def test_approval_failure_is_recorded_not_swallowed(tmp_path: Path) -> None:
     registry = SqliteRegistry(store)
     registry.register(request_at(NOW, approval_action="ApproveStaging"))
 
-    def failing(request: ValidationRequest, gate: Any, status: str) -> str:
+    def failing(request: ValidationRequest, gate: Any, outcome: GateOutcome | None) -> str:
         raise PerfsigError("ThrottlingException: Rate exceeded")
 
     (done,) = work_once(registry, store, worker="w", approve=failing, now=NOW + 301)
-    assert done.status == "ok" and "approval failed: ThrottlingException" in (done.reason or "")
+    assert done.status == "pass" and "approval failed: ThrottlingException" in (done.reason or "")
 
 
 # ---------------------------------------------------------------------------- processes
 
 
 def perfsig(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_perfsig.cli", *args], capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_perfsig.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
 
 
 def register_many(store_path: Path, count: int) -> SqliteRegistry:
@@ -199,38 +235,65 @@ def register_many(store_path: Path, count: int) -> SqliteRegistry:
 
 def test_two_workers_process_each_request_exactly_once(tmp_path: Path) -> None:
     registry = register_many(tmp_path / "s.db", 50)
-    command = [sys.executable, "-m", "pytest_perfsig.cli", "worker", "--once", "--no-approve",
-               "--store", str(tmp_path / "s.db")]
-    workers = [subprocess.Popen([*command, "--worker-id", f"w{i}"], stdout=subprocess.PIPE, text=True)
-               for i in (1, 2)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_perfsig.cli",
+        "worker",
+        "--once",
+        "--no-approve",
+        "--store",
+        str(tmp_path / "s.db"),
+    ]
+    workers = [
+        subprocess.Popen([*command, "--worker-id", f"w{i}"], stdout=subprocess.PIPE, text=True)
+        for i in (1, 2)
+    ]
     outputs = [w.communicate(timeout=120)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0]
-    seen = [{line.split()[1] for line in out.splitlines() if line.startswith("perfsig: pipe@")} for out in outputs]
+    seen = [
+        {line.split()[1] for line in out.splitlines() if line.startswith("perfsig: pipe@")} for out in outputs
+    ]
     assert len(seen[0]) + len(seen[1]) == 50 and not seen[0] & seen[1]
     requests = registry.recent(limit=100)
     assert len(requests) == 50
-    assert {r.status for r in requests} == {"ok"} and {r.attempts for r in requests} == {1}
+    assert {r.status for r in requests} == {"pass"} and {r.attempts for r in requests} == {1}
     assert {r.worker for r in requests} <= {"w1", "w2"}
 
 
 def test_killed_worker_loses_no_request(tmp_path: Path) -> None:
     registry = register_many(tmp_path / "s.db", 300)
     store = str(tmp_path / "s.db")
-    victim = subprocess.Popen([sys.executable, "-m", "pytest_perfsig.cli", "worker", "--no-approve", "--store",
-                               store, "--worker-id", "victim", "--lease", "1", "--interval", "60"],
-                              stdout=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest_perfsig.cli",
+            "worker",
+            "--no-approve",
+            "--store",
+            store,
+            "--worker-id",
+            "victim",
+            "--lease",
+            "1",
+            "--interval",
+            "60",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(r.status == "ok" for r in registry.recent(limit=300)):
+    while time.monotonic() < deadline and not any(r.status == "pass" for r in registry.recent(limit=300)):
         time.sleep(0.05)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     statuses = {r.status for r in registry.recent(limit=300)}
-    assert "ok" in statuses and "waiting" in statuses  # killed half-way
+    assert "pass" in statuses and "waiting" in statuses  # killed half-way
     time.sleep(1.1)  # the victim's lease runs out
     result = perfsig("worker", "--once", "--no-approve", "--store", store, "--worker-id", "rescuer")
     assert result.returncode == 0, result.stderr
     requests = registry.recent(limit=300)
-    assert len(requests) == 300 and {r.status for r in requests} == {"ok"}
+    assert len(requests) == 300 and {r.status for r in requests} == {"pass"}
     # At most the one request in flight at the kill was claimed twice.
     assert sum(r.attempts for r in requests) in (300, 301)
 
@@ -239,12 +302,33 @@ def test_register_command(tmp_path: Path) -> None:
     monspec = tmp_path / "monspec.json"
     monspec.write_text(MONSPEC)
     store = str(tmp_path / "s.db")
-    ok = perfsig("register", "StagingToProduction,5,ApproveStaging", "--pipeline", "pipe", "--monspec", str(monspec),
-                 "--store", store)
+    ok = perfsig(
+        "register",
+        "StagingToProduction,5,ApproveStaging",
+        "--pipeline",
+        "pipe",
+        "--monspec",
+        str(monspec),
+        "--store",
+        store,
+    )
     assert ok.returncode == 0, ok.stderr
-    assert "registered StagingToProduction for pipe" in ok.stdout and "ApproveStaging is approved or rejected" in ok.stdout
-    ok2 = perfsig("register", "--comparison", "StagingToProduction", "--minutes", "1", "--monspec", str(monspec),
-                  "--store", store, env={**os.environ, "CODEBUILD_INITIATOR": "codepipeline/from-env"})
+    assert (
+        "registered StagingToProduction for pipe" in ok.stdout
+        and "ApproveStaging is approved or rejected" in ok.stdout
+    )
+    ok2 = perfsig(
+        "register",
+        "--comparison",
+        "StagingToProduction",
+        "--minutes",
+        "1",
+        "--monspec",
+        str(monspec),
+        "--store",
+        store,
+        env={**os.environ, "CODEBUILD_INITIATOR": "codepipeline/from-env"},
+    )
     assert ok2.returncode == 0, ok2.stderr
     (first, second) = sorted(SqliteRegistry(SqliteStore(store)).recent(), key=lambda r: r.timestamp_ms)
     assert (first.pipeline, first.approval_action, first.minutes) == ("pipe", "ApproveStaging", 5.0)
@@ -257,6 +341,8 @@ def test_register_command(tmp_path: Path) -> None:
 
 def test_open_registry_urls(tmp_path: Path) -> None:
     assert str(open_registry(None, tmp_path / "a.db")) == f"sqlite:{tmp_path / 'a.db'}"
-    assert str(open_registry(f"sqlite:{tmp_path / 'b.db'}", tmp_path / "a.db")) == f"sqlite:{tmp_path / 'b.db'}"
+    assert (
+        str(open_registry(f"sqlite:{tmp_path / 'b.db'}", tmp_path / "a.db")) == f"sqlite:{tmp_path / 'b.db'}"
+    )
     with pytest.raises(UsageError, match="unknown registry"):
         open_registry("redis://x", tmp_path / "a.db")

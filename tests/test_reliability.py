@@ -231,7 +231,7 @@ def test_load_process_crashing_mid_run_is_a_load_error_and_keeps_the_samples(
     with SqliteStore(tmp_path / "s.db") as store:
         with pytest.raises(LoadError, match="Locust exited with code 3"):
             run_load([locust_spec(app.url, crashing)], store)
-        ((run_id, status),) = store._query("SELECT run_id, status FROM runs")
+        ((run_id, status),) = [(run.run_id, run.status) for run in store.runs()]
         assert status == "error"
         assert store.run_counts(run_id)[0] > 0  # flushed before the crash: kept
 

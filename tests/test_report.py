@@ -1,8 +1,8 @@
 """The report layer: the model, the JSON report and the HTML report, on stores built by hand.
 
 The stores are filled through the store's public API (create_run, add_samples, create_gate,
-save_verdict, finish_gate) with verdict records as the gate writes them
-(``{"check_id": ..., **Verdict.to_record()}``), so the reports are tested on real records.
+save_verdict, finish_gate) with verdicts as the gate makes them, so the reports are tested on
+real rows; keys a later version may add to a record are written into the file directly.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from typing import Any
 
 import pytest
 from markupsafe import escape
-from pytest_perfsig.evaluate import Verdict, fmt
 
-from pytest_perfsig.report import model
-from pytest_perfsig.report.html import nice_ticks, render_html, script_json, write_html_report
+from pytest_perfsig.gate.status import GateOutcome, count_statuses, decide
+from pytest_perfsig.report import gate_report, history, series
+from pytest_perfsig.report.charts import nice_ticks
+from pytest_perfsig.report.html import render_html, script_json, write_html_report
 from pytest_perfsig.report.json_report import SCHEMA_VERSION, build_json_report, write_json_report
 from pytest_perfsig.store import RunRecord, SqliteStore
+from pytest_perfsig.verdict import Verdict, fmt
 from pytest_perfsig.windows import Window
 
 T0 = 1_800_000_000.0
@@ -102,7 +105,11 @@ def add_run(
     return run, len(rows), failures
 
 
-def verdict_record(check_id: str, **fields: Any) -> dict[str, Any]:
+VERDICT_KEYS = frozenset(Verdict.__dataclass_fields__)
+
+
+def verdict_record(check_id: str, service: str = SVC, **fields: Any) -> dict[str, Any]:
+    """A verdict as the report writes it: ``check_id``, ``service`` and ``Verdict.to_record()``."""
     values: dict[str, Any] = dict(
         status="pass",
         metric="service.responsetime",
@@ -113,9 +120,22 @@ def verdict_record(check_id: str, **fields: Any) -> dict[str, Any]:
         compare_env="Production",
         message="",
         rule="upper: Production × 1.30 + 2 ms abs",
+        comparison=CMP,
     )
     values.update(fields)
-    return {"check_id": check_id, **Verdict(**values).to_record()}
+    return {"check_id": check_id, "service": service, **Verdict(**values).to_record()}
+
+
+def add_later_keys(store: SqliteStore, gate_id: str, check_id: str, keys: dict[str, Any]) -> None:
+    """Keys a later version adds to a stored record (no schema change needed for those)."""
+    with sqlite3.connect(store.path) as raw:
+        ((text,),) = raw.execute(
+            "SELECT record FROM verdicts WHERE gate_id = ? AND check_id = ?", (gate_id, check_id)
+        ).fetchall()
+        raw.execute(
+            "UPDATE verdicts SET record = ? WHERE gate_id = ? AND check_id = ?",
+            (json.dumps({**json.loads(text), **keys}), gate_id, check_id),
+        )
 
 
 def add_gate(
@@ -127,15 +147,29 @@ def add_gate(
     stage: str = "Staging",
     build: str | None = "2",
     monspec: str = "monspec.json",
-    summary: dict[str, Any] | None = None,
+    problems: list[str] | None = None,
 ) -> None:
+    """A gate with these verdicts, finished with ``status``; ``problems`` default to what
+    ``gate.status`` finds in the verdicts."""
     store.create_gate(gate_id, monspec, stage, build)
+    verdicts = []
     for record in records:
-        store.save_verdict(gate_id, record["check_id"], record)
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
-    store.finish_gate(gate_id, status, summary or {"counts": counts, "load_error": None})
+        verdict = Verdict.from_record(record)
+        verdicts.append(verdict)
+        store.save_verdict(gate_id, record["check_id"], record["service"], verdict)
+        later = {k: v for k, v in record.items() if k not in VERDICT_KEYS | {"check_id", "service"}}
+        if later:
+            add_later_keys(store, gate_id, record["check_id"], later)
+    decided = decide(verdicts, planned=len(verdicts), selected=len(verdicts))
+    outcome = GateOutcome(
+        status=status,
+        counts=count_statuses(v.status for v in verdicts),
+        planned=len(verdicts),
+        selected=len(verdicts),
+        judged=len(verdicts),
+        problems=decided.problems if problems is None else problems,
+    )
+    store.finish_gate(gate_id, outcome)
 
 
 def build_violation_gate(
@@ -147,7 +181,7 @@ def build_violation_gate(
         store, gate_id, "Production", start, url="http://127.0.0.1:8082", locustfile="loadtests/production.py"
     )
     window = Window(start, start + 9 + 19 / 20)  # first to last request of the stage
-    windows = {"source_window": str(window), "compare_window": str(window)}
+    windows = {"source_window": window, "compare_window": window}
     records = [
         verdict_record(
             f"{CMP}::service.responsetime[p90]",
@@ -216,7 +250,7 @@ def build_pass_gate(
     staging, s_n, s_f = add_run(store, gate_id, "Staging", start)
     production, p_n, p_f = add_run(store, gate_id, "Production", start, url="http://127.0.0.1:8082")
     window = Window(start, start + 9 + 19 / 20)
-    windows = {"source_window": str(window), "compare_window": str(window)}
+    windows = {"source_window": window, "compare_window": window}
     records = [
         verdict_record(
             f"{CMP}::service.responsetime[p90]",
@@ -298,10 +332,12 @@ def build_xss_gate(store: SqliteStore, gate_id: str = "G3-" + XSS[1]) -> BuiltGa
         fail_from=3,
     )
     _, p_n, _ = add_run(store, gate_id, compare, start, service=service, endpoint=endpoint)
-    window = str(Window(start, start + 9.95))
+    window = Window(start, start + 9.95)
     records = [
         verdict_record(
             f"{service}::{comparison}::{endpoint}::servicemethod.failurerate[avg]",
+            service=service,
+            comparison=comparison,
             status="violation",
             metric="servicemethod.failurerate",
             aggregate="avg",
@@ -322,6 +358,8 @@ def build_xss_gate(store: SqliteStore, gate_id: str = "G3-" + XSS[1]) -> BuiltGa
         ),
         verdict_record(
             f"{service}::{comparison}::service.responsetime[{XSS[3]}]",
+            service=service,
+            comparison=comparison,
             status="pass",
             aggregate=XSS[3],
             source_env=stage,
@@ -333,6 +371,8 @@ def build_xss_gate(store: SqliteStore, gate_id: str = "G3-" + XSS[1]) -> BuiltGa
         ),
         verdict_record(
             f"{comparison}::odd-status",
+            service=service,
+            comparison=comparison,
             status=XSS[0],
             source_env=stage,
             compare_env=compare,
@@ -348,7 +388,7 @@ def build_xss_gate(store: SqliteStore, gate_id: str = "G3-" + XSS[1]) -> BuiltGa
         stage=stage,
         build=XSS[3],
         monspec="specs/" + XSS[0] + ".json",
-        summary={"counts": {}, "load_error": "load " + payload, XSS[4]: XSS[5]},
+        problems=["load " + payload, XSS[4] + XSS[5]],
     )
     return BuiltGate(gate_id, "violation", records, window=None)
 
@@ -398,7 +438,7 @@ ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "header", "div", "span", "small", "nav", "a", "main",
     "section", "dl", "dt", "dd", "b", "br", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td",
     "figure", "svg", "line", "text", "rect", "path", "circle", "label", "select", "option", "input", "details",
-    "summary", "noscript", "footer", "script", "i", "h1",
+    "summary", "noscript", "footer", "script", "i", "h1", "ul", "li",
 }  # fmt: skip
 
 
@@ -435,7 +475,7 @@ def test_json_report_has_every_gate_verdict_value_and_run(
 ) -> None:
     store, passing, violation = two_gates
     doc = build_json_report(store)
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert list(doc) == [
         "schema_version", "generator", "generated_at", "store", "gate_id", "history_limit", "gate", "gates", "checks",
     ]  # fmt: skip
@@ -453,6 +493,9 @@ def test_json_report_has_every_gate_verdict_value_and_run(
                 assert verdict[key] == value, key  # every stored value, unknown keys included
             assert verdict["comparison"] == CMP and verdict["service"] == SVC
             assert set(Verdict.__dataclass_fields__) <= set(verdict)
+        assert built.window is not None
+        window = {"start": built.window.start, "end": built.window.end}
+        assert gate["verdicts"][0]["source_window"] == window == gate["verdicts"][0]["compare_window"]
         runs = {r["env"]: r for r in gate["runs"]}
         for env, run in built.runs.items():
             assert runs[env]["run_id"] == run.run_id
@@ -462,7 +505,9 @@ def test_json_report_has_every_gate_verdict_value_and_run(
             assert runs[env]["failures"] == built.failures[run.run_id]
     counts = doc["gates"][0]["counts"]
     assert counts == {"pass": 2, "violation": 1, "error": 0, "skipped": 1}
-    assert doc["gates"][0]["summary"]["counts"] == {"pass": 2, "violation": 1, "skipped": 1}
+    assert doc["gates"][0]["summary"]["counts"] == counts  # as gate.status counted them
+    assert doc["gates"][0]["problems"] == [violation.records[1]["message"]]
+    assert doc["gates"][1]["problems"] == []
     # Unknown record keys survive unchanged.
     first = doc["gate"]["verdicts"][0]
     assert first["future_key"] == {"nested": [1, 2], "note": "added by a later version"}
@@ -501,28 +546,35 @@ def test_json_report_of_empty_store_and_unknown_gate(store: SqliteStore) -> None
         build_json_report(store, "no-such-gate")
 
 
+def insert_raw_verdict(store: SqliteStore, gate_id: str, check_id: str, status: str, record: str) -> None:
+    """A row the current code would not write: a record of another version, or damaged."""
+    with sqlite3.connect(store.path) as raw:
+        raw.execute(
+            "INSERT INTO verdicts (gate_id, check_id, comparison, metric, aggregate, judge, status, record) "
+            "VALUES (?, ?, '', '', '', '', ?, ?)",
+            (gate_id, check_id, status, record),
+        )
+
+
 def test_odd_records_never_crash(store: SqliteStore, tmp_path: Path) -> None:
     """Records from other versions: missing keys, NaN, text where numbers were, nested extras."""
     store.create_gate("odd", "m.json", "Staging", None)
-    store.save_verdict("odd", "only-status", {"check_id": "only-status", "status": "pass"})
-    store.save_verdict(
+    insert_raw_verdict(store, "odd", "only-status", "pass", '{"status": "pass"}')
+    insert_raw_verdict(
+        store,
         "odd",
         "weird",
-        {
-            "check_id": "weird",
-            "status": "violation",
-            "source_value": math.nan,
-            "compare_value": "12",
-            "limit": math.inf,
-            "unit": None,
-            "details": {"p_value": math.nan, "ci": [1.0, math.inf], "deep": {"a": {"b": 1}}},
-            "rule": "lower: x",
-        },
+        "violation",
+        '{"status": "violation", "source_value": NaN, "compare_value": "12", "limit": Infinity, "unit": null,'
+        ' "details": {"p_value": NaN, "ci": [1.0, Infinity], "deep": {"a": {"b": 1}}}, "rule": "lower: x"}',
     )
+    insert_raw_verdict(store, "odd", "broken", "pass", "{not json")
     doc = build_json_report(store)
     weird = doc["gate"]["verdicts"][1]
     assert weird["source_value"] is None and weird["limit"] is None and weird["compare_value"] == "12"
     assert weird["details"] == {"p_value": None, "ci": [1.0, None], "deep": {"a": {"b": 1}}}
+    broken = doc["gate"]["verdicts"][2]
+    assert broken["status"] == "error" and "unreadable verdict record" in broken["message"]
     json.dumps(doc, allow_nan=False)
     html = write_html_report(store, tmp_path / "odd.html").read_text(encoding="utf-8")
     assert "only-status" in html and "weird" in html and "p_value" in html
@@ -606,7 +658,7 @@ def test_html_report_of_a_passing_gate_and_of_an_empty_store(
         write_html_report(store, tmp_path / "x.html", "missing")
 
 
-def test_error_gate_shows_error_banner_and_load_error(store: SqliteStore, tmp_path: Path) -> None:
+def test_error_gate_shows_error_banner_and_problems(store: SqliteStore, tmp_path: Path) -> None:
     build_pass_gate(store)
     records = [
         verdict_record(
@@ -629,20 +681,19 @@ def test_error_gate_shows_error_banner_and_load_error(store: SqliteStore, tmp_pa
         "G-error",
         records,
         status="error",
-        summary={
-            "counts": {"error": 1, "pass": 1},
-            "load_error": "Production at http://127.0.0.1:9 is unreachable",
-        },
+        problems=["Production at http://127.0.0.1:9 is unreachable", records[0]["message"]],
     )
     html = write_html_report(store, tmp_path / "error.html").read_text(encoding="utf-8")
     assert 'id="verdict-banner" data-status="error"' in html and '<div class="verdict">ERROR</div>' in html
-    assert "not approved — 1 check could not be judged; the load failed" in html
+    assert "not approved — 1 check could not be judged" in html
     assert "<b>1</b>error" in html and "<b>1</b>pass" in html and "<b>0</b>violation" in html
     assert "Production at http://127.0.0.1:9 is unreachable" in html
     assert str(escape(records[0]["message"])) in html
     assert 'data-status="error" data-check="StagingToProduction::service.requestspermin[p99]"' in html
     assert "No load run is stored for this gate." in html
-    assert build_json_report(store)["gate"]["load_error"] == "Production at http://127.0.0.1:9 is unreachable"
+    assert (
+        build_json_report(store)["gate"]["problems"][0] == "Production at http://127.0.0.1:9 is unreachable"
+    )
     assert_self_contained(html)
 
 
@@ -698,40 +749,55 @@ def test_render_html_does_not_need_a_store_for_history(
     two_gates: tuple[SqliteStore, BuiltGate, BuiltGate],
 ) -> None:
     store, _, violation = two_gates
-    report = model.build_gate_report(store, violation.gate_id, with_series=False)
-    history = model.build_history(store, 1)
-    html = render_html(report, history, "x.db")
+    report = gate_report.build_gate_report(store, violation.gate_id, with_series=False)
+    html = render_html(report, history.build_history(store, 1), "x.db")
     assert html.count('<figure class="chart"') == 2 and "no samples stored for these windows" in html
 
 
 # ---------------------------------------------------------------------------- model pieces
 
 
-def test_parse_window_and_exact_windows(store: SqliteStore) -> None:
-    window = Window(T0 + 0.25, T0 + 9.75)
-    start, end = model.parse_window(str(window)) or (0.0, 0.0)
-    assert start == math.floor(T0) and end == math.floor(T0) + 10
-    over_midnight = Window(1_800_057_590.0, 1_800_057_610.0)
-    assert model.parse_window(str(over_midnight)) == (1_800_057_590.0, 1_800_057_611.0)
-    assert model.parse_window("run Production-abc") is None and model.parse_window(None) is None
-    # Candidates: a base moved by whole seconds (shift back an hour, 2 s warm-up), then the text.
-    base = (T0 + 0.25, T0 + 9.75)
-    shifted = Window(base[0] + 2 - 3600, base[1] - 3600)
-    exact = (shifted.start, shifted.end)
-    assert model.window_candidates(model.parse_window(str(shifted)) or (0, 0), [base])[0] == pytest.approx(
-        exact
+def test_series_are_read_from_the_stored_windows(store: SqliteStore) -> None:
+    """The windows a verdict recorded (shifted, after a warm-up: fractions of seconds) are
+    the samples the charts show, exactly."""
+    add_run(store, "g", "Staging", T0, seconds=12, per_second=4)
+    add_run(store, "g", "Production", T0 - 3600, seconds=12, per_second=4)
+    source = Window(T0 + 2.1, T0 + 11.8)
+    compare = source.shifted(3600)
+    inside = sum(1 for s in range(12) for i in range(4) if source.start <= T0 + s + i / 4 <= source.end)
+    record = verdict_record(
+        f"{CMP}::service.responsetime[p90]",
+        source_window=source,
+        compare_window=compare,
+        source_samples=inside,
+        compare_samples=inside,
     )
-    # The judged window is the candidate holding exactly the samples the verdict counted.
-    add_run(store, "g", "Staging", T0 - 3600, seconds=12, per_second=4)
-    inside = sum(
-        1 for s in range(12) for i in range(4) if shifted.start <= T0 - 3600 + s + i / 4 <= shifted.end
-    )
-    found = model.judged_window(store, SVC, "Staging", str(shifted), [base], inside)
-    assert found == pytest.approx(exact)
-    assert model.judged_window(store, SVC, "Staging", str(shifted), [base], inside + 1) == model.parse_window(
-        str(shifted)
-    )
-    assert model.judged_window(store, SVC, "Staging", "run x", [base], inside) is None
+    add_gate(store, "g", [record], status="pass")
+    report = gate_report.build_gate_report(store, "g")
+    assert report is not None
+    (comparison,) = report.comparisons
+    assert comparison.source is not None and comparison.compare is not None
+    assert (comparison.source.start, comparison.source.end) == (source.start, source.end)
+    assert (comparison.compare.start, comparison.compare.end) == (compare.start, compare.end)
+    assert comparison.source.samples == comparison.compare.samples == inside
+    assert comparison.source.label == str(source)
+
+
+def test_comparison_status_is_what_the_gate_rules_decide(store: SqliteStore) -> None:
+    """A comparison's badge is ``gate.status.decide`` over its checks: only skipped checks is
+    an error (nothing was judged), as it would be for a gate."""
+    records = [
+        verdict_record("A::service.responsetime[p90]", comparison="A", status="skipped"),
+        verdict_record("B::service.responsetime[p90]", comparison="B", status="pass"),
+        verdict_record("B::service.failurerate[avg]", comparison="B", status="skipped"),
+        verdict_record("C::service.responsetime[p90]", comparison="C", status="violation"),
+        verdict_record("C::service.failurerate[avg]", comparison="C", status="error"),
+    ]
+    add_gate(store, "g", records, status="error")
+    report = gate_report.build_gate_report(store, "g", with_series=False)
+    assert report is not None
+    assert {c.name: c.status for c in report.comparisons} == {"A": "error", "B": "pass", "C": "error"}
+    assert report.gate.status == "error"  # the stored one
 
 
 def test_stored_baseline_runs_become_the_compare_series(store: SqliteStore) -> None:
@@ -740,7 +806,8 @@ def test_stored_baseline_runs_become_the_compare_series(store: SqliteStore) -> N
     first, n1, _ = add_run(store, "old1", "Production", T0, seconds=5)
     second, n2, _ = add_run(store, "old2", "Production", T0 + 100, seconds=8)
     _, n3, _ = add_run(store, "new", "Production", T0 + 200, seconds=6)
-    window = str(Window(T0 + 200, T0 + 205.95))
+    window = Window(T0 + 200, T0 + 205.95)
+    span = Window(T0 + 0.0, T0 + 107.95)  # what gate.measure records: the runs' whole span
     records = [
         verdict_record(
             "ProductionToPreviousRun::service.responsetime[p90]",
@@ -751,52 +818,37 @@ def test_stored_baseline_runs_become_the_compare_series(store: SqliteStore) -> N
             source_samples=n3,
             compare_samples=n1 + n2,
             source_window=window,
-            compare_window=f"median of 2 of 2 runs: {first.run_id}, {second.run_id}",
+            compare_window=span,
+            baseline=f"median of 2 of 2 runs: {first.run_id}, {second.run_id}",
         ),
         verdict_record(
             "ProductionToPreviousRun::service.failurerate[avg]",
             metric="service.failurerate",
             source_env="Production",
             source_window=window,
-            compare_window=f"run {first.run_id}",
+            compare_window=Window(T0, T0 + 4.95),
+            baseline=f"run {first.run_id}",
         ),
     ]
     add_gate(store, "new", records, status="pass", stage="Production")
-    report = model.build_gate_report(store, "new")
+    report = gate_report.build_gate_report(store, "new")
     assert report is not None
     (comparison,) = report.comparisons
     assert comparison.source is not None and comparison.source.samples == n3
     assert comparison.compare is not None and comparison.compare.samples == n1 + n2
     assert comparison.compare.label.endswith(f"{first.run_id}, {second.run_id}")
     assert len(comparison.compare.t) == 8 and comparison.compare.requests[0] == 40
-    html = render_html(report, model.build_history(store), "x.db")
+    html = render_html(report, history.build_history(store), "x.db")
     assert "Production (this gate) mean" in html and "Production (baseline) p90" in html
 
 
-def test_split_check_id() -> None:
-    record = {"metric": "servicemethod.responsetime", "method": "/api/invoke"}
-    assert model.split_check_id("Cmp::/api/invoke::servicemethod.responsetime[p90]", record) == (None, "Cmp")
-    assert model.split_check_id(
-        "Svc::Cmp::/api/invoke::servicemethod.responsetime[p90]#2", record, ["Svc"]
-    ) == (
-        "Svc",
-        "Cmp",
-    )
-    assert model.split_check_id("Svc::Cmp::/api/invoke::servicemethod.responsetime[p90]", record) == (
-        "Svc",
-        "Cmp",
-    )
-    assert model.split_check_id("x", {"comparison": "C", "service": "S"}) == ("S", "C")
-    assert model.split_check_id("no-separator", {}) == (None, "")
-
-
 def test_bucket_samples_per_second_and_wider() -> None:
-    width, t, requests, failures, mean, p90 = model.bucket_samples(
+    width, t, requests, failures, mean, p90 = series.bucket_samples(
         [0.1, 0.2, 2.5], [10.0, 20.0, 30.0], [True, False, True], 0.0, 3.0
     )
     assert (width, t, requests, failures) == (1.0, [0.0, 1.0, 2.0], [2, 0, 1], [1, 0, 0])
     assert mean == [15.0, None, 30.0] and p90[1] is None and p90[0] == pytest.approx(19.0)
-    width, t, *_ = model.bucket_samples([0.0, 3599.0], [1.0, 1.0], [True, True], 0.0, 3600.0)
+    width, t, *_ = series.bucket_samples([0.0, 3599.0], [1.0, 1.0], [True, True], 0.0, 3600.0)
     assert width == 12.0 and len(t) == 300
 
 
@@ -806,6 +858,34 @@ def test_nice_ticks() -> None:
     assert nice_ticks(0, 0.8)[-1] >= 0.8
 
 
+def test_store_of_the_first_release_renders(tmp_path: Path) -> None:
+    """A store written by the first release (tests/data/make_store_v1.py), migrated on open:
+    the windows it printed as text are numbers now, and the charts show the judged samples."""
+    path = tmp_path / "store-v1.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "store-v1.db", path)
+    with SqliteStore(path) as store:
+        doc = build_json_report(store)
+        html = write_html_report(store, tmp_path / "v1.html").read_text(encoding="utf-8")
+    gate = doc["gate"]
+    assert (gate["gate_id"], gate["status"], gate["build"]) == ("20261128T040927-v1gate", "violation", "41")
+    assert gate["counts"] == {"pass": 1, "violation": 1, "error": 0, "skipped": 0}
+    assert [r["run_id"] for r in gate["runs"]] == ["Staging-v1run", "Production-v1run"]
+    p90, failures = gate["verdicts"]
+    window = {"start": 1_795_838_968.0, "end": 1_795_838_977.0}
+    for verdict in (p90, failures):
+        assert verdict["service"] == SVC and verdict["comparison"] == CMP
+        assert verdict["source_window"] == window == verdict["compare_window"]
+    assert (p90["judge"], failures["judge"]) == ("mannwhitney", "scalefactor")
+    (comparison,) = gate["comparisons"]
+    assert comparison["status"] == "violation"
+    assert comparison["source_series"]["samples"] == failures["source_samples"] == 90
+    assert sum(comparison["source_series"]["failures"]) == 22
+    assert comparison["compare_series"]["samples"] == 90
+    assert '<div class="verdict">VIOLATION</div>' in html and "Staging 24.4 % &gt; limit 0.5 %" in html
+    assert html.count('<figure class="chart"') == 2
+    assert_self_contained(html)
+
+
 def test_schema_doc_names_every_top_level_key(two_gates: tuple[SqliteStore, BuiltGate, BuiltGate]) -> None:
     doc_text = (Path(__file__).resolve().parent.parent / "docs" / "report-json.md").read_text(
         encoding="utf-8"
@@ -813,6 +893,6 @@ def test_schema_doc_names_every_top_level_key(two_gates: tuple[SqliteStore, Buil
     doc = build_json_report(two_gates[0])
     keys = set(doc) | set(doc["gate"]) | set(doc["gate"]["runs"][0]) | set(doc["checks"][0])
     keys |= set(doc["gate"]["comparisons"][0]) | set(doc["gate"]["comparisons"][0]["source_series"])
-    keys |= set(doc["checks"][0]["points"][0])
+    keys |= set(doc["checks"][0]["points"][0]) | set(doc["gate"]["verdicts"][1])
     missing = sorted(k for k in keys if f"`{k}`" not in doc_text)
     assert not missing, f"docs/report-json.md does not document {missing}"

@@ -275,6 +275,7 @@ def test_report_renders_in_chromium(browser: Chromium, tmp_path: Path) -> None:
         build_pass_gate(store)
         record = verdict_record(
             "ProductionToProductionLastHour::service.responsetime[p90]",
+            comparison="ProductionToProductionLastHour",
             source_env="Production",
             source_value=20.0,
             compare_value=19.0,
@@ -348,6 +349,7 @@ def test_history_of_50_gates_renders_within_a_second(browser: Chromium, tmp_path
             records = [
                 verdict_record(
                     f"Cmp{n % 2}::/api/e{k}::servicemethod.responsetime[p90]",
+                    comparison=f"Cmp{n % 2}",
                     status=status if k == 0 else "pass",
                     method=f"/api/e{k}",
                     metric="servicemethod.responsetime",
@@ -359,10 +361,14 @@ def test_history_of_50_gates_renders_within_a_second(browser: Chromium, tmp_path
                 )
                 for k in range(10)
             ]
-            store.create_gate(f"G{n:02d}", "monspec.json", "Staging" if n % 3 else "Production", str(n))
-            for record in records:
-                store.save_verdict(f"G{n:02d}", record["check_id"], record)
-            store.finish_gate(f"G{n:02d}", status, {"counts": {}, "load_error": None})
+            add_gate(
+                store,
+                f"G{n:02d}",
+                records,
+                status=status,
+                stage="Staging" if n % 3 else "Production",
+                build=str(n),
+            )
         build_violation_gate(store, "G-last")
         report = write_html_report(store, tmp_path / "history.html", history_limit=50)
     page = browser.open(report.as_uri())

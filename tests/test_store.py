@@ -1,8 +1,11 @@
-"""The SQLite store (runs, samples, gates, verdicts) and the Locust sample capture."""
+"""The SQLite store (runs, samples, gates, verdicts, schema versions) and the Locust sample capture."""
 
 from __future__ import annotations
 
+import math
+import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -13,14 +16,27 @@ from typing import Any
 import pytest
 
 from pytest_perfsig.errors import StoreError
+from pytest_perfsig.gate.status import GateOutcome
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load.capture import SampleCapture, install_from_environment
-from pytest_perfsig.store import DEFAULT_STORE_PATH, RunRecord, SqliteStore
-from pytest_perfsig.store import sqlite as sqlite_module
+from pytest_perfsig.registry.sqlite import SqliteRegistry
+from pytest_perfsig.store import (
+    DEFAULT_STORE_PATH,
+    SCHEMA_VERSION,
+    GateRecord,
+    RunRecord,
+    SqliteStore,
+    migrations,
+)
+from pytest_perfsig.store import gates as gates_module
 from pytest_perfsig.verdict import Verdict
+from pytest_perfsig.windows import Window
 
 T0 = 1_700_000_000.0
 SVC = "SampleJSonService"
+V1_STORE = Path(__file__).parent / "data" / "store-v1.db"
+V1_GATE = "20261128T040927-v1gate"
+V1_T0 = 1_795_838_967.0
 
 
 @pytest.fixture
@@ -45,7 +61,7 @@ def _rows(path: Path, sql: str = "SELECT * FROM samples ORDER BY ts") -> list[tu
 def test_open_creates_parent_dirs_schema_and_wal(db_path: Path, store: SqliteStore) -> None:
     assert db_path.is_file()
     assert store.path == db_path
-    assert _rows(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+    assert _rows(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert _rows(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert DEFAULT_STORE_PATH == ".perfsig/perfsig.db"
 
@@ -82,10 +98,23 @@ def test_garbage_file_raises_store_error(tmp_path: Path) -> None:
 
 
 def test_run_record_round_trip(store: SqliteStore) -> None:
-    record = RunRecord(run_id="run-1", service=SVC, env="Staging", url="http://127.0.0.1:8081",
-                       gate_id="gate-1", build="42", locustfile="loadtests/staging.py", users=10,
-                       spawn_rate=2.5, duration_s=30.0, load_model="closed", started_at=T0, ended_at=None,
-                       status="running", detail=None)
+    record = RunRecord(
+        run_id="run-1",
+        service=SVC,
+        env="Staging",
+        url="http://127.0.0.1:8081",
+        gate_id="gate-1",
+        build="42",
+        locustfile="loadtests/staging.py",
+        users=10,
+        spawn_rate=2.5,
+        duration_s=30.0,
+        load_model="closed",
+        started_at=T0,
+        ended_at=None,
+        status="running",
+        detail=None,
+    )
     store.create_run(record)
     assert store.run("run-1") == record
     assert store.run("no-such-run") is None
@@ -124,14 +153,16 @@ def test_duplicate_run_id_raises_store_error(store: SqliteStore) -> None:
 
 
 def test_run_counts_and_window(store: SqliteStore) -> None:
-    store.add_samples([
-        ("r1", T0 + 3.0, SVC, "Staging", "/a", 10.0, 1, 200),
-        ("r1", T0 + 1.5, SVC, "Staging", "/a", 11.0, 0, 500),
-        ("r1", T0 + 7.25, SVC, "Staging", "/b", 12.0, 1, 200),
-        ("r1", T0 + 2.0, SVC, "Staging", "/b", 13.0, 0, 0),
-        ("r1", T0 + 4.0, SVC, "Staging", "/b", 14.0, 1, 200),
-        ("r2", T0 - 100.0, SVC, "Production", "/a", 1.0, 0, 503),
-    ])
+    store.add_samples(
+        [
+            ("r1", T0 + 3.0, SVC, "Staging", "/a", 10.0, 1, 200),
+            ("r1", T0 + 1.5, SVC, "Staging", "/a", 11.0, 0, 500),
+            ("r1", T0 + 7.25, SVC, "Staging", "/b", 12.0, 1, 200),
+            ("r1", T0 + 2.0, SVC, "Staging", "/b", 13.0, 0, 0),
+            ("r1", T0 + 4.0, SVC, "Staging", "/b", 14.0, 1, 200),
+            ("r2", T0 - 100.0, SVC, "Production", "/a", 1.0, 0, 503),
+        ]
+    )
     assert store.run_counts("r1") == (5, 2)
     assert store.run_counts("r2") == (1, 1)
     assert store.run_counts("nothing") == (0, 0)
@@ -141,12 +172,14 @@ def test_run_counts_and_window(store: SqliteStore) -> None:
 
 
 def test_samples_query(store: SqliteStore) -> None:
-    store.add_samples([
-        ("r1", T0 + 1.0, SVC, "Staging", "/a", 10.5, 1, 200),
-        ("r1", T0 + 2.0, SVC, "Staging", "/b", 20.25, 0, 500),
-        ("r1", T0 + 3.0, SVC, "Production", "/a", 30.0, 1, 200),
-        ("r1", T0 + 4.0, "Other", "Staging", "/a", 40.0, 1, 200),
-    ])
+    store.add_samples(
+        [
+            ("r1", T0 + 1.0, SVC, "Staging", "/a", 10.5, 1, 200),
+            ("r1", T0 + 2.0, SVC, "Staging", "/b", 20.25, 0, 500),
+            ("r1", T0 + 3.0, SVC, "Production", "/a", 30.0, 1, 200),
+            ("r1", T0 + 4.0, "Other", "Staging", "/a", 40.0, 1, 200),
+        ]
+    )
     cols = store.samples(SVC, "Staging", T0, T0 + 10)
     assert len(cols) == 2
     assert sorted(cols.latency_ms.tolist()) == [10.5, 20.25]
@@ -154,7 +187,11 @@ def test_samples_query(store: SqliteStore) -> None:
     assert cols.success.dtype == bool and sorted(cols.success.tolist()) == [False, True]
     only_b = store.samples(SVC, "Staging", T0, T0 + 10, endpoint="/b")
     assert (only_b.ts.tolist(), only_b.latency_ms.tolist(), only_b.success.tolist(), only_b.endpoint) == (
-        [T0 + 2.0], [20.25], [False], ["/b"])
+        [T0 + 2.0],
+        [20.25],
+        [False],
+        ["/b"],
+    )
     empty = store.samples(SVC, "Staging", T0 + 5, T0 + 10)
     assert len(empty) == 0 and empty.ts.size == 0 and empty.success.dtype == bool
 
@@ -172,50 +209,353 @@ def test_add_samples_is_atomic(db_path: Path, store: SqliteStore) -> None:
 # ---------------------------------------------------------------------------- gates and verdicts
 
 
-def _verdict(status: str, message: str) -> dict[str, Any]:
-    return Verdict(status=status, metric="service.failurerate", aggregate="avg", method=None,  # type: ignore[arg-type]
-                   unit="%", source_env="Staging", compare_env="Production", message=message,
-                   rule="upper: Production × 1.30 + 0.5 % abs", source_value=48.9, compare_value=0.0,
-                   limit=0.5, source_samples=1000, compare_samples=2000,
-                   source_window="2023-11-14 22:13:20–22:13:30 UTC").to_record()
+def _verdict(status: str, message: str, **values: Any) -> Verdict:
+    fields: dict[str, Any] = dict(
+        status=status,
+        metric="service.failurerate",
+        aggregate="avg",
+        method=None,
+        unit="%",
+        source_env="Staging",
+        compare_env="Production",
+        message=message,
+        rule="upper: Production × 1.30 + 0.5 % abs",
+        source_value=48.9,
+        compare_value=0.0,
+        limit=0.5,
+        source_samples=1000,
+        compare_samples=2000,
+        source_window=Window(T0, T0 + 10.25),
+        compare_window=Window(T0 - 3600, T0 - 3589.75),
+        comparison="StagingToProduction",
+    )
+    fields.update(values)
+    return Verdict(**fields)
+
+
+def _outcome(status: str, counts: dict[str, int], problems: list[str]) -> GateOutcome:
+    return GateOutcome(status=status, counts=counts, planned=3, selected=2, judged=2, problems=problems)
 
 
 def test_gates_and_verdicts_round_trip(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([1000.0, 2000.0, 2500.0])
-    monkeypatch.setattr(sqlite_module, "time", SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr(gates_module, "time", SimpleNamespace(time=lambda: next(clock)))
     store.create_gate("g1", "monspec.json", "Staging", "build-7")  # started 1000
     store.create_gate("g2", "other.json", "Production", None)  # started 2000
     assert store.gates() == [
-        {"gate_id": "g2", "stage": "Production", "build": None, "started_at": 2000.0, "ended_at": None,
-         "status": "running", "summary": None},
-        {"gate_id": "g1", "stage": "Staging", "build": "build-7", "started_at": 1000.0, "ended_at": None,
-         "status": "running", "summary": None},
+        GateRecord("g2", "other.json", "Production", None, 2000.0, None, "running"),
+        GateRecord("g1", "monspec.json", "Staging", "build-7", 1000.0, None, "running"),
     ]
-    assert [g["gate_id"] for g in store.gates(limit=1)] == ["g2"]
+    assert [g.gate_id for g in store.gates(limit=1)] == ["g2"]
+    assert store.gate("g1") == store.gates()[1] and store.gate("nope") is None
 
-    first = {"check_id": "StagingToProduction::service.failurerate[avg]",
-             **_verdict("violation", "service.failurerate avg: Staging 48.9 % > limit 0.5 %")}
-    second = {"check_id": "StagingToProduction::service.responsetime[p90]",
-              **_verdict("pass", "fine"), "limit": None}
-    store.save_verdict("g1", first["check_id"], first)
-    store.save_verdict("g1", second["check_id"], second)
-    store.save_verdict("g2", "x", {"status": "error", "message": "no data"})
-    assert store.verdicts("g1") == [first, second]
-    assert store.verdicts("g2") == [{"status": "error", "message": "no data"}]
+    first = _verdict("violation", "service.failurerate avg: Staging 48.9 % > limit 0.5 %")
+    second = _verdict(
+        "pass",
+        "fine",
+        metric="service.responsetime",
+        aggregate="p90",
+        unit="ms",
+        limit=None,
+        judge="mannwhitney",
+        details={"test": "exact", "p_value": 0.01},
+    )
+    store.save_verdict("g1", "StagingToProduction::service.failurerate[avg]", SVC, first)
+    store.save_verdict("g1", "StagingToProduction::service.responsetime[p90]", SVC, second)
+    store.save_verdict(
+        "g2",
+        "x",
+        None,
+        _verdict(
+            "error",
+            "no data",
+            source_window=None,
+            compare_window=None,
+            baseline="run Production-1",
+            comparison="Other",
+        ),
+    )
+    stored = store.verdicts("g1")
+    assert [(v.gate_id, v.check_id, v.service) for v in stored] == [
+        ("g1", "StagingToProduction::service.failurerate[avg]", SVC),
+        ("g1", "StagingToProduction::service.responsetime[p90]", SVC),
+    ]
+    assert [v.verdict for v in stored] == [first, second]
+    assert all(v.extras == {} for v in stored)
+    (other,) = store.verdicts("g2")
+    assert other.service is None and other.verdict.baseline == "run Production-1"
+    assert other.verdict.source_window is None
     assert store.verdicts("nope") == []
-    assert _rows(store.path, "SELECT status FROM verdicts WHERE gate_id = 'g1' ORDER BY rowid") == [
-        ("violation",), ("pass",)]
+    # The naming fields, windows and values are columns of their own.
+    assert _rows(
+        store.path,
+        "SELECT service, comparison, metric, aggregate, method, judge, status, source_start, "
+        "source_end, compare_start, compare_end, source_value, compare_value, limit_value "
+        "FROM verdicts WHERE gate_id = 'g1' ORDER BY rowid",
+    ) == [
+        (
+            SVC,
+            "StagingToProduction",
+            "service.failurerate",
+            "avg",
+            None,
+            "scalefactor",
+            "violation",
+            T0,
+            T0 + 10.25,
+            T0 - 3600,
+            T0 - 3589.75,
+            48.9,
+            0.0,
+            0.5,
+        ),
+        (
+            SVC,
+            "StagingToProduction",
+            "service.responsetime",
+            "p90",
+            None,
+            "mannwhitney",
+            "pass",
+            T0,
+            T0 + 10.25,
+            T0 - 3600,
+            T0 - 3589.75,
+            48.9,
+            0.0,
+            None,
+        ),
+    ]
 
     # saving a check again replaces it
-    rejudged = {**first, "status": "pass"}
-    store.save_verdict("g1", first["check_id"], rejudged)
-    assert sorted(v["status"] for v in store.verdicts("g1")) == ["pass", "pass"]
-    assert len(store.verdicts("g1")) == 2
+    store.save_verdict(
+        "g1", "StagingToProduction::service.failurerate[avg]", SVC, replace(first, status="pass")
+    )
+    assert sorted(v.verdict.status for v in store.verdicts("g1")) == ["pass", "pass"]
 
-    store.finish_gate("g1", "violation", {"counts": {"violation": 1, "pass": 1}, "load_error": None})
-    g1 = next(g for g in store.gates() if g["gate_id"] == "g1")
-    assert (g1["status"], g1["ended_at"]) == ("violation", 2500.0)
-    assert g1["summary"] == '{"counts": {"violation": 1, "pass": 1}, "load_error": null}'
+    store.finish_gate("g1", _outcome("violation", {"violation": 1, "pass": 1}, ["too many failures"]))
+    g1 = store.gate("g1")
+    assert g1 is not None and (g1.status, g1.ended_at) == ("violation", 2500.0)
+    assert g1.summary == {
+        "counts": {"violation": 1, "pass": 1},
+        "problems": ["too many failures"],
+        "planned": 3,
+        "selected": 2,
+        "judged": 2,
+    }
+    assert g1.problems == ["too many failures"]
+
+
+def test_odd_records_read_as_verdicts(store: SqliteStore) -> None:
+    """Rows the current code does not write (other versions, hand edits) still read: missing
+    keys from the columns, keys a later version added kept as extras, garbage as an error."""
+    store.create_gate("g", "m.json", "Staging", None)
+    with sqlite3.connect(store.path) as raw:
+        raw.executemany(
+            "INSERT INTO verdicts (gate_id, check_id, service, comparison, metric, aggregate, method, judge, "
+            "status, record) VALUES ('g', ?, NULL, 'C', 'service.responsetime', 'avg', NULL, 'scalefactor', ?, ?)",
+            [
+                ("only-status", "pass", '{"status": "pass"}'),
+                ("later", "violation", '{"status": "violation", "new_key": [1, 2], "source_value": NaN}'),
+                ("garbage", "pass", "not json"),
+            ],
+        )
+    only, later, garbage = store.verdicts("g")
+    assert only.verdict.status == "pass" and only.verdict.metric == "service.responsetime"
+    assert only.verdict.comparison == "C" and only.verdict.source_window is None
+    assert later.extras == {"new_key": [1, 2]} and math.isnan(later.verdict.source_value or 0.0)
+    assert garbage.verdict.status == "error" and "unreadable verdict record" in garbage.verdict.message
+
+
+# ---------------------------------------------------------------------------- schema versions
+
+
+def test_new_store_is_at_the_current_version(store: SqliteStore) -> None:
+    assert store.schema_version == SCHEMA_VERSION == 2
+    assert _rows(store.path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert _rows(store.path, "SELECT value FROM meta") == [(str(SCHEMA_VERSION),)]
+
+
+@pytest.fixture
+def v1_store(tmp_path: Path) -> Path:
+    """A copy of the store the first release wrote (see tests/data/make_store_v1.py)."""
+    path = tmp_path / "store-v1.db"
+    shutil.copyfile(V1_STORE, path)
+    return path
+
+
+def test_store_of_the_first_release_migrates(v1_store: Path) -> None:
+    assert _rows(v1_store, "PRAGMA user_version") == [(0,)]
+    with SqliteStore(v1_store) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        (gate,) = store.gates()
+        assert (gate.gate_id, gate.status, gate.stage, gate.build) == (V1_GATE, "violation", "Staging", "41")
+        assert gate.problems and gate.problems[0].startswith("service.failurerate avg: Staging 24.4 %")
+        p90, failures = store.verdicts(V1_GATE)
+        runs = store.gate_runs(V1_GATE)
+        assert [r.run_id for r in runs] == ["Staging-v1run", "Production-v1run"]
+        assert store.run_counts("Staging-v1run") == (100, 25)
+        requests = SqliteRegistry(store).recent()
+    # Windows were text ("2026-11-28 04:09:28–04:09:36 UTC"): numbers now, the end widened by the
+    # second the text cut off, so the window holds every sample that was judged.
+    window = Window(V1_T0 + 1.0, V1_T0 + 10.0)
+    for stored in (p90, failures):
+        assert stored.service == SVC and stored.verdict.comparison == "StagingToProduction"
+        assert stored.verdict.source_window == window == stored.verdict.compare_window
+        assert stored.verdict.baseline is None and stored.extras == {}
+    assert (p90.verdict.status, p90.verdict.judge, p90.verdict.details) == (
+        "pass",
+        "mannwhitney",
+        {"judge": "mannwhitney", "test": "exact", "p_value": 0.5, "shift": 0.0},
+    )
+    assert (failures.verdict.status, failures.verdict.judge, failures.verdict.limit) == (
+        "violation",
+        "scalefactor",
+        0.5,
+    )
+    assert _rows(
+        v1_store,
+        "SELECT check_id, service, comparison, metric, aggregate, judge, status, source_start, "
+        "source_end, compare_start, compare_end, source_value, compare_value, limit_value "
+        "FROM verdicts ORDER BY rowid",
+    ) == [
+        (
+            "StagingToProduction::service.responsetime[p90]",
+            SVC,
+            "StagingToProduction",
+            "service.responsetime",
+            "p90",
+            "mannwhitney",
+            "pass",
+            window.start,
+            window.end,
+            window.start,
+            window.end,
+            15.0,
+            15.0,
+            4.5,
+        ),
+        (
+            "StagingToProduction::service.failurerate[avg]",
+            SVC,
+            "StagingToProduction",
+            "service.failurerate",
+            "avg",
+            "scalefactor",
+            "violation",
+            window.start,
+            window.end,
+            window.start,
+            window.end,
+            24.44,
+            0.0,
+            0.5,
+        ),
+    ]
+    # The request status of the first release, "ok", is the gate's word now.
+    assert [(r.pipeline, r.status, r.attempts) for r in requests] == [("payments-main", "pass", 1)]
+    assert _rows(v1_store, "SELECT status FROM validation_requests") == [("pass",)]
+    assert _rows(v1_store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_failed_migration_leaves_the_store_as_it_was(
+    v1_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    structured = migrations.MIGRATIONS[1]
+
+    def half_done(db: sqlite3.Connection) -> None:
+        structured(db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", (migrations.MIGRATIONS[0], half_done))
+    with pytest.raises(StoreError, match=r"^cannot open store .*store-v1\.db: disk I/O error"):
+        SqliteStore(v1_store)
+    assert _rows(v1_store, "PRAGMA user_version") == [(0,)]
+    assert [row[1] for row in _rows(v1_store, "PRAGMA table_info(verdicts)")] == [
+        "gate_id",
+        "check_id",
+        "record",
+        "status",
+    ]
+    assert _rows(v1_store, "SELECT status FROM validation_requests") == [("ok",)]
+    monkeypatch.undo()
+    with SqliteStore(v1_store) as store:
+        assert len(store.verdicts(V1_GATE)) == 2
+
+
+def test_processes_opening_an_old_store_at_once_migrate_it_once(v1_store: Path) -> None:
+    """The Locust processes and pytest may open the same file together: each migration runs
+    under the write lock, and whoever comes second finds it done."""
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            with SqliteStore(v1_store) as store:
+                assert len(store.verdicts(V1_GATE)) == 2
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _rows(v1_store, "SELECT COUNT(*) FROM verdicts") == [(2,)]
+
+
+def test_a_newer_store_is_refused(db_path: Path) -> None:
+    SqliteStore(db_path).close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError) as refused:
+        SqliteStore(db_path)
+    message = str(refused.value)
+    assert str(db_path) in message and f"schema version {SCHEMA_VERSION + 1}" in message
+    assert f"up to version {SCHEMA_VERSION}" in message and "upgrade pytest-perfsig" in message
+    assert _rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]  # left alone
+
+
+def test_version_1_texts_are_read_only_by_the_migration() -> None:
+    assert migrations.window_from_text("2026-11-28 04:09:46–04:09:55 UTC") == {
+        "start": 1795838986.0,
+        "end": 1795838996.0,
+    }
+    over_midnight = migrations.window_from_text("2027-01-15 23:59:50–2027-01-16 00:00:10 UTC")
+    assert over_midnight == {"start": 1800057590.0, "end": 1800057611.0}
+    assert migrations.window_from_text("run Production-abc") is None
+    assert migrations.window_from_text(None) is None
+    split = migrations.split_check_id
+    assert split(
+        "Cmp::/api/invoke::servicemethod.responsetime[p90]", "servicemethod.responsetime", "/api/invoke", []
+    ) == (None, "Cmp")
+    assert split(
+        "Svc::Cmp::/api/invoke::servicemethod.responsetime[p90]#2",
+        "servicemethod.responsetime",
+        "/api/invoke",
+        ["Svc", "Other"],
+    ) == ("Svc", "Cmp")
+    assert split("Svc::Cmp::service.failurerate[avg]", "service.failurerate", None, []) == ("Svc", "Cmp")
+    assert split("Cmp::service.failurerate[avg]", "service.failurerate", None, ["Svc"]) == ("Svc", "Cmp")
+    assert split("logrules::Svc::errors", "log", None, ["Other", "Svc"]) == ("Svc", "logrules")
+    assert split("no-separator", "", None, []) == (None, "")
+    service, record = migrations.upgrade_verdict_record(
+        "Cmp::service.responsetime[avg]",
+        {
+            "check_id": "x",
+            "status": "pass",
+            "metric": "service.responsetime",
+            "aggregate": "avg",
+            "source_window": "2026-11-28 04:09:46–04:09:55 UTC",
+            "compare_window": "median of 2 of 2 runs: r2, r1",
+            "extra_key": 1,
+        },
+        "pass",
+        ["Svc"],
+    )
+    assert service == "Svc" and record["comparison"] == "Cmp" and record["judge"] == "scalefactor"
+    assert record["compare_window"] is None and record["baseline"] == "median of 2 of 2 runs: r2, r1"
+    assert record["extra_key"] == 1 and "check_id" not in record
 
 
 # ---------------------------------------------------------------------------- the capture
@@ -230,12 +570,26 @@ class CatchResponseError(Exception):
     pass
 
 
-def _fire(capture: SampleCapture, name: str, response_time: float, start_time: float | None,
-          status: int | None, exception: BaseException | None = None) -> None:
+def _fire(
+    capture: SampleCapture,
+    name: str,
+    response_time: float,
+    start_time: float | None,
+    status: int | None,
+    exception: BaseException | None = None,
+) -> None:
     """What Locust's HttpSession passes to events.request.fire."""
-    capture.on_request(request_type="GET", name=name, response_time=response_time, response_length=512,
-                       exception=exception, response=None if status is None else FakeResponse(status),
-                       context={}, start_time=start_time, url=f"http://127.0.0.1:8081{name}")
+    capture.on_request(
+        request_type="GET",
+        name=name,
+        response_time=response_time,
+        response_length=512,
+        exception=exception,
+        response=None if status is None else FakeResponse(status),
+        context={},
+        start_time=start_time,
+        url=f"http://127.0.0.1:8081{name}",
+    )
 
 
 @pytest.fixture
@@ -274,8 +628,9 @@ def test_capture_without_start_time_backdates_by_the_latency(store: SqliteStore)
     assert before - 2.0 <= started <= after - 2.0
 
 
-def test_capture_flushes_every_n_rows(store: SqliteStore, monkeypatch: pytest.MonkeyPatch,
-                                      no_auto_flush: None) -> None:
+def test_capture_flushes_every_n_rows(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, no_auto_flush: None
+) -> None:
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 3)
     capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     for k in range(2):
@@ -333,9 +688,17 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
         assert events.init.listeners == [installed.on_init]
         assert events.test_stop.listeners == [installed.flush]
         assert events.quitting.listeners == [installed.flush]
-        events.request.listeners[0](request_type="GET", name="/", response_time=1.5, response_length=0,
-                                    response=FakeResponse(200), context={}, exception=None, start_time=T0,
-                                    url="http://127.0.0.1:8082/")
+        events.request.listeners[0](
+            request_type="GET",
+            name="/",
+            response_time=1.5,
+            response_length=0,
+            response=FakeResponse(200),
+            context={},
+            exception=None,
+            start_time=T0,
+            url="http://127.0.0.1:8082/",
+        )
         events.quitting.listeners[0](environment=None)
         assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
     finally:
@@ -373,7 +736,13 @@ def test_worker_sends_batches_to_the_master_which_stores_them(store: SqliteStore
 @pytest.mark.usefixtures("no_auto_flush")
 def test_open_model_latency_counts_from_the_intended_send_time(store: SqliteStore) -> None:
     capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
-    capture.on_request(request_type="GET", name="/x", response_time=10.0, response_length=0,
-                       start_time=T0 + 0.25, context={capture_module.INTENDED: T0})
+    capture.on_request(
+        request_type="GET",
+        name="/x",
+        response_time=10.0,
+        response_length=0,
+        start_time=T0 + 0.25,
+        context={capture_module.INTENDED: T0},
+    )
     (row,) = capture.buffer
     assert row[1] == T0 and row[5] == pytest.approx(260.0)  # 250 ms late + 10 ms service time

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..store.sqlite import SqliteStore
+from ..store import SqliteStore
 from .base import ValidationRegistry, ValidationRequest, new_request, parse_user_parameters
 from .sqlite import SqliteRegistry
 

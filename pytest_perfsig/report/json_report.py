@@ -12,17 +12,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..store.sqlite import SqliteStore
-from .model import (
-    GateReport,
-    History,
-    build_gate_report,
-    build_history,
-    iso_time,
-    jsonable,
-)
+from ..store.base import ReportSource
+from .gate_report import GateReport, build_gate_report
+from .history import History, build_history
+from .model import iso_time, jsonable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def generator() -> str:
@@ -74,7 +69,7 @@ def report_dict(report: GateReport | None, history: History, store_path: str) ->
 
 
 def build_json_report(
-    store: SqliteStore, gate_id: str | None = None, history_limit: int = 50
+    store: ReportSource, gate_id: str | None = None, history_limit: int = 50
 ) -> dict[str, Any]:
     """The report of gate ``gate_id`` (default: the newest) and the newest ``history_limit``
     gates, as a JSON-ready dict. Raises KeyError for a gate the store does not hold."""
@@ -89,7 +84,7 @@ def dumps(document: dict[str, Any]) -> str:
 
 
 def write_json_report(
-    store: SqliteStore, path: Path | str, gate_id: str | None = None, history_limit: int = 50
+    store: ReportSource, path: Path | str, gate_id: str | None = None, history_limit: int = 50
 ) -> Path:
     """Write :func:`build_json_report` to ``path`` (parents created); returns the path."""
     target = Path(path)

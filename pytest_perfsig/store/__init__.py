@@ -1,7 +1,21 @@
-"""Stores: where samples, runs and verdicts are kept."""
+"""Stores: where samples, runs, gates, verdicts, validation requests and events are kept."""
 
-from .sqlite import DeploymentEvent, RunRecord, SampleColumns, SampleRow, SqliteStore
+from .events import DeploymentEvent
+from .gates import GateRecord, StoredVerdict
+from .migrations import SCHEMA_VERSION
+from .samples import RunRecord, SampleColumns, SampleRow
+from .sqlite import SqliteStore
 
 DEFAULT_STORE_PATH = ".perfsig/perfsig.db"
 
-__all__ = ["DEFAULT_STORE_PATH", "DeploymentEvent", "RunRecord", "SampleColumns", "SampleRow", "SqliteStore"]
+__all__ = [
+    "DEFAULT_STORE_PATH",
+    "SCHEMA_VERSION",
+    "DeploymentEvent",
+    "GateRecord",
+    "RunRecord",
+    "SampleColumns",
+    "SampleRow",
+    "SqliteStore",
+    "StoredVerdict",
+]

@@ -1,0 +1,102 @@
+"""The store's SQLite file: opening it (WAL, busy timeout), bringing its schema to the current
+version, and the two ways the store's tables talk to it — a query and a write transaction.
+
+Only modules of ``pytest_perfsig.store`` use ``_query`` and ``_transaction``; everything else
+reads and writes through the store's public methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from ..errors import StoreError
+from .migrations import SCHEMA_VERSION, migrate, schema_version
+
+DEFAULT_TIMEOUT_S = 30.0  # how long a write waits for a lock held by another process
+
+
+class Database:
+    """One connection to the store file, opened at the current schema version."""
+
+    def __init__(self, path: str | Path, timeout_s: float | None = None) -> None:
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("PERFSIG_STORE_TIMEOUT", DEFAULT_TIMEOUT_S))
+        self.path = Path(path)
+        db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A long busy timeout: the Locust processes write while pytest reads.
+            db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            # Refuse a newer store before anything writes to it (WAL switch included).
+            found = schema_version(db)
+            if found > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {found}, but this pytest-perfsig reads "
+                    f"up to version {SCHEMA_VERSION}: upgrade pytest-perfsig to use it"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            migrate(db)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        self._db = db
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the file (always :data:`SCHEMA_VERSION` once open)."""
+        return schema_version(self._db)
+
+    def leave_checkpoints_to_others(self) -> None:
+        """No automatic WAL checkpoint on this connection: the Locust process must not stall
+        its users for one (tens of ms); the pytest process checkpoints while it waits."""
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database without waiting for writers (best effort)."""
+        with contextlib.suppress(sqlite3.Error):  # a busy store is checkpointed next time
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once (IMMEDIATE) so it never fails half-way on a lock."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _columns(self, table: str) -> list[str]:
+        """The columns a table has in this file, in order."""
+        return [str(row[1]) for row in self._query(f"PRAGMA table_info({table})")]
