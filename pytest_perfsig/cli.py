@@ -9,7 +9,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PerfsigError, UsageError
+from .errors import MonspecError, PerfsigError, UsageError
+
+# As pytest: 4 for a wrong command line or monspec; 2 for a failure the command could not get
+# past (a store, AWS, a source); 1 for a judged violation or error (``perfsig worker``).
+EXIT_USAGE, EXIT_FAILURE = 4, 2
 from .monspec import load_monspec
 from .report.terminal import render_table, verdict_rows
 from .store import DEFAULT_STORE_PATH, SqliteStore
@@ -340,9 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except (UsageError, MonspecError) as exc:
+        print(f"perfsig: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PerfsigError as exc:
         print(f"perfsig: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -334,7 +334,7 @@ def test_register_command(tmp_path: Path) -> None:
     assert (first.pipeline, first.approval_action, first.minutes) == ("pipe", "ApproveStaging", 5.0)
     assert (second.pipeline, second.approval_action) == ("from-env", None)
     bad = perfsig("register", "Nope,5", "--pipeline", "pipe", "--monspec", str(monspec), "--store", store)
-    assert bad.returncode == 2 and "'Nope' is not defined" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 4 and "'Nope' is not defined" in bad.stderr and "Traceback" not in bad.stderr
     listed = perfsig("requests", "--store", store)
     assert listed.stdout.count("waiting") == 2
 
