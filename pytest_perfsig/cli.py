@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import MonspecError, PerfsigError, UsageError
+from .monspec import load_monspec
+from .report.terminal import render_table, verdict_rows
+from .store import DEFAULT_STORE_PATH, SqliteStore
 
 # As pytest: 4 for a wrong command line or monspec; 2 for a failure the command could not get
 # past (a store, AWS, a source); 1 for a judged violation or error (``perfsig worker``).
 EXIT_USAGE, EXIT_FAILURE = 4, 2
-from .monspec import load_monspec
-from .report.terminal import render_table, verdict_rows
-from .store import DEFAULT_STORE_PATH, SqliteStore
 
 
 def _validate(args: argparse.Namespace) -> int:
