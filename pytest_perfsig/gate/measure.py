@@ -12,7 +12,8 @@ from ..errors import NoDataError, SourceError
 from ..metrics import Aggregate
 from ..monspec import BaselineRuns, Monspec
 from ..sources import MetricSource, TopologySource, open_source
-from ..store import RunRecord, SqliteStore
+from ..store import RunRecord
+from ..store.base import RunReader
 from ..windows import Measurement, MetricQuery, Tags, Window
 from .plan import Check, GateOptions
 
@@ -20,7 +21,7 @@ from .plan import Check, GateOptions
 class Measurer:
     """Opens each environment's metric source once and answers the gate's measurements."""
 
-    def __init__(self, monspec: Monspec, options: GateOptions, store: SqliteStore, gate_id: str) -> None:
+    def __init__(self, monspec: Monspec, options: GateOptions, store: RunReader, gate_id: str) -> None:
         self.monspec = monspec
         self.options = options
         self.store = store
