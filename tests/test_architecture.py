@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pytest_perfsig"
 
-CORE = {"errors", "metrics", "monspec", "windows", "verdict", "aggregates", "judges"}
+CORE = {"errors", "metrics", "monspec", "windows", "verdict", "aggregates", "judges", "health"}
 ADAPTERS = {"load", "sources", "dynatrace", "store", "registry", "aws", "remediation"}
 GATE = {"gate"}
 VIEWS = {"report"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from pytest_perfsig.sources.logs import read_log
 from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.windows import Window
 from sample_app.launcher import RunningApp
+from tests.waiting import when_stored
 
 T0 = 1_800_000_000.0
 
@@ -130,12 +130,11 @@ def test_causeerror_during_the_window_fails_the_rule(gate_dir: pytest.Pytester,
                      {"name": "build switch", "pattern": "buildNumber", "level": "warning"}]}}))
 
     def cause_errors() -> None:
-        time.sleep(3.5)  # pytest and Locust start (~2.5 s); the load runs 5 s
         for _ in range(3):
             httpx.get(f"{staging.url}/api/causeerror", timeout=5)
 
-    caller = threading.Thread(target=cause_errors)
-    caller.start()
+    # Inside the load window: once the load has stored 20 requests, however slow the machine is.
+    caller = when_stored(gate_dir.path / ".perfsig" / "perfsig.db", "Staging", 20, cause_errors)
     result = gate_dir.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--perfsig-duration=5",
                                            "--perfsig-users=3", "-rA")
     caller.join()

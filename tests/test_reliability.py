@@ -11,7 +11,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pytest_perfsig.load.runner import LoadSpec, run_load
 from pytest_perfsig.monspec import MAX_MONSPEC_BYTES, load_monspec, parse_monspec
 from pytest_perfsig.store import SqliteStore
 from sample_app.launcher import RunningApp
+from tests.waiting import when_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "data" / "monspecs" / "bad"
@@ -188,8 +188,8 @@ def test_stage_dying_mid_run_is_a_violation_and_keeps_the_samples(
             }
         ),
     )
-    killer = threading.Timer(4.0, staging.stop)  # pytest and Locust start (~2.5 s), then it dies
-    killer.start()
+    # It dies once the load has stored 100 of its requests, however slow the machine is.
+    killer = when_stored(gate_dir.path / ".perfsig" / "perfsig.db", "Staging", 100, staging.stop)
     result = gate_dir.runpytest_subprocess(
         "--monspec=monspec.json",
         "--stage=Staging",

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .. import health
 from ..errors import NoDataError, PerfsigError, SourceError, StoreError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
@@ -20,7 +21,16 @@ from ..store import SqliteStore
 from ..verdict import Status, Subject, Verdict, not_judged
 from ..windows import Measurement, Window
 from .measure import Measurer
-from .plan import AnyCheck, Check, GateOptions, LogCheck, plan_checks, plan_load, plan_log_checks
+from .plan import (
+    AnyCheck,
+    Check,
+    GateOptions,
+    LogCheck,
+    compares_same_window,
+    plan_checks,
+    plan_load,
+    plan_log_checks,
+)
 from .status import GateOutcome, decide
 
 
@@ -62,6 +72,7 @@ class Gate:
         self.fixed_window: Window | None = None
         self.selected: list[AnyCheck] = []
         self.store_errors: list[str] = []
+        self._health_problems: dict[tuple[str, str, bool], str | None] = {}
 
     @property
     def planned(self) -> list[AnyCheck]:
@@ -112,7 +123,13 @@ class Gate:
         were under load, less the warm-up (Locust processes starting, connections opening)."""
         if self.fixed_window is not None:
             return self.fixed_window
-        spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
+        # Each load ends when it was planned to, not at its last request: a stage that hangs
+        # sends nothing more, and its window must still show the silence.
+        spans = [
+            (r.window[0], max(r.window[1], r.window[0] + r.spec.duration_s))
+            for (svc, _), r in self.load_results.items()
+            if svc == service
+        ]
         start, end = max(s for s, _ in spans), min(e for _, e in spans)
         warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
         return Window(start + warmup, end)
@@ -154,6 +171,8 @@ class Gate:
             return not_ok("error", str(self.load_error))
         if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
             return not_ok("error", "no load ran for this gate")
+        if problem := self._unhealthy(check):
+            return not_ok("error", problem)
         if entry.smartscape is not None:
             return self._judge_smartscape(check, subject)
         base = self.base_window(check.service)
@@ -225,6 +244,34 @@ class Gate:
             )
         source, compare = counts
         return judge(subject, source, compare)
+
+    def _unhealthy(self, check: Check) -> str | None:
+        """Why a side this gate loaded cannot be trusted over the window (``health``): the
+        stage stopped answering, or the baseline broke or stopped during its own window."""
+        if self.fixed_window is not None:
+            return None  # a deferred validation judges traffic the gate did not drive
+        comparison = check.comparison
+        sides = [(comparison.source, False)]
+        if compares_same_window(comparison, self.options) and comparison.compare != comparison.source:
+            sides.append((comparison.compare, True))
+        problems = [
+            problem
+            for env, baseline in sides
+            if (check.service, env) in self.load_results
+            and (problem := self._health(check.service, env, baseline)) is not None
+        ]
+        return "; ".join(problems) or None
+
+    def _health(self, service: str, env: str, baseline: bool) -> str | None:
+        key = (service, env, baseline)
+        if key not in self._health_problems:
+            base = self.base_window(service)
+            columns = self.store.samples(service, env, base.start, base.end)
+            found = health.assess(columns.ts, columns.success, base)
+            self._health_problems[key] = (
+                health.describe(env, found, baseline=baseline) if found is not None else None
+            )
+        return self._health_problems[key]
 
     def _unanswerable(self, check: Check, subject: Subject, reason: str) -> Verdict:
         """An entry its source cannot answer: skipped when optional, else an error that says how
