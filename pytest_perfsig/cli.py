@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -86,7 +87,8 @@ def _show(args: argparse.Namespace) -> int:
     if not stored:
         print(f"perfsig: no verdicts stored for gate {args.gate_id!r} in {args.store}", file=sys.stderr)
         return 1
-    for line in render_table(verdict_rows((v.check_id, v.verdict) for v in stored)):
+    width = shutil.get_terminal_size().columns
+    for line, _ in render_table(verdict_rows((v.check_id, v.verdict) for v in stored), width=width):
         print(line)
     return 0
 

@@ -227,11 +227,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("perfsig verdicts")
     every: list[AnyCheck] = [*gate.checks, *gate.log_checks]
     ordered = [(c.check_id, gate.verdicts[c.check_id]) for c in every if c.check_id in gate.verdicts]
-    rows = verdict_rows(ordered)
-    lines = render_table(rows)
-    terminalreporter.write_line(lines[0], bold=True)
-    for line, (_, verdict) in zip(lines[1:], ordered, strict=True):
-        terminalreporter.write_line(line, **STATUS_MARKUP[verdict.status])
+    width = config.get_terminal_writer().fullwidth
+    for line, status in render_table(verdict_rows(ordered), width=width):
+        terminalreporter.write_line(line, **(STATUS_MARKUP[status] if status else {"bold": True}))
     outcome = gate.outcome()
     markup = {"green": True} if outcome.passed else {"red": True, "bold": True}
     where = f"{gate.options.stage}: {outcome.status.upper()} (store {gate.options.store_path})"
