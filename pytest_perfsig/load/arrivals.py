@@ -91,9 +91,11 @@ def schedulable_tasks(user_classes: Sequence[type[User]], environment: Any) -> l
         class_weight = float(user_class.weight or 1)
         hook = getattr(user_class, "perfsig_open_tasks", None)
         if hook is not None:  # the built-in profile names its own tasks: one per endpoint
-            found = [
-                Scheduled(label, weight * class_weight, user_class, (), function)
-                for label, weight, function in hook(environment)
+            named = list(hook(environment))
+            total = sum(weight for _, weight, _ in named) or 1.0
+            found = [  # shares of the class's weight, as for plain tasks
+                Scheduled(label, class_weight * weight / total, user_class, (), function)
+                for label, weight, function in named
             ]
         else:
             found = list(_flatten(user_class, user_class.tasks or [], class_weight, ()))
@@ -289,13 +291,14 @@ def install(events: Any) -> None:
     events.quitting.add_listener(_on_quitting)
 
 
-def check(locustfile: str) -> list[str]:
-    """The labels of the tasks the open model would schedule from this locustfile."""
+def check(locustfile: str) -> list[dict[str, Any]]:
+    """The tasks the open model would schedule from this locustfile, with their weights."""
     from locust.util.load_locustfile import load_locustfile
 
     user_classes, _ = load_locustfile(locustfile)
     environment = SimpleNamespace(parsed_options=None)
-    return [item.label for item in schedulable_tasks(list(user_classes.values()), environment)]
+    items = schedulable_tasks(list(user_classes.values()), environment)
+    return [{"task": item.label, "weight": item.weight} for item in items]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
