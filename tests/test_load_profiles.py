@@ -144,6 +144,8 @@ def test_open_model_spec_is_labelled_by_its_rate_and_keeps_the_profile(tmp_path:
     staging = specs["Staging"]
     assert staging.arrival_rate == 25.0 and staging.load_model == "open 25 tasks/s"
     assert staging.locustfile == BUILTIN_LOCUSTFILE and staging.users == 10
+    with pytest.raises(UsageError, match="--perfsig-arrival-rate must be a positive number"):
+        plan(monspec(tmp_path), tmp_path, arrival_rate=0.0)
     with pytest.raises(ValueError, match="needs an arrival rate"):
         LoadSpec("Svc", "Staging", "http://x", "f.py", 1, 1, 1, load_model="open 5/s")
     with pytest.raises(ValueError, match="positive"):

@@ -3,6 +3,7 @@ whose source is the stage, one per log rule, and the load each environment gets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,9 @@ def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]
             and _url(monspec, options, check.service, comparison.compare) is not None
         ):
             wanted[(check.service, comparison.compare)] = None
+    rate = options.arrival_rate
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise UsageError(f"--perfsig-arrival-rate must be a positive number of tasks/s, got {rate:g}")
     specs = []
     for service, env in wanted:
         url = _url(monspec, options, service, env)
