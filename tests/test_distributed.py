@@ -121,7 +121,7 @@ def test_open_model_keeps_its_rate_and_measures_from_the_intended_time(
         (result,) = run_load([builtin(slow.url, endpoints, arrival_rate=100)], store)
         run = store.run(result.run_id)
         samples = store.samples("Svc", "Staging", 0, time.time() + 60)
-    assert run is not None and run.load_model == "open 100 tasks/s"
+    assert run is not None and run.load_model == "open 100 tasks/s" and run.users is None
     assert run.locustfile == "built-in test loop: /, /version, /api/echo?text=open, /api/invoke"
     # 100 requests a second were started, however slow the answers: a closed model with one
     # user would have sent about 6 a second.

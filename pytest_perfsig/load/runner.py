@@ -169,7 +169,7 @@ def _locust_command(spec: LoadSpec) -> list[str]:
         "--spawn-rate",
         f"{spawn_rate:g}",
         "--run-time",
-        f"{max(1, math.ceil(run_time))}s",
+        f"{max(1, round(run_time))}s",
         # Failed requests are data for the gate, not a reason for Locust to report an error.
         "--exit-code-on-error",
         "0",
@@ -286,8 +286,9 @@ def run_load(
                     gate_id=gate_id,
                     build=spec.build,
                     locustfile=spec.described,
-                    users=spec.users,
-                    spawn_rate=spec.spawn_rate,
+                    # The open model has no fixed users: its rate is in load_model.
+                    users=spec.users if spec.arrival_rate is None else None,
+                    spawn_rate=spec.spawn_rate if spec.arrival_rate is None else None,
                     duration_s=spec.duration_s,
                     load_model=spec.load_model,
                 )
