@@ -202,18 +202,22 @@ def _deployment_event(args: argparse.Namespace) -> int:
 
 
 def _load_worker(args: argparse.Namespace) -> int:
-    """A Locust worker for a gate started with --perfsig-workers: its samples go to the master."""
+    """A Locust worker for a gate started with --perfsig-workers: its samples go to the master.
+
+    The master tells it the load model and the built-in profile's endpoints; the locustfile
+    must be the one the gate uses (default: the built-in profile)."""
     import os
     import subprocess
 
     from .load.capture import ENV_WORKER
+    from .load.profiles import BUILTIN_LOCUSTFILE
 
     command = [
         sys.executable,
         "-m",
         "pytest_perfsig.load.locust_main",
         "-f",
-        args.locustfile,
+        args.locustfile or BUILTIN_LOCUSTFILE,
         "--worker",
         "--master-host",
         args.master,
@@ -336,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     load_worker = sub.add_parser("load-worker", help="a Locust worker for a gate run with --perfsig-workers")
     load_worker.add_argument("--master", required=True, help="host of the gate's Locust master")
     load_worker.add_argument("--master-port", type=int, default=5557)
-    load_worker.add_argument("-f", "--locustfile", default="loadtests/staging.py")
+    load_worker.add_argument(
+        "-f", "--locustfile", default=None, help="the gate's locustfile (default: the built-in profile)"
+    )
     load_worker.add_argument("--processes", type=int, default=1, help="worker processes on this machine")
     load_worker.set_defaults(handler=_load_worker)
     return parser

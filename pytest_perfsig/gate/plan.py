@@ -3,12 +3,13 @@ whose source is the stage, one per log rule, and the load each environment gets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import LoadError, UsageError
+from ..load.profiles import BUILTIN_LOCUSTFILE, builtin_endpoints, builtin_env, describe_builtin, pace_for
 from ..load.runner import LoadSpec
 from ..metrics import DEFAULT_MIN_SAMPLES
 from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
@@ -40,7 +41,7 @@ class GateOptions:
     processes: int = 1
     workers: int = 0
     master_bind: str = "127.0.0.1"
-    arrival_rate: float | None = None  # open model: requests per second per endpoint
+    arrival_rate: float | None = None  # open model: tasks started per second in total
     # Entries skipped, not errors, when their source cannot answer them: "smartscape" or a
     # metric key (for monspecs that must stay unchanged; the monspec's own way is "optional").
     optional: tuple[str, ...] = ()
@@ -164,9 +165,9 @@ def compares_same_window(comparison: Comparison, options: GateOptions) -> bool:
     )
 
 
-def default_locustfile(env: str, loadtests_dir: Path, open_model: bool = False) -> Path:
-    if open_model:
-        return loadtests_dir / "open.py"
+def default_locustfile(env: str, loadtests_dir: Path) -> Path:
+    """The conventional locustfile of an environment: ``loadtests/production.py`` for
+    Production stages, ``loadtests/staging.py`` for the others (used when it exists)."""
     profile = "production.py" if env.startswith(PRODUCTION_PREFIX) else "staging.py"
     return loadtests_dir / profile
 
@@ -186,6 +187,9 @@ def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]
             and _url(monspec, options, check.service, comparison.compare) is not None
         ):
             wanted[(check.service, comparison.compare)] = None
+    rate = options.arrival_rate
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise UsageError(f"--perfsig-arrival-rate must be a positive number of tasks/s, got {rate:g}")
     specs = []
     for service, env in wanted:
         url = _url(monspec, options, service, env)
@@ -194,55 +198,68 @@ def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]
                 f"no URL for {env}: set environments.{env}.url in {monspec.path} "
                 f"or pass --perfsig-url {env}=http://host:port"
             )
+        profile = _locustfile(monspec, options, service, env)
         specs.append(
             LoadSpec(
-                **{
-                    "service": service,
-                    "env": env,
-                    "url": url,
-                    "locustfile": _locustfile(monspec, options, service, env),
-                    "users": options.users,
-                    "spawn_rate": options.spawn_rate,
-                    "duration_s": options.duration_s,
-                    "build": options.build if env == options.stage else None,
-                    **_load_model(options),
-                }
+                service=service,
+                env=env,
+                url=url,
+                locustfile=profile.locustfile,
+                users=options.users,
+                spawn_rate=options.spawn_rate,
+                duration_s=options.duration_s,
+                extra_env=profile.extra_env,
+                build=options.build if env == options.stage else None,
+                processes=options.processes,
+                workers=options.workers,
+                master_bind=options.master_bind,
+                profile=profile.description,
+                arrival_rate=options.arrival_rate,
             )
         )
     return specs
 
 
-def _load_model(options: GateOptions) -> dict[str, Any]:
-    model: dict[str, Any] = {
-        "processes": options.processes,
-        "workers": options.workers,
-        "master_bind": options.master_bind,
-    }
-    if options.arrival_rate is not None:
-        # One scheduling user sends at the intended times (loadtests/open.py).
-        model.update(
-            users=1,
-            spawn_rate=1.0,
-            load_model=f"open {options.arrival_rate:g}/s per endpoint",
-            extra_env={"PERFSIG_ARRIVAL_RATE": f"{options.arrival_rate:g}"},
-        )
-    return model
+@dataclass(frozen=True)
+class LoadProfile:
+    """The locustfile an environment gets, its name for people and its settings."""
+
+    locustfile: str
+    description: str
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def _url(monspec: Monspec, options: GateOptions, service: str, env: str) -> str | None:
     return options.urls.get(env) or monspec.entities[service].environments[env].url
 
 
-def _locustfile(monspec: Monspec, options: GateOptions, service: str, env: str) -> str:
+def _locustfile(monspec: Monspec, options: GateOptions, service: str, env: str) -> LoadProfile:
+    """``--perfsig-locustfile`` (stage under test only), then ``environments.<Env>.locustfile``,
+    then the conventional ``loadtests/staging.py`` / ``production.py`` when it exists, then the
+    built-in profile. A file that was named and does not exist is a usage error."""
+    entity = monspec.entities[service]
     if env == options.stage and options.locustfile:
         path = Path(options.locustfile)
-    elif (configured := monspec.entities[service].environments[env].locustfile) is not None:
+        if not path.is_file():
+            raise UsageError(
+                f"--perfsig-locustfile {options.locustfile}: no such file (for the stage under test "
+                f"{env}); fix the path, or leave the option out to use the monspec's or the built-in profile"
+            )
+        return LoadProfile(str(path), str(path))
+    configured = entity.environments[env].locustfile
+    if configured is not None:
         path = Path(monspec.path).parent / configured
-    else:
-        path = default_locustfile(env, options.loadtests_dir, options.arrival_rate is not None)
-    if not path.is_file():
-        raise LoadError(
-            f"locustfile {path} for {env} not found: pass --perfsig-locustfile or set "
-            f"environments.{env}.locustfile in {monspec.path}"
-        )
-    return str(path)
+        if not path.is_file():
+            # --perfsig-locustfile applies to the stage under test only: suggest it nowhere else.
+            hint = f", or pass --perfsig-locustfile for {env}" if env == options.stage else ""
+            raise UsageError(
+                f"environments.{env}.locustfile {configured!r} in {monspec.path}: no such file ({path}); "
+                f"fix the path (relative to the monspec) or remove the field for the built-in profile{hint}"
+            )
+        return LoadProfile(str(path), str(path))
+    conventional = default_locustfile(env, options.loadtests_dir)
+    if conventional.is_file():
+        return LoadProfile(str(conventional), str(conventional))
+    endpoints = builtin_endpoints(method.name for method in entity.servicemethods)
+    pace = pace_for(env)
+    return LoadProfile(BUILTIN_LOCUSTFILE, describe_builtin(endpoints, pace), builtin_env(endpoints, pace))

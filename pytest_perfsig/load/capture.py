@@ -12,7 +12,10 @@ Where the samples go depends on the Locust process:
 
 Open load model: a request whose ``context`` carries ``perfsig_intended`` (the epoch time it
 was scheduled for) is recorded with its latency measured from that intended time, so a slow
-stage cannot hide its latency by slowing the load (coordinated omission).
+stage cannot hide its latency by slowing the load (coordinated omission). Tasks of a user's
+locustfile cannot set that context, so the scheduler (:mod:`.arrivals`) leaves the intended
+time with the task's greenlet instead (:func:`intend`); the first request that greenlet
+completes takes it, and the task's later requests, which wait for that one, count as usual.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from typing import Any
+
+from greenlet import getcurrent
 
 from ..errors import StoreError
 from ..store.sqlite import SampleRow, SqliteStore
@@ -36,6 +42,22 @@ MESSAGE = "perfsig_samples"
 INTENDED = "perfsig_intended"
 FLUSH_EVERY_ROWS = 500
 FLUSH_EVERY_S = 0.5
+
+# Intended send times of scheduled tasks, per greenlet (a greenlet runs one task at a time).
+_intended: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def intend(when: float) -> None:
+    """The next request this greenlet completes was meant to leave at ``when`` (epoch s)."""
+    _intended[getcurrent()] = when
+
+
+def forget_intended() -> None:
+    _intended.pop(getcurrent(), None)
+
+
+def _take_intended() -> float | None:
+    return _intended.pop(getcurrent(), None) if _intended else None
 
 
 class SampleCapture:
@@ -86,6 +108,9 @@ class SampleCapture:
         started = start_time if start_time is not None else time.time() - response_time / 1000.0
         latency = float(response_time)
         intended = context.get(INTENDED) if isinstance(context, dict) else None
+        scheduled = _take_intended()  # taken even when the context names one: it is spent
+        if intended is None:
+            intended = scheduled
         if intended is not None:
             latency = (started - float(intended)) * 1000.0 + latency
             started = float(intended)

@@ -1,6 +1,7 @@
 """Entry point of the Locust process: ``python -m pytest_perfsig.load.locust_main <locust args>``.
 
-Works with any plain locustfile: the sample capture is attached here, not in the locustfile.
+Works with any plain locustfile: the sample capture and the open load model
+(``--perfsig-arrival-rate``, see :mod:`.arrivals`) are attached here, not in the locustfile.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ def main() -> int:
     from locust import events
     from locust.main import main as locust_main
 
+    from . import arrivals
     from .capture import install_from_environment
 
+    arrivals.install(events)
     capture = install_from_environment(events)
     if capture is not None:
         atexit.register(capture.flush)

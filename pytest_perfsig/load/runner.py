@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -13,15 +15,26 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import LoadError
+from ..errors import LoadError, UsageError
 from ..store.sqlite import RunRecord, SqliteStore
 from . import capture
+from .profiles import (
+    ARG_DRAIN,
+    ARG_DURATION,
+    ARG_RATE,
+    ARG_SCHEDULERS,
+    DEFAULT_DRAIN_S,
+    ENV_DRAIN,
+    ENV_SUMMARY,
+    OpenCounts,
+)
 
 # Locust needs a moment to start and to stop its users after --run-time.
 STARTUP_GRACE_S = 30.0
 WORKER_WAIT_S = 60.0
 CHECKPOINT_EVERY_S = 2.0
 LOG_TAIL_LINES = 15
+CHECK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,11 +55,44 @@ class LoadSpec:
     master_bind: str = "127.0.0.1"
     master_port: int = 5557
     load_model: str = "closed"
+    # What drives the load, for people: the locustfile's path, or the built-in profile and
+    # its endpoints. Stored as the run's locustfile; empty means the locustfile's path.
+    profile: str = ""
+    # Open model: tasks started per second in total (see load/arrivals.py); None: closed.
+    arrival_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.arrival_rate is None:
+            if self.load_model.startswith("open"):
+                raise ValueError(f"load model {self.load_model!r} needs an arrival rate")
+            return
+        if not (math.isfinite(self.arrival_rate) and self.arrival_rate > 0):
+            raise ValueError(f"arrival rate must be a positive number, got {self.arrival_rate!r}")
+        if self.load_model == "closed":
+            object.__setattr__(self, "load_model", f"open {self.arrival_rate:g} tasks/s")
 
     @property
     def grace_s(self) -> float:
         # Remote workers may take a while to connect; the master waits for them.
         return STARTUP_GRACE_S + (WORKER_WAIT_S if self.workers else 0.0)
+
+    @property
+    def described(self) -> str:
+        return self.profile or self.locustfile
+
+    @property
+    def schedulers(self) -> int:
+        """Locust processes generating load: each runs one open-model scheduler."""
+        return self.workers or (self.processes if self.processes > 1 else 1)
+
+    @property
+    def drain_s(self) -> float:
+        raw = self.extra_env.get(ENV_DRAIN) or os.environ.get(ENV_DRAIN)
+        try:
+            value = float(raw) if raw else DEFAULT_DRAIN_S
+        except ValueError:
+            return DEFAULT_DRAIN_S
+        return value if math.isfinite(value) and value >= 0 else DEFAULT_DRAIN_S
 
 
 @dataclass(frozen=True)
@@ -57,6 +103,7 @@ class LoadResult:
     failures: int
     window: tuple[float, float]
     log_path: Path
+    detail: str = ""  # what the store keeps as the run's outcome (with the open model's counts)
 
 
 Progress = Callable[[float, float, list[tuple[LoadSpec, int, int]]], None]
@@ -72,7 +119,42 @@ def check_reachable(spec: LoadSpec, timeout_s: float = 5.0) -> None:
         raise LoadError(f"{spec.env} at {spec.url} is unreachable: {reason}") from None
 
 
+def check_schedulable(specs: Sequence[LoadSpec]) -> None:
+    """Refuse, before any load, an open model whose locustfile has no task to schedule.
+
+    The locustfile is imported in a child process (Locust must stay out of this one)."""
+    checks = []
+    for spec in specs:
+        if spec.arrival_rate is None:
+            continue
+        command = [sys.executable, "-m", "pytest_perfsig.load.arrivals", "--check", spec.locustfile]
+        env = {**os.environ, **spec.extra_env}
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        checks.append((spec, process))
+    for spec, process in checks:
+        try:
+            out, err = process.communicate(timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise LoadError(f"{spec.described} did not load within {CHECK_TIMEOUT_S:g} s") from None
+        if process.returncode != 0:
+            tail = "\n".join(err.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+            raise LoadError(f"{spec.described} for {spec.env} could not be loaded:\n{tail}")
+        if not json.loads(out.decode().strip().splitlines()[-1])["tasks"]:
+            raise UsageError(
+                f"{spec.described} for {spec.env} has no task the open model can schedule "
+                "(--perfsig-arrival-rate starts @task functions of its User classes)"
+            )
+
+
 def _locust_command(spec: LoadSpec) -> list[str]:
+    users, spawn_rate, run_time = spec.users, spec.spawn_rate, spec.duration_s
+    if spec.arrival_rate is not None:
+        # One scheduler per load process; the tasks in flight may still answer for the
+        # drain time after the schedule ends.
+        users = spawn_rate = spec.schedulers
+        run_time = spec.duration_s + spec.drain_s + 1
     return [
         sys.executable,
         "-m",
@@ -83,11 +165,11 @@ def _locust_command(spec: LoadSpec) -> list[str]:
         "--host",
         spec.url,
         "--users",
-        str(spec.users),
+        str(users),
         "--spawn-rate",
-        f"{spec.spawn_rate:g}",
+        f"{spawn_rate:g}",
         "--run-time",
-        f"{max(1, round(spec.duration_s))}s",
+        f"{max(1, round(run_time))}s",
         # Failed requests are data for the gate, not a reason for Locust to report an error.
         "--exit-code-on-error",
         "0",
@@ -95,6 +177,22 @@ def _locust_command(spec: LoadSpec) -> list[str]:
         "--loglevel",
         "WARNING",
         *_topology(spec),
+        *_open_model(spec),
+    ]
+
+
+def _open_model(spec: LoadSpec) -> list[str]:
+    if spec.arrival_rate is None:
+        return []
+    return [
+        ARG_RATE,
+        f"{spec.arrival_rate:g}",
+        ARG_DURATION,
+        f"{spec.duration_s:g}",
+        ARG_SCHEDULERS,
+        str(spec.schedulers),
+        ARG_DRAIN,
+        f"{spec.drain_s:g}",
     ]
 
 
@@ -129,6 +227,7 @@ class _Child:
         self.spec = spec
         self.run_id = run_id
         self.log_path = log_dir / f"{run_id}.log"
+        self.summary_path = log_dir / f"{run_id}.open.json"
         env = dict(os.environ)
         env.update(spec.extra_env)
         env.update(
@@ -137,6 +236,7 @@ class _Child:
                 capture.ENV_RUN_ID: run_id,
                 capture.ENV_SERVICE: spec.service,
                 capture.ENV_ENV: spec.env,
+                ENV_SUMMARY: str(self.summary_path),
             }
         )
         with self.log_path.open("w") as log:
@@ -170,6 +270,7 @@ def run_load(
     """
     for spec in specs:
         check_reachable(spec)
+    check_schedulable(specs)
     log_dir = log_dir or store.path.parent / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     children: list[_Child] = []
@@ -184,9 +285,10 @@ def run_load(
                     url=spec.url,
                     gate_id=gate_id,
                     build=spec.build,
-                    locustfile=spec.locustfile,
-                    users=spec.users,
-                    spawn_rate=spec.spawn_rate,
+                    locustfile=spec.described,
+                    # The open model has no fixed users: its rate is in load_model.
+                    users=spec.users if spec.arrival_rate is None else None,
+                    spawn_rate=spec.spawn_rate if spec.arrival_rate is None else None,
                     duration_s=spec.duration_s,
                     load_model=spec.load_model,
                 )
@@ -241,11 +343,23 @@ def _collect(child: _Child, store: SqliteStore) -> LoadResult:
             f"load on {spec.env} ({spec.url}) failed: {detail}; last lines of "
             f"{child.log_path}:\n{_tail(child.log_path)}"
         )
+    detail = f"{requests} requests, {failures} failed"
+    if spec.arrival_rate is not None:
+        detail += "; " + _open_counts(child)
     if window is None:
-        store.finish_run(child.run_id, "error", "no requests")
+        store.finish_run(child.run_id, "error", f"no requests; {detail}")
         raise LoadError(
-            f"Locust sent no requests to {spec.env} ({spec.url}) with {spec.locustfile}; "
+            f"Locust sent no requests to {spec.env} ({spec.url}) with {spec.described}; "
             f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
         )
-    store.finish_run(child.run_id, "completed", f"{requests} requests, {failures} failed")
-    return LoadResult(spec, child.run_id, requests, failures, window, child.log_path)
+    store.finish_run(child.run_id, "completed", detail)
+    return LoadResult(spec, child.run_id, requests, failures, window, child.log_path, detail)
+
+
+def _open_counts(child: _Child) -> str:
+    """The open model's counts as the Locust process left them: scheduled, finished, unfinished."""
+    try:
+        counts = OpenCounts.from_json(child.summary_path.read_text())
+    except (OSError, ValueError, TypeError) as exc:
+        return f"open model: no counts from the schedulers ({type(exc).__name__})"
+    return counts.describe(child.spec.schedulers, child.spec.drain_s)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..verdict import STATUSES, Verdict, fmt
 
-STATUS_LABEL = {status: status.upper() for status in STATUSES}
+STATUS_LABEL: dict[str, str] = {status: status.upper() for status in STATUSES}
 STATUS_MARKUP = {
     "pass": {"green": True},
     "violation": {"red": True, "bold": True},
