@@ -5,7 +5,10 @@ has not been measured. Both are judged from the environment's own samples, in th
 window (the first third is what the environment looked like, the last what it became):
 
 - **stopped answering**: the last third holds fewer than ``MIN_RATE_RATIO`` of the first
-  third's requests (answers stopped coming: a hang, a dead process, a full queue);
+  third's requests, or no request was answered during the last ``MIN_SILENCE_S`` seconds
+  (``SILENCE_SHARE`` of the window, if longer) before the load ended (answers stopped coming:
+  a hang, a dead process, a full queue — the judged window then ends at the last answer, so
+  the silence is measured against the load's end);
 - **broke**: the failure rate of the last third is ``MIN_JUMP_PP`` points or more above the
   first third's, and Fisher's exact test says the rise is no accident (p < ``ALPHA``).
 
@@ -26,6 +29,8 @@ from .windows import Window
 MIN_RATE_RATIO = 0.25
 MIN_JUMP_PP = 10.0
 ALPHA = 0.001
+MIN_SILENCE_S = 3.0  # Locust's own stop takes up to about a second on a busy machine
+SILENCE_SHARE = 0.25
 MIN_SAMPLES = 30  # below this a window says nothing about its own health
 
 
@@ -36,11 +41,17 @@ class Health:
     requests: tuple[int, int]  # first and last third
     failure_pct: tuple[float, float]
     p_value: float
+    silence_s: float = 0.0  # from the last answered request to the end of the load
+    window_s: float = 0.0
+
+    @property
+    def silent(self) -> bool:
+        return self.silence_s > max(MIN_SILENCE_S, SILENCE_SHARE * self.window_s)
 
     @property
     def stopped(self) -> bool:
         first, last = self.requests
-        return first > 0 and last < MIN_RATE_RATIO * first
+        return (first > 0 and last < MIN_RATE_RATIO * first) or self.silent
 
     @property
     def broke(self) -> bool:
@@ -48,9 +59,10 @@ class Health:
         return late - early >= MIN_JUMP_PP and self.p_value < ALPHA
 
 
-def assess(ts: Any, success: Any, window: Window) -> Health | None:
-    """The health over ``window`` of samples started at ``ts`` (seconds) that ``success``-ed;
-    None when the window holds too few samples to tell."""
+def assess(ts: Any, success: Any, window: Window, *, silence_s: float | None = None) -> Health | None:
+    """The health over ``window`` of samples started at ``ts`` (seconds) that ``success``-ed,
+    ``silence_s`` after the environment's last answered request before its load ended; None
+    when the window holds too few samples to tell."""
     times = np.asarray(ts, dtype=float)
     ok = np.asarray(success, dtype=bool)
     inside = (times >= window.start) & (times <= window.end)
@@ -67,13 +79,18 @@ def assess(ts: Any, success: Any, window: Window) -> Health | None:
     if counts[0] and counts[1]:
         table = [[failed[1], counts[1] - failed[1]], [failed[0], counts[0] - failed[0]]]
         p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)
-    return Health(counts, (pct[0], pct[1]), p_value)
+    return Health(counts, (pct[0], pct[1]), p_value, silence_s or 0.0, window.duration_s)
 
 
 def describe(env: str, health: Health, *, baseline: bool) -> str | None:
     """Why ``env`` cannot be trusted over its window, or None. ``baseline``: the environment
     is a comparison's baseline (both rules), else the stage under test (stopped only)."""
     first, last = health.requests
+    if health.silent:
+        return (
+            f"{env} stopped answering during the window: no answer in the last "
+            f"{health.silence_s:.1f} s of its load"
+        )
     if health.stopped:
         return (
             f"{env} stopped answering during the window: {first} requests in its first third, "

@@ -69,6 +69,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--perfsig-spawn-rate", "perfsig_spawn_rate", float, 10.0, "R", "users started per second"),
     Option("--perfsig-duration", "perfsig_duration", float, 10.0, "S", "seconds of load"),
     Option(
+        "--perfsig-max-duration",
+        "perfsig_max_duration",
+        float,
+        None,
+        "S",
+        "longest load: past --perfsig-duration it goes on until every selected check's window holds "
+        "the samples its aggregate needs (default: 3 × --perfsig-duration)",
+    ),
+    Option(
         "--perfsig-warmup",
         "perfsig_warmup",
         float,
@@ -286,6 +295,7 @@ def gate_options(config: pytest.Config, stage: str) -> GateOptions:
         users=setting(config, "--perfsig-users"),
         spawn_rate=setting(config, "--perfsig-spawn-rate"),
         duration_s=setting(config, "--perfsig-duration"),
+        max_duration_s=setting(config, "--perfsig-max-duration"),
         locustfile=setting(config, "--perfsig-locustfile"),
         store_path=Path(setting(config, "--perfsig-store")),
         min_samples=setting(config, "--perfsig-min-samples"),

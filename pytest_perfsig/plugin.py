@@ -123,7 +123,12 @@ class LoadProgress:
 
     def __call__(self, elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
         parts = [f"{spec.env} {requests} req ({failures} failed)" for spec, requests, failures in runs]
-        line = f"perfsig: load {elapsed:4.0f}/{duration:.0f} s  " + "  ".join(parts)
+        clock = (
+            f"{elapsed:4.0f}/{duration:.0f} s"
+            if elapsed <= duration
+            else f"{elapsed:4.0f} s, until enough samples"
+        )
+        line = f"perfsig: load {clock}  " + "  ".join(parts)
         if self.reporter is None:
             return
         if self.tty:

@@ -95,7 +95,7 @@ def test_bad_build_is_rejected_with_reasons(
     assert invoke and 40 <= float(invoke.group(1)) <= 60, text
     assert service and 8 <= float(service.group(1)) <= 17, text
     result.stdout.fnmatch_lines(
-        ["*perfsig verdicts*", "status*check*source*baseline*limit*rule", "*gate * for Staging: VIOLATION*"]
+        ["*perfsig verdicts*", "status*check*source*baseline*limit*", "*gate * for Staging: VIOLATION*"]
     )
     result.stderr.fnmatch_lines(["GEVENT_IN_PYTEST_PROCESS=False"])
 

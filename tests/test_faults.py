@@ -100,7 +100,7 @@ class HangingProxy:
 @pytest.fixture
 def hanging(sample_app: Callable[..., RunningApp]) -> Iterator[HangingProxy]:
     staging = sample_app("Staging", build=1)
-    proxy = HangingProxy(int(staging.url.rsplit(":", 1)[1]), answer=350)
+    proxy = HangingProxy(int(staging.url.rsplit(":", 1)[1]), answer=150)
     yield proxy
     proxy.close()
 
@@ -113,7 +113,7 @@ def test_a_stage_that_stops_answering_is_never_a_pass(
         "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging=http://127.0.0.1:{hanging.port}",
         f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-users=5", "-rA")
     text = result.stdout.str()
-    assert hanging.forwarded == 350, text
+    assert hanging.forwarded == 150, text
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
     assert "passed" not in result.parseoutcomes(), text
     assert "Staging stopped answering during the window" in text, text

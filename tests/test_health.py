@@ -70,3 +70,18 @@ def test_too_few_samples_say_nothing_and_samples_outside_the_window_do_not_count
     late = np.concatenate([ts, np.full(500, WINDOW.end + 1)])
     found = health.assess(late, np.concatenate([ok, np.zeros(500, dtype=bool)]), WINDOW)
     assert found is not None and found.failure_pct == (0.0, 0.0)
+
+
+def test_silence_before_the_load_ended_is_stopped_answering() -> None:
+    ts, ok = samples([20, 20, 20], [0, 0, 0])
+    quiet = health.assess(ts, ok, WINDOW, silence_s=0.8)  # Locust's own stop after the last answer
+    assert quiet is not None and not quiet.silent and not quiet.stopped
+    longer = health.assess(ts, ok, WINDOW, silence_s=7.4)  # 25 % of a 30 s window is 7.5 s
+    assert longer is not None and not longer.stopped
+    hung = health.assess(ts, ok, WINDOW, silence_s=7.6)
+    assert hung is not None and hung.silent and hung.stopped
+    assert health.describe("Staging", hung, baseline=False) == (
+        "Staging stopped answering during the window: no answer in the last 7.6 s of its load")
+    short = Window(100.0, 106.0)
+    burst = health.assess(np.linspace(100, 106, 120), np.ones(120, dtype=bool), short, silence_s=3.1)
+    assert burst is not None and burst.silent  # a short window: at least 3 s of silence counts

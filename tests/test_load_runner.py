@@ -123,3 +123,26 @@ def test_builtin_profile_requests_the_monspec_endpoints_at_its_pace(
     assert set(names) == {"/", "/api/invoke", "/api/echo"}
     assert names.count("/api/invoke") == pytest.approx(2 * names.count("/"), abs=6)
     assert names.count("/api/echo") == pytest.approx(2 * names.count("/"), abs=6)
+
+
+def test_the_load_goes_on_until_the_gate_has_enough_samples_and_stops_then(
+    tmp_path: Path, sample_app: Callable[..., RunningApp]
+) -> None:
+    app = sample_app("Staging")
+    asks: list[int] = []
+
+    def enough_after_three_asks(run_ids: object) -> bool:
+        asks.append(1)
+        return len(asks) >= 3  # the samples suffice at the third question, about 2 s past the duration
+
+    slow = LoadSpec("Svc", "Staging", app.url, str(ROOT / "loadtests" / "staging.py"), 2, 2.0, 2.0,
+                    max_duration_s=30.0)
+    with SqliteStore(tmp_path / "s.db") as store:
+        started = time.monotonic()
+        (result,) = run_load([slow], store, enough=enough_after_three_asks)
+        took = time.monotonic() - started
+        run = store.run(result.run_id)
+    assert len(asks) == 3
+    assert took < 25.0  # stopped when enough, long before the 30 s maximum
+    assert run is not None and run.status == "completed" and result.requests > 0
+    assert result.ended is not None and result.ended >= result.window[1]

@@ -42,9 +42,16 @@ class GateOptions:
     workers: int = 0
     master_bind: str = "127.0.0.1"
     arrival_rate: float | None = None  # open model: tasks started per second in total
+    # Closed model: the load goes on past duration_s, up to this (default 3 × duration_s),
+    # until every selected check's window holds the samples its aggregate needs.
+    max_duration_s: float | None = None
     # Entries skipped, not errors, when their source cannot answer them: "smartscape" or a
     # metric key (for monspecs that must stay unchanged; the monspec's own way is "optional").
     optional: tuple[str, ...] = ()
+
+    @property
+    def max_duration(self) -> float:
+        return self.max_duration_s if self.max_duration_s is not None else 3 * self.duration_s
 
     def is_optional(self, entry: SignatureEntry) -> bool:
         return entry.optional or ("smartscape" if entry.smartscape else entry.metric_key) in self.optional
@@ -215,6 +222,7 @@ def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]
                 master_bind=options.master_bind,
                 profile=profile.description,
                 arrival_rate=options.arrival_rate,
+                max_duration_s=options.max_duration if options.arrival_rate is None else None,
             )
         )
     return specs

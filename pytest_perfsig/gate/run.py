@@ -4,16 +4,18 @@ the cause, and the outcome (``gate.status``) can never be a pass because of a fa
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import health
 from ..errors import NoDataError, PerfsigError, SourceError, StoreError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
-from ..load.runner import LoadResult, Progress, run_load
+from ..load.runner import Enough, LoadResult, Progress, run_load
+from ..metrics import required_samples
 from ..monspec import Monspec
 from ..sources import check_source_url
 from ..sources.logs import read_log
@@ -32,6 +34,8 @@ from .plan import (
     plan_log_checks,
 )
 from .status import GateOutcome, decide
+
+NEED_MARGIN = 1.25  # the judged window is the overlap of the loads: a little less than each run
 
 
 def new_gate_id() -> str:
@@ -100,10 +104,38 @@ class Gate:
         try:
             self.open()
             specs = plan_load(self.monspec, self.options, checks)
-            results = run_load(specs, self.store, gate_id=self.gate_id, progress=progress)
+            results = run_load(
+                specs, self.store, gate_id=self.gate_id, progress=progress, enough=self._enough(checks)
+            )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc
+
+    def _enough(self, checks: Sequence[AnyCheck]) -> Enough:
+        """Whether every selected check's windows hold the samples its aggregate needs yet (a
+        busy machine buys fewer requests per second: the load runs until it has them). Counts
+        leave out each run's warm-up, with a margin for the overlap of the loads."""
+        needs: dict[tuple[str, str], dict[str | None, int]] = {}
+        for check in checks:
+            if not isinstance(check, Check) or check.entry.metric is None:
+                continue
+            need = math.ceil(
+                NEED_MARGIN * required_samples(check.entry.aggregate_spec, self.options.min_samples)
+            )
+            for env in {self.options.stage, check.comparison.compare}:
+                per_endpoint = needs.setdefault((check.service, env), {})
+                per_endpoint[check.method] = max(per_endpoint.get(check.method, 0), need)
+
+        def enough(run_ids: Mapping[tuple[str, str], str]) -> bool:
+            for key, run_id in run_ids.items():
+                counts = self.store.endpoint_counts(run_id, skip_s=self.options.warmup_s)
+                for endpoint, need in needs.get(key, {}).items():
+                    have = sum(counts.values()) if endpoint is None else counts.get(endpoint, 0)
+                    if have < need:
+                        return False
+            return True
+
+        return enough
 
     def open(self) -> None:
         """Record the gate in the store; from now on every verdict is stored as it is made."""
@@ -123,13 +155,7 @@ class Gate:
         were under load, less the warm-up (Locust processes starting, connections opening)."""
         if self.fixed_window is not None:
             return self.fixed_window
-        # Each load ends when it was planned to, not at its last request: a stage that hangs
-        # sends nothing more, and its window must still show the silence.
-        spans = [
-            (r.window[0], max(r.window[1], r.window[0] + r.spec.duration_s))
-            for (svc, _), r in self.load_results.items()
-            if svc == service
-        ]
+        spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
         start, end = max(s for s, _ in spans), min(e for _, e in spans)
         warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
         return Window(start + warmup, end)
@@ -267,7 +293,9 @@ class Gate:
         if key not in self._health_problems:
             base = self.base_window(service)
             columns = self.store.samples(service, env, base.start, base.end)
-            found = health.assess(columns.ts, columns.success, base)
+            load = self.load_results[(service, env)]
+            silence = None if load.ended is None else load.ended - load.window[1]
+            found = health.assess(columns.ts, columns.success, base, silence_s=silence)
             self._health_problems[key] = (
                 health.describe(env, found, baseline=baseline) if found is not None else None
             )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,17 @@ class LoadSpec:
     profile: str = ""
     # Open model: tasks started per second in total (see load/arrivals.py); None: closed.
     arrival_rate: float | None = None
+    # Closed model: run on past duration_s, up to this, until the gate has the samples it
+    # needs (run_load's ``enough``); None: exactly duration_s.
+    max_duration_s: float | None = None
+
+    @property
+    def run_time_s(self) -> float:
+        """What Locust is told to run; the runner may stop it earlier."""
+        if self.arrival_rate is not None:
+            # The tasks in flight may still answer for the drain time after the schedule ends.
+            return self.duration_s + self.drain_s + 1
+        return max(self.duration_s, self.max_duration_s or 0.0)
 
     def __post_init__(self) -> None:
         if self.arrival_rate is None:
@@ -104,7 +115,12 @@ class LoadResult:
     window: tuple[float, float]
     log_path: Path
     detail: str = ""  # what the store keeps as the run's outcome (with the open model's counts)
+    # When the Locust process exited: the load's real end, also when answers stopped coming.
+    ended: float | None = None
 
+
+Enough = Callable[[Mapping[tuple[str, str], str]], bool]
+"""({(service, env): run_id}) -> whether the samples stored so far suffice (run_load stops)."""
 
 Progress = Callable[[float, float, list[tuple[LoadSpec, int, int]]], None]
 """(elapsed_s, duration_s, [(spec, requests, failures)]) while load runs."""
@@ -149,12 +165,9 @@ def check_schedulable(specs: Sequence[LoadSpec]) -> None:
 
 
 def _locust_command(spec: LoadSpec) -> list[str]:
-    users, spawn_rate, run_time = spec.users, spec.spawn_rate, spec.duration_s
+    users, spawn_rate, run_time = spec.users, spec.spawn_rate, spec.run_time_s
     if spec.arrival_rate is not None:
-        # One scheduler per load process; the tasks in flight may still answer for the
-        # drain time after the schedule ends.
-        users = spawn_rate = spec.schedulers
-        run_time = spec.duration_s + spec.drain_s + 1
+        users = spawn_rate = spec.schedulers  # one scheduler per load process
     return [
         sys.executable,
         "-m",
@@ -226,6 +239,7 @@ class _Child:
     def __init__(self, spec: LoadSpec, run_id: str, store_path: Path, log_dir: Path) -> None:
         self.spec = spec
         self.run_id = run_id
+        self.exited_at: float | None = None
         self.log_path = log_dir / f"{run_id}.log"
         self.summary_path = log_dir / f"{run_id}.open.json"
         env = dict(os.environ)
@@ -262,8 +276,12 @@ def run_load(
     log_dir: Path | None = None,
     progress: Progress | None = None,
     progress_every_s: float = 2.0,
+    enough: Enough | None = None,
 ) -> list[LoadResult]:
     """Drive every spec at once and wait for all; raise LoadError naming what went wrong.
+
+    With ``enough``, loads whose spec has a ``max_duration_s`` go on past their duration until
+    ``enough`` says the samples suffice (asked about once a second), then stop together.
 
     Runs are recorded in the store before they start and closed with their outcome, and
     samples are stored as they arrive, so a failed load still leaves its data behind.
@@ -294,7 +312,7 @@ def run_load(
                 )
             )
             children.append(_Child(spec, run_id, store.path, log_dir))
-        _wait(children, store, progress, progress_every_s)
+        _wait(children, store, progress, progress_every_s, enough)
     except BaseException as exc:
         for child in children:
             child.stop()
@@ -303,14 +321,23 @@ def run_load(
     return [_collect(child, store) for child in children]
 
 
-def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None, every_s: float) -> None:
+def _wait(
+    children: list[_Child],
+    store: SqliteStore,
+    progress: Progress | None,
+    every_s: float,
+    enough: Enough | None = None,
+) -> None:
     duration = max(child.spec.duration_s for child in children)
+    run_time = max(child.spec.run_time_s for child in children)
     started = time.monotonic()
     grace = max(child.spec.grace_s for child in children)
-    deadline = started + duration + grace
+    deadline = started + run_time + grace
+    next_enough = started + duration
+    stopping = enough is None or run_time <= duration
     next_report = started + every_s
     next_checkpoint = started + CHECKPOINT_EVERY_S
-    while any(child.process.poll() is None for child in children):
+    while not _note_exits(children):
         now = time.monotonic()
         if now > deadline:
             raise LoadError(
@@ -320,14 +347,28 @@ def _wait(children: list[_Child], store: SqliteStore, progress: Progress | None,
         if now >= next_checkpoint:
             next_checkpoint = now + CHECKPOINT_EVERY_S
             store.checkpoint()  # the Locust processes leave this to us (no stalls in their hub)
+        if not stopping and enough is not None and now >= next_enough:
+            next_enough = now + 1.0
+            if enough({(c.spec.service, c.spec.env): c.run_id for c in children}):
+                stopping = True
+                for child in children:
+                    child.process.terminate()  # Locust stops its users and exits 0 on SIGTERM
         if progress is not None and now >= next_report:
             next_report = now + every_s
             progress(
-                min(now - started, duration),
+                min(now - started, run_time),
                 duration,
                 [(child.spec, *store.run_counts(child.run_id)) for child in children],
             )
         time.sleep(0.1)
+
+
+def _note_exits(children: list[_Child]) -> bool:
+    """Record when each Locust process exited; True once all have."""
+    for child in children:
+        if child.exited_at is None and child.process.poll() is not None:
+            child.exited_at = time.time()
+    return all(child.exited_at is not None for child in children)
 
 
 def _collect(child: _Child, store: SqliteStore) -> LoadResult:
@@ -353,7 +394,7 @@ def _collect(child: _Child, store: SqliteStore) -> LoadResult:
             f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
         )
     store.finish_run(child.run_id, "completed", detail)
-    return LoadResult(spec, child.run_id, requests, failures, window, child.log_path, detail)
+    return LoadResult(spec, child.run_id, requests, failures, window, child.log_path, detail, child.exited_at)
 
 
 def _open_counts(child: _Child) -> str:

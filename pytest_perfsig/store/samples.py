@@ -163,6 +163,15 @@ class SampleTables(Database):
         )
         return int(rows[0][0]), int(rows[0][1])
 
+    def endpoint_counts(self, run_id: str, skip_s: float = 0.0) -> dict[str, int]:
+        """Samples stored so far per endpoint, leaving out the run's first ``skip_s`` seconds."""
+        rows = self._query(
+            "SELECT endpoint, COUNT(*) FROM samples WHERE run_id = ? "
+            "AND ts >= (SELECT MIN(ts) FROM samples WHERE run_id = ?) + ? GROUP BY endpoint",
+            (run_id, run_id, skip_s),
+        )
+        return {str(endpoint): int(count) for endpoint, count in rows}
+
     def run_window(self, run_id: str) -> tuple[float, float] | None:
         """First and last request start time of a run."""
         rows = self._query("SELECT MIN(ts), MAX(ts) FROM samples WHERE run_id = ?", (run_id,))
