@@ -156,7 +156,8 @@ OPTIONS: tuple[Option, ...] = (
         float,
         None,
         "R",
-        "open load model: R requests per second, latency measured from the intended send time",
+        "open load model: R tasks started per second (with the built-in profile, requests), each "
+        "at its intended time, latency measured from it",
     ),
     Option(
         "--perfsig-source",

@@ -47,6 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         monspec = load_monspec(monspec_path)
         gate = Gate(monspec, gate_options(config, stage))
+        gate.check_load_plan()
         gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
         config.stash[GATE_KEY] = gate
     except (PerfsigError, ValueError) as exc:
@@ -167,8 +168,9 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         return
     for (_, env), result in gate.load_results.items():
         write(
-            f"perfsig: {env}: {result.requests} requests, {result.failures} failed, "
-            f"{result.spec.load_model} model (run {result.run_id}, log {result.log_path})"
+            f"perfsig: {env}: {result.detail or f'{result.requests} requests, {result.failures} failed'}, "
+            f"{result.spec.load_model} model, {result.spec.described} (run {result.run_id}, "
+            f"log {result.log_path})"
         )
 
 

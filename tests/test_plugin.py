@@ -321,3 +321,12 @@ def test_smartscape_without_topology_is_an_error_that_says_how_to_skip_it(pytest
     lines = skipped.stdout.str().splitlines()
     assert len([line for line in lines if line.startswith("SKIPPED [1]") and line.endswith("(optional)")]) == 2
     assert not [line for line in lines if line.startswith("ERROR monspec.json") and "smartscape" in line]
+
+
+def test_a_named_locustfile_that_is_missing_is_a_usage_error_before_any_load(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".json", monspec=SMALL_MONSPEC)
+    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging",
+                                           "--perfsig-locustfile=nowhere/locustfile.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "nowhere/locustfile.py" in result.stderr.str() and "perfsig load" not in result.stdout.str()
+    assert not (pytester.path / ".perfsig" / "perfsig.db").exists()  # no ERROR gate clutters the history

@@ -4,6 +4,7 @@ the cause, and the outcome (``gate.status``) can never be a pass because of a fa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import health
-from ..errors import NoDataError, PerfsigError, SourceError, StoreError
+from ..errors import LoadError, NoDataError, PerfsigError, SourceError, StoreError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import Enough, LoadResult, Progress, run_load
@@ -136,6 +137,12 @@ class Gate:
             return True
 
         return enough
+
+    def check_load_plan(self) -> None:
+        """Raise UsageError now for a locustfile named but missing or a bad load option, before
+        any load. A missing URL is left to the checks that need it (they report it)."""
+        with contextlib.suppress(LoadError):
+            plan_load(self.monspec, self.options, self.planned)
 
     def open(self) -> None:
         """Record the gate in the store; from now on every verdict is stored as it is made."""
