@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
@@ -35,7 +36,7 @@ def test_a_baseline_that_dies_mid_window_makes_its_checks_errors(
     killer = when_stored(db, "Production", 400, production.process.kill)  # kill -9
     result = gate_dir.runpytest_subprocess(
         "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging={staging.url}",
-        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-users=5", "-rA")
+        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-max-duration=12", "--perfsig-users=5", "-rA")
     killer.join()
     text = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
@@ -111,9 +112,14 @@ def test_a_stage_that_stops_answering_is_never_a_pass(
     production = sample_app("Production", build=1)
     result = gate_dir.runpytest_subprocess(
         "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging=http://127.0.0.1:{hanging.port}",
-        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-users=5", "-rA")
+        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-max-duration=12", "--perfsig-users=5", "-rA")
     text = result.stdout.str()
     assert hanging.forwarded == 150, text
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
     assert "passed" not in result.parseoutcomes(), text
     assert "Staging stopped answering during the window" in text, text
+    # The requests held when the load stopped count: one per user, failed, outstanding for seconds.
+    with sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db") as db:
+        unanswered, shortest = db.execute(
+            "SELECT COUNT(*), MIN(latency_ms) FROM samples WHERE env = 'Staging' AND success = 0").fetchone()
+    assert unanswered == 5 and shortest >= 2000.0, (unanswered, shortest)

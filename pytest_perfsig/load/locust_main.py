@@ -15,10 +15,11 @@ def main() -> int:
     from locust import events
     from locust.main import main as locust_main
 
-    from . import arrivals
+    from . import arrivals, inflight
     from .capture import install_from_environment
 
     arrivals.install(events)
+    inflight.install(events)
     capture = install_from_environment(events)
     if capture is not None:
         atexit.register(capture.flush)
