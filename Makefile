@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUILD ?= 2
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-busy lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV)/junit-10.xsd
 	PERFSIG_JUNIT_XSD=$(VENV)/junit-10.xsd \
 	$(PY) -m pytest -q
+
+# The suite beside two CPU-burning processes, RUNS times in a row (CI: the e2e tests once).
+RUNS ?= 3
+PYTEST_ARGS ?= -q
+test-busy: $(VENV)/.installed $(VENV)/junit-10.xsd
+	PERFSIG_JUNIT_XSD=$(VENV)/junit-10.xsd \
+	$(PY) scripts/busy.py --burners 2 --runs $(RUNS) -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
