@@ -1,7 +1,7 @@
 """The verdict table at the end of a gate, sized to the terminal: one line per verdict, the
 numbers always whole. When the terminal is narrow the checks are grouped under their
-comparison, the rule is cut (or left out: each failure's message has it), and last the middle
-of a long check name gives way."""
+comparison (and shortened: ``/api/invoke failurerate[avg]``), the rule is cut (or left out:
+each failure's message has it), and last the middle of a long check name gives way."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def render_table(rows: Sequence[Row], width: int = 200) -> list[tuple[str, str |
     if numbers_width + check_width + len(GAP) + MIN_RULE > width:
         grouped = _groupable(rows)
         if grouped:
-            table = [((c[0], c[1].split("::", 1)[1], *c[2:]), s) for c, s in table]
+            table = [((c[0], _short(c[1].split("::", 1)[1]), *c[2:]), s) for c, s in table]
             check_width = max([len(HEADERS[1])] + [len(cells[1]) for cells, _ in table])
     # The check's name comes before the rule (each failure's message repeats the rule).
     check_width = max(len(HEADERS[1]), min(check_width, width - numbers_width))
@@ -102,6 +102,14 @@ def render_table(rows: Sequence[Row], width: int = 200) -> list[tuple[str, str |
             lines.append((f"{comparison}:", None))
         lines.append((line(cells), status))
     return lines
+
+
+def _short(check: str) -> str:
+    """A check's name under its comparison heading, without what the layout already says:
+    ``/api/invoke::servicemethod.failurerate[avg]`` → ``/api/invoke failurerate[avg]``."""
+    method, _, metric = check.rpartition("::")
+    metric = metric.removeprefix("servicemethod.").removeprefix("service.")
+    return f"{method} {metric}" if method else metric
 
 
 def _groupable(rows: Sequence[Row]) -> bool:
