@@ -441,3 +441,29 @@ def _worker_process(url: str, store_path: str, worker: str, lease_s: float, step
 if __name__ == "__main__":
     url, store_path, worker, lease, step = sys.argv[1:6]
     sys.exit(_worker_process(url, store_path, worker, float(lease), float(step)))
+
+
+def test_lambda_worker_takes_its_lease_from_the_environment(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_perfsig.errors import PerfsigError
+    from pytest_perfsig.lambdas import worker_handler
+
+    world.register(approval_action=None)
+    leases: list[float] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(world.registry, name)
+
+        def claim(self, request: ValidationRequest, worker: str, now: float, lease_s: float) -> bool:
+            leases.append(lease_s)
+            return world.registry.claim(request, worker, now, lease_s)
+
+    monkeypatch.setenv("PERFSIG_STORE", str(world.path))
+    monkeypatch.setenv("PERFSIG_LEASE", "soon")
+    with pytest.raises(PerfsigError, match="PERFSIG_LEASE must be a number of seconds, got 'soon'"):
+        worker_handler({}, None, registry=Recording())
+    monkeypatch.setenv("PERFSIG_LEASE", "90")
+    answer = worker_handler({}, None, registry=Recording())
+    assert leases == [90.0] and len(answer["processed"]) == 1 and ": pass" in answer["processed"][0]

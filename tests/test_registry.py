@@ -428,3 +428,14 @@ def test_open_registry_urls(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="unknown registry"):
         open_registry("redis://x", tmp_path / "a.db")
+
+
+def test_worker_command_refuses_a_lease_of_zero_and_lists_who_holds_a_request(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.db")
+    registry = register_many(tmp_path / "s.db", 1)
+    refused = perfsig("worker", "--once", "--no-approve", "--lease", "0", "--store", store)
+    assert refused.returncode == 4 and "lease must be longer than 0 seconds" in refused.stderr
+    (due,) = registry.due(time.time())
+    assert registry.claim(due, "w7", time.time(), 60)
+    listed = perfsig("requests", "--store", store)
+    assert "running   attempts=1 worker=w7 fence=1" in listed.stdout

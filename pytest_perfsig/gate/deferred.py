@@ -312,6 +312,8 @@ def work_once(
     lease_s: float = DEFAULT_LEASE_S,
 ) -> list[Processed]:
     """Release dead workers' requests, then process every due request this worker can claim."""
+    if not lease_s > 0:
+        raise UsageError(f"the lease must be longer than 0 seconds, got {lease_s:g}")
     worker = worker or default_worker_id()
     now = time.time() if now is None else now
     registry.release_expired(now, MAX_ATTEMPTS)
