@@ -18,10 +18,10 @@ just extended to a full ``lease_s`` (it refuses to send when less than its margi
 So a second worker can act while an approval is in flight only if that call, botocore's
 retries included, outlasts the lease, or if the workers' clocks differ by more than the time
 left on it. Even then CodePipeline takes one result per approval token: the later call fails
-(``ApprovalAlreadyCompletedException``) or finds the action decided and leaves it alone, and
-``finish`` records one outcome. A worker that stops after approving and before ``finish``
-leaves the request to be judged again when its lease ends; that judgment finds the action
-decided.
+(``ApprovalAlreadyCompletedException``, ``InvalidApprovalTokenException``) or finds the action
+decided and leaves it alone, and ``finish`` records one outcome. A worker that stops after
+approving and before ``finish`` leaves the request to be judged again when its lease ends;
+that judgment finds the action decided. docs/deferred-validation.md says more.
 """
 
 from __future__ import annotations
