@@ -106,8 +106,8 @@ class Lease:
             return False
         if not held:
             self.lost = (
-                f"{self.worker} no longer holds {self.key}: another worker took it over "
-                f"(fencing token {self.fence} is no longer current)"
+                f"{self.worker} no longer holds {self.key} under fencing token {self.fence}: "
+                "another worker released it or took it over"
             )
             return False
         self.until, self.renewed_at, self.renew_error = now + self.lease_s, now, None
@@ -190,7 +190,7 @@ class Processed:
     status: str
     reason: str | None
     approval: str | None
-    recorded: bool  # False: the lease was lost to another worker, nothing was written
+    recorded: bool  # False: this worker no longer held the request, no outcome was written
 
 
 def default_worker_id() -> str:
