@@ -162,6 +162,7 @@ def _requests(args: argparse.Namespace) -> int:
         print(
             f"{request.pipeline}  {request.timestamp_ms}  {started}  {request.comparison:<28} "
             f"{request.minutes:g} min  {request.status:<9} attempts={request.attempts}"
+            + (f" worker={request.worker} fence={request.fence}" if request.status == "running" else "")
             + (f"  {request.reason}" if request.reason else "")
         )
     return 0
@@ -295,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease",
         type=float,
         default=600.0,
-        help="seconds a claimed request stays with this worker before others may retry it",
+        help="seconds a claimed request stays with this worker before others may retry it; renewed "
+        "while it is judged (default 600)",
     )
     worker.add_argument("--no-approve", action="store_true", help="judge and record only, call no AWS API")
     worker.add_argument("--registry")

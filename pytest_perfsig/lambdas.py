@@ -13,6 +13,8 @@ Configuration by environment variables:
   register and worker;
 - ``PERFSIG_MONSPEC``: the monspec file shipped with the function (default ``monspec.json``);
   register;
+- ``PERFSIG_LEASE``: seconds a worker holds a claimed request before another may retry it,
+  renewed while it is judged (default 600); worker;
 - ``PERFSIG_STORE``: the SQLite store: the samples the worker judges, the deployment events the
   problem handler rolls back from (shared storage such as EFS; default ``/tmp/perfsig.db``);
 - ``PERFSIG_WEBHOOK_SECRET``: the problem handler's shared secret (required; without it every
@@ -107,11 +109,18 @@ def worker_handler(
     event: dict[str, Any], context: Any, *, registry: Any = None, approve: Any = None
 ) -> dict[str, Any]:
     """Scheduled: judge every due request, approve / reject, record the outcome."""
-    from .gate.deferred import codepipeline_approver, describe, work_once
+    from .gate.deferred import DEFAULT_LEASE_S, codepipeline_approver, describe, work_once
     from .store import SqliteStore
 
+    lease = os.environ.get("PERFSIG_LEASE", "")
+    try:
+        lease_s = float(lease) if lease else DEFAULT_LEASE_S
+    except ValueError:
+        raise PerfsigError(f"PERFSIG_LEASE must be a number of seconds, got {lease!r}") from None
     with SqliteStore(_store_path()) as store:
-        processed = work_once(registry or _registry(), store, approve=approve or codepipeline_approver())
+        processed = work_once(
+            registry or _registry(), store, approve=approve or codepipeline_approver(), lease_s=lease_s
+        )
     return {"processed": [describe(p) for p in processed]}
 
 

@@ -128,6 +128,88 @@ def test_expired_lease_goes_back_to_waiting_then_error(registry: ValidationRegis
     assert registry.due(NOW + 10_000) == []  # never waiting forever
 
 
+def test_every_claim_increments_the_fence_and_only_its_holder_writes(registry: ValidationRegistry) -> None:
+    request = request_at(NOW)
+    registry.register(request)
+    (first,) = registry.due(NOW + 301)
+    assert first.fence == 0
+    assert registry.claim(first, "w", NOW + 301, 10) and first.fence == 1
+    assert registry.renew(first, "w", 1, NOW + 305, 10) and first.lease_until == NOW + 315
+    assert not registry.renew(first, "other", 1, NOW + 305, 10)  # not its worker
+    assert not registry.renew(first, "w", 0, NOW + 305, 10)  # not its token
+    # The lease ends; a worker with the same id (a restarted container) takes the request over.
+    assert [r.status for r in registry.release_expired(NOW + 316, MAX_ATTEMPTS)] == ["waiting"]
+    (second,) = registry.due(NOW + 316)
+    assert registry.claim(second, "w", NOW + 316, 10) and second.fence == 2
+    # The first claim, same worker id but an old token, can neither renew nor record.
+    assert not registry.renew(first, "w", 1, NOW + 317, 10)
+    assert not registry.finish(first, "w", "pass", results=[], reason=None, gate_id="stale")
+    assert not registry.finish(second, "w", "pass", results=[], reason=None, gate_id="stale", fence=1)
+    assert registry.finish(second, "w", "violation", results=[], reason="r", gate_id="g-2")
+    final = registry.get("pipe", request.timestamp_ms)
+    assert final is not None
+    assert (final.status, final.gate_id, final.fence, final.attempts) == ("violation", "g-2", 2, 2)
+    assert not registry.renew(second, "w", 2, NOW + 318, 10)  # finished: nothing left to hold
+
+
+def test_a_renewed_lease_is_not_released(registry: ValidationRegistry) -> None:
+    request = request_at(NOW)
+    registry.register(request)
+    (due,) = registry.due(NOW + 301)
+    assert registry.claim(due, "w", NOW + 301, 10)
+    assert registry.renew(due, "w", due.fence, NOW + 309, 10)
+    assert registry.release_expired(NOW + 312, MAX_ATTEMPTS) == []  # past the first lease only
+    held = registry.get("pipe", request.timestamp_ms)
+    assert held is not None and held.status == "running" and held.lease_until == NOW + 319
+    # Past its end, a lease nobody took over still renews: the token says who holds it.
+    assert registry.renew(due, "w", due.fence, NOW + 330, 10)
+    assert registry.release_expired(NOW + 335, MAX_ATTEMPTS) == []
+
+
+def test_requests_of_an_older_store_get_a_fence(tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "store-v1.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "store-v1.db", path)
+    registry = SqliteRegistry(SqliteStore(path))
+    (old,) = registry.recent()
+    assert (old.status, old.fence) == ("pass", 0)
+    registry.register(request_at(NOW))
+    (due,) = registry.due(NOW + 301)
+    assert registry.claim(due, "w", NOW + 301, 10) and due.fence == 1
+
+
+def test_dynamodb_items_of_earlier_releases_are_released_and_fenced(aws_env: None) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from pytest_perfsig.registry.dynamodb import DynamoDbRegistry, create_table
+
+    with mock_aws():
+        registry = DynamoDbRegistry(create_table(boto3.resource("dynamodb", region_name="us-east-1")))
+        # Claimed by a worker of an earlier release: no Fence attribute at all.
+        registry.table.put_item(
+            Item={
+                "PipelineName": "old",
+                "Timestamp": 1,
+                "ComparisonName": "C",
+                "Validationtimeframe": 5,
+                "Monspec": "{}",
+                "Status": "running",
+                "ReadyToValidateTimestamp": 0,
+                "Worker": "old-worker",
+                "LeaseUntil": 10,
+                "Attempts": 1,
+            }
+        )
+        (released,) = registry.release_expired(11.0, MAX_ATTEMPTS)
+        assert (released.status, released.fence) == ("waiting", 0)
+        (due,) = registry.due(12.0)
+        assert registry.claim(due, "new-worker", 12.0, 10) and (due.fence, due.attempts) == (1, 2)
+        assert not registry.finish(due, "new-worker", "pass", results=[], reason=None, gate_id=None, fence=0)
+        assert registry.finish(due, "new-worker", "pass", results=[], reason=None, gate_id=None)
+
+
 # ---------------------------------------------------------------------------- the worker
 
 
@@ -346,3 +428,14 @@ def test_open_registry_urls(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="unknown registry"):
         open_registry("redis://x", tmp_path / "a.db")
+
+
+def test_worker_command_refuses_a_lease_of_zero_and_lists_who_holds_a_request(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.db")
+    registry = register_many(tmp_path / "s.db", 1)
+    refused = perfsig("worker", "--once", "--no-approve", "--lease", "0", "--store", store)
+    assert refused.returncode == 4 and "lease must be longer than 0 seconds" in refused.stderr
+    (due,) = registry.due(time.time())
+    assert registry.claim(due, "w7", time.time(), 60)
+    listed = perfsig("requests", "--store", store)
+    assert "running   attempts=1 worker=w7 fence=1" in listed.stdout

@@ -3,6 +3,25 @@ or reject action A" — registered by a pipeline, worked off later by ``perfsig 
 
 Two interchangeable registries implement :class:`ValidationRegistry`: SQLite (the embedded
 store, default) and DynamoDB (the original table ``BuildValidationRequests``).
+
+Who may act on a request: every claim increments the request's fencing token (``fence``) and
+gives the claimer a lease. The worker renews the lease while it judges, and every write that
+follows is conditional on the token still being the one its claim got: a renewal, the
+confirmation immediately before ``PutApprovalResult`` (itself a renewal), and ``finish``.
+Another worker can take a request only once its lease has ended (``release_expired``), and its
+claim changes the token, so the first worker's next conditional write fails and it stops:
+nothing sent, nothing recorded.
+
+What is left: the registry cannot fence CodePipeline. Between the confirmation and the moment
+AWS applies ``PutApprovalResult`` the worker relies on its lease, which the confirmation has
+just extended to a full ``lease_s`` (it refuses to send when less than its margin is left).
+So a second worker can act while an approval is in flight only if that call, botocore's
+retries included, outlasts the lease, or if the workers' clocks differ by more than the time
+left on it. Even then CodePipeline takes one result per approval token: the later call fails
+(``ApprovalAlreadyCompletedException``, ``InvalidApprovalTokenException``) or finds the action
+decided and leaves it alone, and ``finish`` records one outcome. A worker that stops after
+approving and before ``finish`` leaves the request to be judged again when its lease ends;
+that judgment finds the action decided. docs/deferred-validation.md says more.
 """
 
 from __future__ import annotations
@@ -38,6 +57,7 @@ class ValidationRequest:
     lease_until: float | None = None
     attempts: int = 0
     gate_id: str | None = None
+    fence: int = 0  # the fencing token: incremented by every claim
 
     @property
     def window(self) -> tuple[float, float]:
@@ -102,8 +122,18 @@ class ValidationRegistry(Protocol):
         """Waiting requests whose window has passed."""
 
     def claim(self, request: ValidationRequest, worker: str, now: float, lease_s: float) -> bool:
-        """Atomically move a waiting request to running under ``worker`` until the lease ends;
-        False when another worker was first (each request is processed once)."""
+        """Atomically move a waiting request to running under ``worker`` until ``now + lease_s``
+        and increment its fencing token; ``request`` gets the new ``fence``, ``lease_until``
+        and ``attempts``. False when another worker was first (each request is claimed once
+        per attempt)."""
+
+    def renew(self, request: ValidationRequest, worker: str, fence: int, now: float, lease_s: float) -> bool:
+        """Extend the lease to ``now + lease_s``, only while the request is running under
+        ``worker`` and ``fence`` (one conditional write); ``request.lease_until`` follows.
+        False when another worker took the request over, or it was released or finished: the
+        caller no longer holds it and must stop without sending or recording anything. A
+        renewal after the lease ended still succeeds when nobody took the request meanwhile:
+        the token, not the clock, says who holds it."""
 
     def finish(
         self,
@@ -114,9 +144,14 @@ class ValidationRegistry(Protocol):
         results: list[dict[str, Any]],
         reason: str | None,
         gate_id: str | None,
+        fence: int | None = None,
     ) -> bool:
-        """Record the outcome, only while ``worker`` still holds the request."""
+        """Record the outcome, only while the request is running under ``worker`` and
+        ``fence`` (default: ``request.fence``, the token of this object's claim), in one
+        conditional write; False, and nothing written, when the caller no longer holds it."""
 
     def release_expired(self, now: float, max_attempts: int) -> list[ValidationRequest]:
-        """Running requests whose worker died (lease over): waiting again, or error after
-        ``max_attempts`` claims. Returns the requests changed."""
+        """Running requests whose lease ended before ``now`` (their worker died or stalled):
+        waiting again, or error after ``max_attempts`` claims; each conditional on the lease
+        and the token being still those read, so a lease renewed meanwhile is kept. Returns
+        the requests changed. The token is not changed here: the next claim changes it."""

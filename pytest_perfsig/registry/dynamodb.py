@@ -3,9 +3,12 @@
 
 Original attributes: Status, ComparisonName, Validationtimeframe, ReadyToValidateTimestamp,
 Monspec, PipelineStage, PipelineAction, ApprovalAction. Ours beside them: Results, Reason,
-Worker, LeaseUntil, Attempts, GateId. Claims use conditional updates, so several workers
-never process one request twice. A finished request's Status is its gate's (``pass``,
-``violation``, ``error``); items written by earlier releases with ``ok`` read as ``pass``.
+Worker, LeaseUntil, Attempts, GateId, Fence. Every change is a conditional UpdateItem: a claim
+increments Fence (the fencing token), and renewals and the outcome are written only while
+Fence is still the claimer's, so a worker that lost a request to another one writes nothing.
+Workers of earlier releases neither set nor check Fence: stop them before starting these. A
+finished request's Status is its gate's (``pass``, ``violation``, ``error``); items written by
+earlier releases with ``ok`` read as ``pass``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _ATTRIBUTES = {  # python field -> DynamoDB attribute
     "lease_until": "LeaseUntil",
     "attempts": "Attempts",
     "gate_id": "GateId",
+    "fence": "Fence",
 }
 
 
@@ -62,7 +66,7 @@ def _from_item(item: dict[str, Any]) -> ValidationRequest:
         value = item[attribute]
         if name == "results":
             value = json.loads(value)
-        elif name in ("timestamp_ms", "attempts"):
+        elif name in ("timestamp_ms", "attempts", "fence"):
             value = int(value)
         elif name == "status":
             value = LEGACY_STATUSES.get(value, value)
@@ -134,11 +138,11 @@ class DynamoDbRegistry:
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
     def _update_if(
-        self, request: ValidationRequest, update: str, condition: str, values: dict[str, Any]
-    ) -> bool:
-        """A conditional UpdateItem on the request's item (``#s`` is Status); False when the
-        condition did not hold (another worker was first, or took over)."""
-        done = self._call(
+        self, request: ValidationRequest, update: str, condition: str, values: dict[str, Any], **extra: Any
+    ) -> dict[str, Any] | None:
+        """A conditional UpdateItem on the request's item (``#s`` is Status): its answer, or
+        None when the condition did not hold (another worker was first, or took over)."""
+        answer: dict[str, Any] | None = self._call(
             "UpdateItem",
             self.table.update_item,
             Key={"PipelineName": request.pipeline, "Timestamp": request.timestamp_ms},
@@ -146,8 +150,9 @@ class DynamoDbRegistry:
             ConditionExpression=condition,
             ExpressionAttributeNames={"#s": "Status"},
             ExpressionAttributeValues=values,
+            **extra,
         )
-        return done is not None
+        return answer
 
     def due(self, now: float) -> list[ValidationRequest]:
         from boto3.dynamodb.conditions import Attr
@@ -160,10 +165,10 @@ class DynamoDbRegistry:
 
     def claim(self, request: ValidationRequest, worker: str, now: float, lease_s: float) -> bool:
         lease = Decimal(repr(now + lease_s))
-        claimed = self._update_if(
+        answer = self._update_if(
             request,
             "SET #s = :running, Worker = :worker, LeaseUntil = :lease, "
-            "Attempts = if_not_exists(Attempts, :zero) + :one",
+            "Attempts = if_not_exists(Attempts, :zero) + :one, Fence = if_not_exists(Fence, :zero) + :one",
             "#s = :waiting",
             {
                 ":running": RUNNING,
@@ -173,11 +178,27 @@ class DynamoDbRegistry:
                 ":zero": 0,
                 ":one": 1,
             },
+            ReturnValues="UPDATED_NEW",
         )
-        if not claimed:
+        if answer is None:
             return False
+        updated = answer.get("Attributes") or {}
         request.status, request.worker, request.lease_until = RUNNING, worker, float(lease)
-        request.attempts += 1
+        request.attempts = int(updated.get("Attempts", request.attempts + 1))
+        request.fence = int(updated["Fence"])
+        return True
+
+    def renew(self, request: ValidationRequest, worker: str, fence: int, now: float, lease_s: float) -> bool:
+        lease = Decimal(repr(now + lease_s))
+        renewed = self._update_if(
+            request,
+            "SET LeaseUntil = :lease",
+            "#s = :running AND Worker = :worker AND Fence = :fence",
+            {":lease": lease, ":running": RUNNING, ":worker": worker, ":fence": fence},
+        )
+        if renewed is None:
+            return False
+        request.lease_until = float(lease)
         return True
 
     def finish(
@@ -189,11 +210,12 @@ class DynamoDbRegistry:
         results: list[dict[str, Any]],
         reason: str | None,
         gate_id: str | None,
+        fence: int | None = None,
     ) -> bool:
-        return self._update_if(
+        finished = self._update_if(
             request,
             "SET #s = :status, Results = :results, Reason = :reason, GateId = :gate REMOVE LeaseUntil",
-            "#s = :running AND Worker = :worker",
+            "#s = :running AND Worker = :worker AND Fence = :fence",
             {
                 ":status": status,
                 ":results": json.dumps(results),
@@ -201,8 +223,10 @@ class DynamoDbRegistry:
                 ":gate": gate_id or "",
                 ":running": RUNNING,
                 ":worker": worker,
+                ":fence": request.fence if fence is None else fence,
             },
         )
+        return finished is not None
 
     def release_expired(self, now: float, max_attempts: int) -> list[ValidationRequest]:
         from boto3.dynamodb.conditions import Attr
@@ -214,13 +238,23 @@ class DynamoDbRegistry:
         for request in map(_from_item, items):
             status = ERROR if request.attempts >= max_attempts else WAITING
             reason = f"worker {request.worker} stopped during validation ({request.attempts} attempts)"
+            # Only as read: a worker that renewed its lease since the scan keeps the request.
+            # Items of earlier releases may have no Fence (read as 0).
             released_one = self._update_if(
                 request,
                 "SET #s = :status, Reason = :reason REMOVE LeaseUntil",
-                "#s = :running AND Worker = :worker",
-                {":status": status, ":reason": reason, ":running": RUNNING, ":worker": request.worker},
+                "#s = :running AND Worker = :worker AND LeaseUntil < :now "
+                "AND (attribute_not_exists(Fence) OR Fence = :fence)",
+                {
+                    ":status": status,
+                    ":reason": reason,
+                    ":running": RUNNING,
+                    ":worker": request.worker,
+                    ":now": Decimal(repr(now)),
+                    ":fence": request.fence,
+                },
             )
-            if released_one:
+            if released_one is not None:
                 request.status, request.reason = status, reason
                 released.append(request)
         return released

@@ -1,5 +1,6 @@
 """The validation registry in the embedded SQLite store: the request lifecycle (waiting,
-running under a lease, finished) over the store's ``validation_requests`` table."""
+running under a lease and a fencing token, finished) over the store's ``validation_requests``
+table."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class SqliteRegistry:
         return [_request(row) for row in self.store.due_requests(now, waiting=WAITING)]
 
     def claim(self, request: ValidationRequest, worker: str, now: float, lease_s: float) -> bool:
-        claimed = self.store.claim_request(
+        fence = self.store.claim_request(
             request.pipeline,
             request.timestamp_ms,
             worker=worker,
@@ -46,10 +47,25 @@ class SqliteRegistry:
             waiting=WAITING,
             running=RUNNING,
         )
-        if claimed:
-            request.status, request.worker, request.lease_until = RUNNING, worker, now + lease_s
-            request.attempts += 1
-        return claimed
+        if fence is None:
+            return False
+        request.status, request.worker, request.lease_until = RUNNING, worker, now + lease_s
+        request.attempts += 1
+        request.fence = fence
+        return True
+
+    def renew(self, request: ValidationRequest, worker: str, fence: int, now: float, lease_s: float) -> bool:
+        renewed = self.store.renew_request(
+            request.pipeline,
+            request.timestamp_ms,
+            worker=worker,
+            fence=fence,
+            lease_until=now + lease_s,
+            running=RUNNING,
+        )
+        if renewed:
+            request.lease_until = now + lease_s
+        return renewed
 
     def finish(
         self,
@@ -60,11 +76,13 @@ class SqliteRegistry:
         results: list[dict[str, Any]],
         reason: str | None,
         gate_id: str | None,
+        fence: int | None = None,
     ) -> bool:
         return self.store.finish_request(
             request.pipeline,
             request.timestamp_ms,
             worker=worker,
+            fence=request.fence if fence is None else fence,
             running=RUNNING,
             status=status,
             results=results,

@@ -98,6 +98,10 @@ class RequestStore(Protocol):
 
     def claim_request(
         self, pipeline: str, timestamp_ms: int, *, worker: str, lease_until: float, waiting: str, running: str
+    ) -> int | None: ...
+
+    def renew_request(
+        self, pipeline: str, timestamp_ms: int, *, worker: str, fence: int, lease_until: float, running: str
     ) -> bool: ...
 
     def finish_request(
@@ -106,6 +110,7 @@ class RequestStore(Protocol):
         timestamp_ms: int,
         *,
         worker: str,
+        fence: int,
         running: str,
         status: str,
         results: list[dict[str, Any]],

@@ -12,6 +12,9 @@ a new migration.
 Version 2: verdicts stored with structure (service, comparison, judge, windows as numbers,
 values as columns beside the full record), and finished validation requests say ``pass``
 instead of ``ok``.
+
+Version 3: validation requests carry a fencing token (``fence``), incremented by every claim,
+so a worker that lost a request to another one can no longer write to it.
 """
 
 from __future__ import annotations
@@ -302,9 +305,22 @@ def _structured_verdicts(db: sqlite3.Connection) -> None:
     db.execute("UPDATE validation_requests SET status = 'pass' WHERE status = 'ok'")
 
 
+# ---------------------------------------------------------------------------- version 3
+
+
+def _request_fences(db: sqlite3.Connection) -> None:
+    """Version 3: the fencing token of validation requests. Requests claimed before it start
+    at 0; the next claim makes it 1."""
+    db.execute("ALTER TABLE validation_requests ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")
+
+
 # ---------------------------------------------------------------------------- running them
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_tables, _structured_verdicts)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_tables,
+    _structured_verdicts,
+    _request_fences,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

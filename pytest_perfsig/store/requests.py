@@ -3,7 +3,8 @@ off by ``perfsig worker`` (``registry.sqlite.SqliteRegistry`` is the registry ov
 
 Rows are plain dicts keyed by column (``results`` decoded from JSON). The request lifecycle —
 which status waits, which runs — belongs to the registry, which passes its status words in;
-here each change is one conditional update, so two workers never both win a request.
+here each change is one conditional update, so two workers never both win a request, and every
+write of a worker holding a request is conditional on the fencing token its claim got.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ REQUEST_COLUMNS = (
     "lease_until",
     "attempts",
     "gate_id",
+    "fence",
 )
 """The columns of a request row, in the order ``registry.base.ValidationRequest`` lists them."""
 
@@ -83,14 +85,35 @@ class RequestTables(Database):
 
     def claim_request(
         self, pipeline: str, timestamp_ms: int, *, worker: str, lease_until: float, waiting: str, running: str
-    ) -> bool:
+    ) -> int | None:
         """Move a request from ``waiting`` to ``running`` under ``worker`` until the lease
-        ends, counting the attempt; False when it was not waiting (another worker was first)."""
+        ends, counting the attempt and incrementing the fencing token; the new token, or None
+        when it was not waiting (another worker was first)."""
+        key = (pipeline, timestamp_ms)
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE validation_requests SET status = ?, worker = ?, lease_until = ?, "
-                "attempts = attempts + 1 WHERE pipeline = ? AND timestamp_ms = ? AND status = ?",
-                (running, worker, lease_until, pipeline, timestamp_ms, waiting),
+                "attempts = attempts + 1, fence = fence + 1 "
+                "WHERE pipeline = ? AND timestamp_ms = ? AND status = ?",
+                (running, worker, lease_until, *key, waiting),
+            )
+            if cursor.rowcount != 1:
+                return None
+            (fence,) = db.execute(
+                "SELECT fence FROM validation_requests WHERE pipeline = ? AND timestamp_ms = ?", key
+            ).fetchone()
+            return int(fence)
+
+    def renew_request(
+        self, pipeline: str, timestamp_ms: int, *, worker: str, fence: int, lease_until: float, running: str
+    ) -> bool:
+        """Move the lease's end to ``lease_until``, only while the request is ``running`` under
+        ``worker`` and ``fence``; False when another worker took it over (or it ended)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE validation_requests SET lease_until = ? "
+                "WHERE pipeline = ? AND timestamp_ms = ? AND status = ? AND worker = ? AND fence = ?",
+                (lease_until, pipeline, timestamp_ms, running, worker, fence),
             )
             return cursor.rowcount == 1
 
@@ -100,18 +123,31 @@ class RequestTables(Database):
         timestamp_ms: int,
         *,
         worker: str,
+        fence: int,
         running: str,
         status: str,
         results: list[dict[str, Any]],
         reason: str | None,
         gate_id: str | None,
     ) -> bool:
-        """Record the outcome, only while ``worker`` still holds the request (``running``)."""
+        """Record the outcome, only while the request is ``running`` under ``worker`` and
+        ``fence``; False, and nothing written, otherwise."""
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE validation_requests SET status = ?, results = ?, reason = ?, gate_id = ?, "
-                "lease_until = NULL WHERE pipeline = ? AND timestamp_ms = ? AND status = ? AND worker = ?",
-                (status, json.dumps(results), reason, gate_id, pipeline, timestamp_ms, running, worker),
+                "lease_until = NULL WHERE pipeline = ? AND timestamp_ms = ? AND status = ? AND worker = ? "
+                "AND fence = ?",
+                (
+                    status,
+                    json.dumps(results),
+                    reason,
+                    gate_id,
+                    pipeline,
+                    timestamp_ms,
+                    running,
+                    worker,
+                    fence,
+                ),
             )
             return cursor.rowcount == 1
 
@@ -130,9 +166,18 @@ class RequestTables(Database):
             for row in expired:
                 row["status"], row["reason"] = release(row)
                 row["lease_until"] = None
+                # One transaction: nothing can renew in between; the conditions say what is released.
                 db.execute(
-                    "UPDATE validation_requests SET status = ?, reason = ?, lease_until = NULL "
-                    "WHERE pipeline = ? AND timestamp_ms = ? AND status = ?",
-                    (row["status"], row["reason"], row["pipeline"], row["timestamp_ms"], running),
+                    "UPDATE validation_requests SET status = ?, reason = ?, lease_until = NULL WHERE "
+                    "pipeline = ? AND timestamp_ms = ? AND status = ? AND lease_until < ? AND fence = ?",
+                    (
+                        row["status"],
+                        row["reason"],
+                        row["pipeline"],
+                        row["timestamp_ms"],
+                        running,
+                        now,
+                        row["fence"],
+                    ),
                 )
         return expired
