@@ -12,6 +12,8 @@ a new migration.
 Version 2: verdicts stored with structure (service, comparison, judge, windows as numbers,
 values as columns beside the full record), and finished validation requests say ``pass``
 instead of ``ok``.
+
+Version 3: remediation claims with a lease (``lease_until``, ``owner``, ``attempts``).
 """
 
 from __future__ import annotations
@@ -302,9 +304,26 @@ def _structured_verdicts(db: sqlite3.Connection) -> None:
     db.execute("UPDATE validation_requests SET status = 'pass' WHERE status = 'ok'")
 
 
+# ---------------------------------------------------------------------------- version 3
+
+
+def _remediation_leases(db: sqlite3.Connection) -> None:
+    """Version 3: a ``started`` remediation claim has a lease, an owner and an attempt count,
+    so that a claim left behind by a receiver that died is taken over once its lease ran out.
+    Claims left ``started`` by an earlier version get a lease of 900 s from their claim."""
+    db.execute("ALTER TABLE remediation_events ADD COLUMN lease_until REAL")
+    db.execute("ALTER TABLE remediation_events ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE remediation_events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+    db.execute("UPDATE remediation_events SET lease_until = ts + 900 WHERE status = 'started'")
+
+
 # ---------------------------------------------------------------------------- running them
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_tables, _structured_verdicts)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_tables,
+    _structured_verdicts,
+    _remediation_leases,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
