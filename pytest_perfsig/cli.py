@@ -244,6 +244,10 @@ def _remediate_serve(args: argparse.Namespace) -> int:
         production_prefix=args.production_prefix,
         max_body=args.max_body,
         log_level=args.log_level,
+        lease_s=args.lease,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
     )
     return 0
 
@@ -336,7 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--production-prefix", default="Production")
     serve.add_argument("--max-body", type=int, default=64 * 1024)
     serve.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--max-connections", type=int, help="open connections at most; the oldest idle one makes room (1024)"
+    )
+    serve.add_argument("--header-timeout", type=float, help="seconds a client has to send its headers (10)")
+    serve.add_argument("--body-timeout", type=float, help="seconds a client has to send its body (10)")
+    serve.add_argument(
+        "--lease",
+        type=float,
+        help="seconds a claimed problem stays with this receiver before another may take it over "
+        "(default: PERFSIG_REMEDIATION_LEASE, else 900)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="debug adds one access line per request (path only, never the query)",
     )
     serve.set_defaults(handler=_remediate_serve)
     load_worker = sub.add_parser("load-worker", help="a Locust worker for a gate run with --perfsig-workers")

@@ -21,6 +21,9 @@ Configuration by environment variables:
   request gets a 500 that says so, and nothing is done);
 - ``PERFSIG_PRODUCTION_PREFIX``: environments whose name starts with it are rolled back
   (default ``Production``); problem handler;
+- ``PERFSIG_REMEDIATION_LEASE``: seconds a claimed problem stays with the invocation deciding
+  it before a later notification may take it over (default 900, the longest a function runs);
+  problem handler;
 - ``PERFSIG_DYNATRACE_URL``, ``DT_API_TOKEN``: where the problem handler comments on Dynatrace
   problems (optional);
 - AWS region and credentials: the function's own (``AWS_REGION``, its role).
@@ -41,7 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PerfsigError
-from .remediation.server import SECRET_ENV, RemediationConfigError, Reply, WebhookReceiver, error_reply
+from .remediation.server import (
+    SECRET_ENV,
+    RemediationConfigError,
+    Reply,
+    WebhookReceiver,
+    error_reply,
+    lease_from_env,
+)
 
 __all__ = ["problem_handler", "register_handler", "worker_handler"]
 
@@ -126,7 +136,7 @@ def worker_handler(
 
 # ------------------------------------------------------------------ self-healing
 
-_receivers: dict[tuple[str, str, str, int, int], WebhookReceiver] = {}
+_receivers: dict[tuple[str, str, str, float, int, int], WebhookReceiver] = {}
 _lock = threading.Lock()
 
 
@@ -139,55 +149,82 @@ def problem_handler(
     secret: str | None = None,
     store_path: str | None = None,
 ) -> dict[str, Any]:
-    """API Gateway proxy event (REST or HTTP API, payload 1.0 or 2.0) -> proxy response."""
+    """API Gateway proxy event (REST or HTTP API, payload 1.0 or 2.0) -> proxy response.
+    Whatever the event holds, the answer is a response: a malformed event is a 400."""
     try:
         receiver = _receiver(secret, store_path, codedeploy, http)
     except RemediationConfigError as exc:
         log.error("perfsig problem handler is not configured: %s", exc)
         return _response(error_reply(500, str(exc), error="not configured"))
-    method = (
-        event.get("httpMethod")
-        or ((event.get("requestContext") or {}).get("http") or {}).get("method")
-        or "POST"
-    )
+    try:
+        return _response(_handle(receiver, event))
+    except Exception:  # a bug of ours: logged (at most once per interval), answered without detail
+        receiver.flood.log("internal errors", logging.ERROR, "perfsig problem handler failed", exc_info=True)
+        return _response(error_reply(500, "internal error"))
+
+
+def _handle(receiver: WebhookReceiver, event: Any) -> Reply:
+    if not isinstance(event, dict):
+        return receiver.refuse(error_reply(400, "the event is not an API Gateway proxy event"))
+    context = event.get("requestContext")
+    http_context = context.get("http") if isinstance(context, dict) else None
+    method = event.get("httpMethod") or (http_context or {}).get("method") or "POST"
     if str(method).upper() != "POST":
-        return _response(error_reply(405, "POST only", error="method not allowed"))
+        return error_reply(405, "POST only", error="method not allowed")
     headers = _headers(event)
+    if headers is None:
+        return receiver.refuse(error_reply(400, "the event's headers are not an object"))
     early = receiver.precheck(headers)
     if early is not None:
-        return _response(early)
-    raw = event.get("body") or ""
+        return early
+    raw = event.get("body")
+    if raw is None:
+        raw = ""
     if event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            return _response(error_reply(400, "invalid base64 body"))
+        except (binascii.Error, ValueError, TypeError):
+            return receiver.refuse(error_reply(400, "invalid base64 body"))
+    elif isinstance(raw, str):
+        body = raw.encode("utf-8", "surrogatepass")  # a lone surrogate then fails as "not UTF-8"
+    elif isinstance(raw, bytes | bytearray):
+        body = bytes(raw)
     else:
-        body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
-    return _response(receiver.handle(headers, body))
+        return receiver.refuse(error_reply(400, "the event's body is not a string"))
+    return receiver.handle(headers, body)
 
 
 def _receiver(secret: str | None, store_path: str | None, codedeploy: Any, http: Any) -> WebhookReceiver:
     secret = secret if secret is not None else os.environ.get(SECRET_ENV, "")
     store_path = store_path or _store_path()
     prefix = os.environ.get("PERFSIG_PRODUCTION_PREFIX", "Production")
-    key = (secret, store_path, prefix, id(codedeploy), id(http))
+    lease = lease_from_env()
+    key = (secret, store_path, prefix, lease, id(codedeploy), id(http))
     with _lock:  # one per container, so its replay memory lasts across invocations
         if key not in _receivers:
             receiver = WebhookReceiver(
-                store_path, secret=secret, codedeploy=codedeploy, http=http, production_prefix=prefix
+                store_path,
+                secret=secret,
+                codedeploy=codedeploy,
+                http=http,
+                production_prefix=prefix,
+                lease_s=lease,
             )
             _receivers.clear()
             _receivers[key] = receiver
         return _receivers[key]
 
 
-def _headers(event: dict[str, Any]) -> dict[str, str]:
+def _headers(event: dict[str, Any]) -> dict[str, str] | None:
+    """Lower-case names; the first of several values. None when they are not objects."""
+    single, multiple = event.get("headers") or {}, event.get("multiValueHeaders") or {}
+    if not isinstance(single, dict) or not isinstance(multiple, dict):
+        return None
     headers: dict[str, str] = {}
-    for name, values in (event.get("multiValueHeaders") or {}).items():
-        if values:
+    for name, values in multiple.items():
+        if isinstance(values, list) and values:
             headers[str(name).lower()] = str(values[0])
-    for name, value in (event.get("headers") or {}).items():
+    for name, value in single.items():
         if value is not None:
             headers[str(name).lower()] = str(value)
     return headers

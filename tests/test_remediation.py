@@ -594,3 +594,122 @@ def test_dynatrace_is_told_what_was_done(world: World, monkeypatch: pytest.Monke
     assert answer.status_code == 200 and answer.json()["status"] == "rolled_back"
     comment = json.loads(route.calls.last.request.content)["message"]
     assert comment.startswith("pytest-perfsig: rolled_back:") and "app-build1.zip" in comment
+
+
+# ------------------------------------------------------------------ hostile numbers
+
+
+def test_nan_problem_id_is_refused_and_rolls_nothing_back(world: World) -> None:
+    body = b'{"PID": NaN, "State": "OPEN", "ProblemTitle": "x", "Tags": "DeploymentGroup:Production"}'
+    answer = world.client().post(
+        "/problems", content=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400 and "NaN is not JSON" in answer.json()["reason"]
+    assert world.new_deployments() == [] and world.remediations() == []
+
+
+# ------------------------------------------------------------------ leases on started claims
+
+
+def test_started_claim_is_taken_over_only_after_its_lease(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "perfsig.db") as store:
+        assert store.claim_remediation("p", "Production", lease_s=60, owner="a", now=1000.0)
+        assert not store.claim_remediation("p", "Production", lease_s=60, owner="b", now=1059.0)
+        assert store.claim_remediation("p", "Production", lease_s=60, owner="b", now=1061.0)  # a died
+        assert not store.renew_remediation("p", "a", lease_s=60, now=1062.0)
+        assert not store.finish_remediation("p", "rolled_back", owner="a")  # a's result is not b's
+        assert store.renew_remediation("p", "b", lease_s=60, now=1100.0)
+        assert not store.claim_remediation("p", "Production", lease_s=60, owner="c", now=1159.0)
+        assert store.finish_remediation("p", "rolled_back", owner="b", detail="done")
+        assert not store.claim_remediation("p", "Production", lease_s=60, owner="c", now=99_999.0)  # final
+        (row,) = store.remediations()
+    assert (row["status"], row["attempts"], row["lease_until"], row["detail"]) == (
+        "rolled_back",
+        2,
+        None,
+        "done",
+    )
+
+
+def test_claim_interrupted_again_and_again_ends_as_an_error(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "perfsig.db") as store:
+        for attempt in range(3):
+            assert store.claim_remediation(
+                "p", "Production", lease_s=60, owner=f"w{attempt}", now=100.0 * attempt
+            )
+        assert not store.claim_remediation("p", "Production", lease_s=60, owner="w3", now=400.0)
+        (row,) = store.remediations()
+    assert row["status"] == "error" and "3 attempts" in row["detail"] and row["attempts"] == 3
+
+
+def test_an_expired_claim_is_taken_over_by_exactly_one_of_many(tmp_path: Path) -> None:
+    path = tmp_path / "perfsig.db"
+    with SqliteStore(path) as store:
+        assert store.claim_remediation("p", "Production", lease_s=1, owner="dead", now=time.time() - 10)
+    barrier = threading.Barrier(8)
+    won: list[bool] = []
+
+    def contend(i: int) -> None:
+        with SqliteStore(path) as store:
+            barrier.wait()
+            won.append(store.claim_remediation("p", "Production", lease_s=60, owner=f"w{i}"))
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == [False] * 7 + [True]
+
+
+def test_migration_gives_claims_left_started_a_lease(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pytest_perfsig.store.migrations import MIGRATIONS
+
+    path = tmp_path / "perfsig.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version, step in enumerate(MIGRATIONS[:2]):  # a store of schema version 2
+        step(db)
+        db.execute(f"PRAGMA user_version = {version + 1}")
+    db.execute(
+        "INSERT INTO remediation_events (problem_id, ts, env, status) VALUES ('old', 1000, 'Production', 'started')"
+    )
+    db.execute(
+        "INSERT INTO remediation_events (problem_id, ts, env, status) VALUES ('done', 1000, 'Production', 'skipped')"
+    )
+    db.close()
+    with SqliteStore(path) as store:
+        rows = {r["problem_id"]: r for r in store.remediations()}
+        assert (rows["old"]["lease_until"], rows["old"]["attempts"]) == (1900.0, 1)
+        assert rows["done"]["lease_until"] is None
+        assert store.claim_remediation("old", "Production", lease_s=60, owner="new", now=1901.0)
+
+
+def test_retry_after_a_rollback_recorded_by_an_interrupted_attempt_does_not_roll_back_again(
+    world: World,
+) -> None:
+    pid = "interrupted-1"
+    with SqliteStore(world.store_path) as store:  # the first attempt deployed, recorded, then died
+        assert store.claim_remediation(pid, "Production", lease_s=60, owner="dead", now=time.time() - 120)
+    new_id = world.codedeploy.create_deployment(
+        applicationName=APP, deploymentGroupName=GROUP, revision=revision(1)
+    )["deploymentId"]
+    with SqliteStore(world.store_path) as store:
+        store.add_deployment_event(
+            DeploymentEvent(
+                env=GROUP,
+                deployment_id=new_id,
+                application=APP,
+                deployment_group=GROUP,
+                revision=revision(1),
+                stage=f"perfsig:rollback:{pid}",
+                ts=time.time() - 60,
+            )
+        )
+    answer = world.client().post("/problems", json=dynatrace(pid=pid), headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["status"] == "rolled_back", answer.text
+    assert answer.json()["new_deployment_id"] == new_id and "interrupted" in answer.json()["reason"]
+    assert [d["deploymentId"] for d in world.new_deployments()] == [new_id]  # no second rollback
+    (stored,) = world.remediations()
+    assert stored["status"] == "rolled_back" and stored["attempts"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -15,9 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_perfsig.lambdas import problem_handler
 from pytest_perfsig.remediation import RemediationConfigError, create_app, secret_from_env, serve, sign
+from pytest_perfsig.remediation.payloads import PayloadError, parse_problem
 from pytest_perfsig.remediation.server import Authenticator
 from pytest_perfsig.store import SqliteStore
 
@@ -286,9 +290,9 @@ def test_errors_are_logged_without_the_secret(client: Client, caplog: pytest.Log
 
 def test_refuses_to_start_without_a_secret(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PERFSIG_WEBHOOK_SECRET", raising=False)
-    import uvicorn
+    from pytest_perfsig.remediation import front
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not listen without a secret"))
+    monkeypatch.setattr(front, "run", lambda *a, **k: pytest.fail("must not listen without a secret"))
     with pytest.raises(RemediationConfigError, match="PERFSIG_WEBHOOK_SECRET"):
         serve("127.0.0.1", 0, store_path)
     with pytest.raises(RemediationConfigError, match="PERFSIG_WEBHOOK_SECRET"):
@@ -303,15 +307,28 @@ def test_refuses_to_start_without_a_secret(store_path: Path, monkeypatch: pytest
 def test_serve_takes_the_secret_from_the_environment(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
+    from pytest_perfsig.remediation import front
 
     monkeypatch.setenv("PERFSIG_WEBHOOK_SECRET", SECRET)
     calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
-    serve("127.0.0.1", 8799, store_path)
+    monkeypatch.setattr(front, "run", lambda app, precheck, **kwargs: calls.append((app, kwargs)))
+    serve("127.0.0.1", 8799, store_path, header_timeout_s=3)
     ((app, kwargs),) = calls
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8799
+    assert kwargs["limits"].header_timeout_s == 3 and kwargs["limits"].max_body == 64 * 1024
     assert Client(app).post(PROBLEM, bearer()).status_code == 200
+
+
+def test_serve_refuses_bad_limits_and_leases(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_perfsig.remediation import front
+
+    monkeypatch.setenv("PERFSIG_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setattr(front, "run", lambda *a, **k: pytest.fail("must not listen"))
+    with pytest.raises(RemediationConfigError, match="header_timeout_s must be positive"):
+        serve("127.0.0.1", 0, store_path, header_timeout_s=0)
+    monkeypatch.setenv("PERFSIG_REMEDIATION_LEASE", "soon")
+    with pytest.raises(RemediationConfigError, match="PERFSIG_REMEDIATION_LEASE"):
+        serve("127.0.0.1", 0, store_path)
 
 
 def test_unusable_store_refuses_to_start(tmp_path: Path) -> None:
@@ -371,3 +388,194 @@ def test_lambda_handler_authenticates_like_the_server(
     for answer in [unconfigured, *answers]:
         assert SECRET not in json.dumps(answer)
     assert SECRET not in caplog.text
+
+
+# ------------------------------------------------------------------ hostile input: refusals, never 500
+
+DEEP = 6000
+
+
+def deep_details(as_text: bool) -> bytes:
+    nested = "[" * DEEP + "]" * DEEP
+    details = json.dumps(nested) if as_text else nested
+    return (
+        '{"PID": "deep-1", "State": "OPEN", "Tags": "DeploymentGroup:Production", '
+        f'"ProblemDetailsJSON": {details}}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 60_000, "nested deeper than"),
+        (deep_details(as_text=False), "nested deeper than"),
+        (deep_details(as_text=True), "ProblemDetailsJSON: nested deeper than"),
+        (b'{"PID": NaN, "State": "OPEN", "Tags": "DeploymentGroup:Production"}', "NaN is not JSON"),
+        (b'{"PID": "1", "State": "OPEN", "ProblemStartTime": -Infinity}', "-Infinity is not JSON"),
+        (b'{"PID": "1", "State": "OPEN", "ProblemStartTime": 1e999}', "number out of range"),
+        (b'{"PID": 1.5, "State": "OPEN"}', "PID must be a string or an integer"),
+        (
+            b'{"PID": "1", "State": "OPEN", "ProblemDetailsJSON": {"tagsOfAffectedEntities": 7}}',
+            "tagsOfAffectedEntities must be a list",
+        ),
+    ],
+    ids=[
+        "60KB-of-brackets",
+        "deep-details",
+        "deep-details-as-text",
+        "NaN",
+        "Infinity",
+        "1e999",
+        "float-PID",
+        "tags-not-a-list",
+    ],
+)
+def test_hostile_bodies_are_400_with_the_reason_and_logged(
+    client: Client, store_path: Path, caplog: pytest.LogCaptureFixture, body: bytes, reason: str
+) -> None:
+    answer = client.post(body, bearer())
+    assert answer.status_code == 400, answer.text
+    assert reason in answer.json()["reason"]
+    assert remediations(store_path) == []  # nothing claimed, nothing rolled back
+    assert f"refused a problem notification: {answer.json()['reason']}" in caplog.text
+
+
+def test_numbers_too_large_for_a_time_are_ignored_not_a_500(client: Client) -> None:
+    body = b'{"PID": "big-1", "State": "OPEN", "ProblemStartTime": 1' + b"0" * 400 + b"}"
+    answer = client.post(body, bearer())
+    assert answer.status_code == 200 and answer.json()["status"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["t=\xb2,v1=" + "0" * 64, "t=\u0661\u0662,v1=" + "0" * 64, "t=" + "9" * 5000 + ",v1=" + "0" * 64],
+    ids=["superscript-two", "arabic-indic-digits", "5000-digits"],
+)
+def test_signature_with_non_ascii_digits_is_401(client: Client, signature: str) -> None:
+    body = json.dumps(PROBLEM).encode()
+    answer = client.post(
+        body, {"X-Perfsig-Signature": signature.encode("utf-8" if "\u0661" in signature else "latin-1")}
+    )
+    assert answer.status_code == 401 and "malformed" in answer.json()["reason"]
+
+
+def test_lambda_handler_refuses_hostile_events_with_400_or_401(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("PERFSIG_STORE", str(store_path))
+    monkeypatch.setenv("PERFSIG_WEBHOOK_SECRET", SECRET)
+    body = json.dumps(PROBLEM).encode()
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    events = {
+        "content-length ²": (lambda_event(body, {**auth, "Content-Length": "\xb2"}), 400),
+        "content-length of 5000 digits": (lambda_event(body, {**auth, "Content-Length": "9" * 5000}), 413),
+        "signature t=²": (lambda_event(body, {"X-Perfsig-Signature": "t=\xb2,v1=" + "0" * 64}), 401),
+        "60 KB of [": (lambda_event(b"[" * 60_000, auth), 400),
+        "NaN": (lambda_event(b'{"PID": NaN, "State": "OPEN"}', auth), 400),
+        "lone surrogate in the body": ({**lambda_event(b"", auth), "body": '{"PID": "\ud800"}'}, 400),
+        "lone surrogate in the bearer": (lambda_event(body, {"Authorization": "Bearer \ud800"}), 401),
+        "body not a string": ({**lambda_event(b"", auth), "body": {"PID": "1"}}, 400),
+        "headers not an object": ({**lambda_event(body, {}), "headers": ["Authorization"]}, 400),
+        "event not an object": (["POST"], 400),
+    }
+    for name, (event, status) in events.items():
+        answer = problem_handler(event, None)  # type: ignore[arg-type]
+        assert answer["statusCode"] == status, f"{name}: {answer}"
+        assert json.loads(answer["body"])["reason"], name
+    assert remediations(store_path) == []
+    assert "refused a problem notification: invalid Content-Length" in caplog.text
+
+
+# ------------------------------------------------------------------ a flood is logged once per interval
+
+
+def test_a_flood_of_refusals_is_logged_once_per_interval(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(200):
+        assert client.post(PROBLEM, {"Authorization": "Bearer nope"}).status_code == 401
+    refusals = [r for r in caplog.records if "refused a problem notification" in r.getMessage()]
+    assert len(refusals) == 1
+
+
+def test_rate_limited_log_counts_what_it_leaves_out(caplog: pytest.LogCaptureFixture) -> None:
+    from pytest_perfsig.remediation.refusals import RateLimitedLog
+
+    caplog.set_level(logging.INFO)
+    now = [100.0]
+    flood = RateLimitedLog(
+        logging.getLogger("pytest_perfsig.remediation"), interval_s=10, clock=lambda: now[0]
+    )
+    for i in range(1000):
+        flood.log("refused problem notifications (HTTP 401)", logging.WARNING, "refused %d", i)
+    flood.log("dropped connections", logging.INFO, "dropped one")
+    flood.flush()  # the interval has not run out: nothing more yet
+    assert [r.getMessage() for r in caplog.records] == ["refused 0", "dropped one"]
+    now[0] += 10
+    flood.flush()
+    assert caplog.records[-1].getMessage() == (
+        "999 more refused problem notifications (HTTP 401) in the last 10 s (logged once per 10 s)"
+    )
+    flood.flush()
+    assert len(caplog.records) == 3
+    now[0] += 10
+    flood.log("refused problem notifications (HTTP 401)", logging.WARNING, "refused %d", 1000)
+    assert caplog.records[-1].getMessage() == "refused 1000"
+
+
+# ------------------------------------------------------------------ fuzzing the payload parser
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=20)
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+_keys = st.sampled_from(
+    [
+        "PID",
+        "ProblemID",
+        "State",
+        "ProblemTitle",
+        "ImpactedEntities",
+        "Tags",
+        "ProblemDetailsJSON",
+        "ProblemStartTime",
+        "alerts",
+        "groupKey",
+        "status",
+        "version",
+        "commonLabels",
+        "groupLabels",
+        "labels",
+        "startsAt",
+        "fingerprint",
+        "tagsOfAffectedEntities",
+        "startTime",
+        "key",
+        "value",
+        "name",
+        "entity",
+        "annotations",
+        "summary",
+    ]
+)
+_payloads = st.recursive(
+    _scalars | st.sampled_from(["OPEN", "RESOLVED", "firing", "resolved", "4", "DeploymentGroup:Production"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=6),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(payload=_payloads | _json)
+def test_fuzzed_payloads_parse_or_fail_with_payload_error(payload: Any) -> None:
+    with contextlib.suppress(PayloadError):  # anything else fails the test
+        parse_problem(payload, known_envs=["Production", "Staging"])

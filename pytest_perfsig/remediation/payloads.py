@@ -8,14 +8,16 @@
   ``resolved``), ``groupKey``, ``alerts[]`` with ``labels``, ``annotations``, ``startsAt``,
   ``fingerprint``; ``commonLabels`` and ``groupLabels``.
 
-Nothing here does I/O: :func:`parse_problem` turns a decoded JSON document into a
-:class:`Problem` or raises :class:`PayloadError` with a reason a sender can act on.
+Nothing here does I/O: :func:`decode_json` turns a body into a document (strict JSON: no NaN
+or Infinity, at most :data:`MAX_JSON_DEPTH` levels deep) and :func:`parse_problem` a document
+into a :class:`Problem`; both raise :class:`PayloadError` with a reason a sender can act on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +30,10 @@ __all__ = [
     "ALERTMANAGER_TEST_ALERTNAME",
     "DYNATRACE_TEST_PID",
     "DYNATRACE_TEST_TITLE",
+    "MAX_JSON_DEPTH",
     "PayloadError",
     "Problem",
+    "decode_json",
     "parse_problem",
 ]
 
@@ -45,11 +49,70 @@ ALERTMANAGER_TEST_ALERTNAME = "TestAlert"
 DYNATRACE_ENV_TAG_KEYS = ("deploymentgroup",)
 ALERTMANAGER_ENV_LABELS = ("stage", "env", "environment", "deployment_group")
 
+#: nesting allowed in a notification (real ones are under 10 levels deep); deeper documents
+#: would exhaust the decoder's recursion
+MAX_JSON_DEPTH = 64
+
 State = Literal["OPEN", "RESOLVED"]
 
 
 class PayloadError(PerfsigError):
     """A notification that is neither format, or one that is malformed (HTTP 400)."""
+
+
+class _Unsafe(PayloadError):
+    """JSON refused wherever it appears: too deep, NaN or Infinity, a number beyond a float."""
+
+
+_SIGNIFICANT = re.compile(r'[\[\]{}"\\]')
+
+
+def decode_json(text: str, *, what: str = "malformed JSON") -> Any:
+    """Strict JSON: :class:`PayloadError` (``"<what>: <reason>"``) for a syntax error, NaN or
+    Infinity, a number beyond a float's range, or nesting deeper than :data:`MAX_JSON_DEPTH`
+    (checked before decoding: the decoder recurses once per level)."""
+    try:
+        if _depth_exceeds(text, MAX_JSON_DEPTH):
+            raise _Unsafe(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except _Unsafe as exc:
+        raise _Unsafe(f"{what}: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"{what}: {exc}") from None
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit``; one linear pass."""
+    depth, in_string, skip_to = 0, False, -1
+    for match in _SIGNIFICANT.finditer(text):
+        char, at = match.group(), match.start()
+        if at < skip_to:
+            continue  # the character after a backslash
+        if in_string:
+            if char == "\\":
+                skip_to = at + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise _Unsafe(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Unsafe(f"number out of range: {text[:20]}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -110,6 +173,10 @@ def parse_problem(
 
 
 def _dynatrace(payload: dict[str, Any], known_envs: tuple[str, ...], prefix: str) -> Problem:
+    for key in ("PID", "ProblemID"):
+        value = payload.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            raise PayloadError(f"Dynatrace notification: {key} must be a string or an integer")
     pid = _text(payload.get("PID")) or _text(payload.get("ProblemID"))
     if not pid:
         raise PayloadError("Dynatrace notification without PID (or ProblemID)")
@@ -122,8 +189,11 @@ def _dynatrace(payload: dict[str, Any], known_envs: tuple[str, ...], prefix: str
     if not isinstance(title, str):
         raise PayloadError("Dynatrace notification: ProblemTitle must be a string")
     entities = _impacted_entities(payload.get("ImpactedEntities"))
-    details = _maybe_json(payload.get("ProblemDetailsJSON"))
+    details = _maybe_json(payload.get("ProblemDetailsJSON"), "ProblemDetailsJSON")
     details = details if isinstance(details, dict) else {}
+    affected_tags = details.get("tagsOfAffectedEntities") or []
+    if not isinstance(affected_tags, list):
+        raise PayloadError("Dynatrace notification: ProblemDetailsJSON.tagsOfAffectedEntities must be a list")
 
     test = title == DYNATRACE_TEST_TITLE or (
         pid == DYNATRACE_TEST_PID and any("XXXXXXXXXXXXX" in str(e.get("entity", "")) for e in entities)
@@ -133,7 +203,7 @@ def _dynatrace(payload: dict[str, Any], known_envs: tuple[str, ...], prefix: str
     for key, value in _dynatrace_tags(payload.get("Tags")):
         if key.lower() in DYNATRACE_ENV_TAG_KEYS and value:
             envs.append(value)
-    for tag in details.get("tagsOfAffectedEntities") or []:
+    for tag in affected_tags:
         if isinstance(tag, dict) and str(tag.get("key", "")).lower() in DYNATRACE_ENV_TAG_KEYS:
             value = _text(tag.get("value"))
             if value:
@@ -160,7 +230,7 @@ def _dynatrace(payload: dict[str, Any], known_envs: tuple[str, ...], prefix: str
 
 
 def _impacted_entities(value: Any) -> list[dict[str, Any]]:
-    value = _maybe_json(value)
+    value = _maybe_json(value, "ImpactedEntities")
     if value is None or value == "":
         return []
     if not isinstance(value, list):
@@ -281,11 +351,15 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _maybe_json(value: Any) -> Any:
+def _maybe_json(value: Any, field: str) -> Any:
+    """A field that Dynatrace may send as JSON text: decoded when it is well-formed JSON, kept
+    as text when it is not; too deep or with NaN / Infinity, refused as the body would be."""
     if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
         try:
-            return json.loads(value)
-        except ValueError:
+            return decode_json(value, what=field)
+        except _Unsafe:
+            raise
+        except PayloadError:
             return value
     return value
 
@@ -296,9 +370,9 @@ def _epoch(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond a float's range
         return None
-    if number <= 0:
+    if not 0 < number < math.inf:
         return None
     return number / 1000 if number > 1e11 else number
 

@@ -4,8 +4,9 @@ latest one (CodeDeploy), or call the latest deployment's remediation URL instead
 :func:`remediate` is the whole decision, shared by the webhook server and the Lambda handler:
 
 1. a vendor test message, a problem that is not OPEN: nothing (and nothing stored);
-2. ``claim_remediation(problem_id, env)`` in the store; a problem already claimed is "already
-   handled" (the same problem notified twice rolls back once);
+2. ``claim_remediation`` in the store, with a lease; a problem already claimed is "already
+   handled" (the same problem notified twice rolls back once), unless its claim is still
+   ``started`` and its lease ran out: the receiver deciding it died, and this one takes over;
 3. no environment, a non-production one, no deployment event, no known revision, no earlier
    revision: ``skipped``, with the reason;
 4. the latest deployment event has a ``remediation_url``: POST the problem there *instead of*
@@ -15,30 +16,36 @@ latest one (CodeDeploy), or call the latest deployment's remediation URL instead
 
 Every claimed problem ends with ``finish_remediation``: ``rolled_back``, ``remediation_called``,
 ``skipped`` or ``error`` — never left ``started`` by an error of ours, never a silent success.
+Only a process that dies mid-decision leaves ``started``; its lease says when to take over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..aws.codedeploy import (
-    create_deployment,
-    default_client,
-    describe_deployment,
-    get_deployment,
-    succeeded_deployments,
-)
+from ..aws.codedeploy import create_deployment, default_client, describe_deployment
 from ..errors import AwsError, StoreError
 from ..store.sqlite import DeploymentEvent, SqliteStore
 from .payloads import Problem
+from .revisions import (
+    ROLLBACK_STAGE,
+    describe_revision,
+    find_previous_revision,
+    is_rollback_event,
+    same_revision,
+)
 
 __all__ = [
+    "DEFAULT_LEASE_S",
     "ROLLBACK_STAGE",
     "Outcome",
     "describe_revision",
@@ -51,18 +58,40 @@ __all__ = [
 
 log = logging.getLogger("pytest_perfsig.remediation")
 
-#: the ``stage`` of the deployment events perfsig records for its own rollbacks
-#: (``perfsig:rollback:<problem id>``): how a later problem knows what was rolled back from
-ROLLBACK_STAGE = "perfsig:rollback"
 #: deployment events of an environment looked at (newest first)
 EVENT_LOOKBACK = 200
-#: CodeDeploy deployments looked at when the store knows no earlier revision
-CODEDEPLOY_LOOKBACK = 25
 REMEDIATION_URL_TIMEOUT_S = 10.0
+#: how long a claimed problem stays with the receiver deciding it before another may take it
+#: over: longer than the slowest CodeDeploy call with botocore's retries (60 s read timeout,
+#: 6 attempts), and than a Lambda function may run (15 minutes)
+DEFAULT_LEASE_S = 900.0
 
-# One decision at a time in this process: a second problem about the same bad deployment then
-# sees the first one's rollback event (and is skipped, see _superseded) instead of racing it.
-_LOCK = threading.Lock()
+
+class _EnvironmentLock:
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+# Two problems about one environment are decided one after the other in this process, so the
+# second sees the first one's rollback event (see _superseded) instead of racing it. Nothing
+# else waits: repeats are answered by the claim, other environments have their own lock.
+_LOCKS: weakref.WeakValueDictionary[str, _EnvironmentLock] = weakref.WeakValueDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_at_a_time(env: str | None) -> Iterator[None]:
+    if env is None:
+        yield
+        return
+    with _LOCKS_GUARD:
+        holder = _LOCKS.get(env)
+        if holder is None:
+            holder = _LOCKS[env] = _EnvironmentLock()
+    with holder.lock:
+        yield
 
 
 @dataclass(frozen=True)
@@ -106,12 +135,14 @@ def remediate(
     http: Any = None,
     production_prefix: str = "Production",
     clock: Callable[[], float] = time.time,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> Outcome:
     """Decide and act on one problem; see the module docstring for the rules.
 
     ``codedeploy`` is a boto3 CodeDeploy client (created on demand when ``None``), ``http`` an
-    ``httpx.Client`` for remediation URLs (created on demand). Raises only for errors of the
-    store itself; everything else is an :class:`Outcome`.
+    ``httpx.Client`` for remediation URLs (created on demand). ``lease_s`` is how long the claim
+    stays this call's without it finishing. Raises only for errors of the store itself;
+    everything else is an :class:`Outcome`.
     """
     base: dict[str, Any] = {"problem_id": problem.problem_id, "env": problem.env}
     if problem.test:
@@ -120,25 +151,30 @@ def remediate(
         return Outcome(
             "skipped", 200, f"problem is {problem.vendor_state or problem.state}: nothing to do", **base
         )
-    with _LOCK:
-        if not store.claim_remediation(problem.problem_id, problem.env):
-            previous = _stored_status(store, problem.problem_id)
-            reason = "already handled" + (f" (status {previous})" if previous else "")
-            return Outcome("already_handled", 200, reason, previous_status=previous, **base)
-        try:
-            outcome = _decide(problem, store, codedeploy, http, production_prefix, clock)
-        except Exception as exc:
-            store.finish_remediation(
-                problem.problem_id, "error", detail=f"internal error: {type(exc).__name__}"
-            )
-            raise
-        store.finish_remediation(
+    claim = _Claim(store, problem.problem_id, uuid.uuid4().hex, lease_s, clock)
+    if not store.claim_remediation(
+        problem.problem_id, problem.env, lease_s=lease_s, owner=claim.owner, now=clock()
+    ):
+        previous = _stored_status(store, problem.problem_id)
+        reason = "already handled" + (f" (status {previous})" if previous else "")
+        return Outcome("already_handled", 200, reason, previous_status=previous, **base)
+    production = problem.env if problem.env and problem.env.startswith(production_prefix) else None
+    try:
+        with _one_at_a_time(production):
+            outcome = _decide(problem, store, codedeploy, http, production_prefix, clock, claim)
+    except Exception as exc:
+        claim.finish("error", detail=f"internal error: {type(exc).__name__}")
+        raise
+    if not claim.finish(
+        outcome.status,
+        action=outcome.action,
+        deployment_event_id=outcome.deployment_event_id,
+        new_deployment_id=outcome.new_deployment_id,
+        detail=outcome.reason,
+    ):
+        log.warning(
+            "problem %r: its claim ran out and another attempt took it over; this outcome is not stored",
             problem.problem_id,
-            outcome.status,
-            action=outcome.action,
-            deployment_event_id=outcome.deployment_event_id,
-            new_deployment_id=outcome.new_deployment_id,
-            detail=outcome.reason,
         )
     log.info(
         "problem %r (%s, env %s): %s: %s",
@@ -151,6 +187,35 @@ def remediate(
     return outcome
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """This call's claim on a problem: renewed before acting, finished only while it is ours."""
+
+    store: SqliteStore
+    problem_id: str
+    owner: str
+    lease_s: float
+    clock: Callable[[], float]
+
+    def renew(self) -> bool:
+        return self.store.renew_remediation(
+            self.problem_id, self.owner, lease_s=self.lease_s, now=self.clock()
+        )
+
+    def finish(self, status: str, **fields: Any) -> bool:
+        return self.store.finish_remediation(self.problem_id, status, owner=self.owner, **fields)
+
+
+def _lost(base: dict[str, Any], action: str) -> Outcome:
+    return Outcome(
+        "error",
+        503,
+        "the claim on this problem ran out before acting and another attempt took it over: nothing done",
+        action=action,
+        **base,
+    )
+
+
 def _decide(
     problem: Problem,
     store: SqliteStore,
@@ -158,6 +223,7 @@ def _decide(
     http: Any,
     prefix: str,
     clock: Callable[[], float],
+    claim: _Claim,
 ) -> Outcome:
     base: dict[str, Any] = {"problem_id": problem.problem_id, "env": problem.env}
     env = problem.env
@@ -176,7 +242,20 @@ def _decide(
         return Outcome("skipped", 200, f"no deployment event recorded for {env}", **base)
     latest = events[0]
     base["deployment_event_id"] = latest.event_id
+    if latest.stage == f"{ROLLBACK_STAGE}:{problem.problem_id}":  # taken over after the rollback
+        return Outcome(
+            "rolled_back",
+            200,
+            f"an earlier attempt, interrupted before it finished, rolled back to "
+            f"{describe_revision(latest.revision)}: deployment {latest.deployment_id}",
+            action="codedeploy_rollback",
+            previous_revision=latest.revision,
+            new_deployment_id=latest.deployment_id,
+            **base,
+        )
     if latest.remediation_url:
+        if not claim.renew():
+            return _lost(base, "remediation_url")
         return _call_remediation_url(problem, latest, http, base)
     if _superseded(problem, latest):
         return Outcome(
@@ -214,6 +293,8 @@ def _decide(
             f"perfsig self-healing: problem {problem.problem_id[:100]} on {env}; rolling back "
             f"{latest.deployment_id or 'the latest deployment'} to the previous revision"
         )
+        if not claim.renew():  # the lease now covers the CreateDeployment call
+            return _lost(base, "codedeploy_rollback")
         new_id = create_deployment(client, latest.application, latest.deployment_group, previous, description)
     except AwsError as exc:  # a CodeDeploy call failed, or boto3 is missing: the sender gets a 502
         return Outcome("error", 502, str(exc), action="codedeploy_rollback", **base)
@@ -247,111 +328,6 @@ def _decide(
         rolled_back_deployment_id=latest.deployment_id,
         **base,
     )
-
-
-# ------------------------------------------------------------------ previous revision
-
-
-def find_previous_revision(
-    latest: DeploymentEvent, events: Sequence[DeploymentEvent], codedeploy: Any = None
-) -> tuple[dict[str, Any] | None, str]:
-    """The revision to roll ``latest`` back to, and where it was found.
-
-    The store's events of the same application and group are walked newest first. The latest
-    revision is bad; so is every revision a perfsig rollback replaced (the event just before a
-    rollback event), so after a rollback a new problem rolls back *further*, never back to the
-    revision just rolled back from. The first other revision is the answer. When the store
-    knows none, CodeDeploy is asked: ``GetDeployment(latest).previousRevision``, then the
-    group's last ``Succeeded`` deployments (``ListDeployments`` + ``GetDeployment``).
-    """
-    key = (latest.application, latest.deployment_group)
-    bad: list[dict[str, Any]] = [latest.revision] if latest.revision else []
-    same_group = [e for e in events if (e.application, e.deployment_group) == key]
-    older = [e for e in same_group if e.event_id != latest.event_id]
-    replaced = is_rollback_event(latest)
-    for event in older:
-        if replaced:
-            if event.revision:
-                bad.append(event.revision)
-        elif event.revision and not any(same_revision(event.revision, b) for b in bad):
-            return event.revision, f"deployment event {event.event_id} ({event.deployment_id or '-'})"
-        replaced = is_rollback_event(event)
-    if codedeploy is None or not latest.deployment_id:
-        return None, ""
-    return _previous_from_codedeploy(latest, latest.deployment_id, bad, codedeploy)
-
-
-def _previous_from_codedeploy(
-    latest: DeploymentEvent, deployment_id: str, bad: list[dict[str, Any]], client: Any
-) -> tuple[dict[str, Any] | None, str]:
-    info = get_deployment(client, deployment_id)
-    previous = info.get("previousRevision") or None
-    if previous and previous.get("revisionType") and not any(same_revision(previous, b) for b in bad):
-        return previous, f"CodeDeploy previousRevision of {deployment_id}"
-    if not (latest.application and latest.deployment_group):
-        return None, ""
-    latest_created = _epoch(info.get("createTime"))
-    listed = succeeded_deployments(
-        client, latest.application, latest.deployment_group, limit=CODEDEPLOY_LOOKBACK + 1
-    )
-    ids = [d for d in listed if d != deployment_id][:CODEDEPLOY_LOOKBACK]
-    candidates = []
-    for other in ids:
-        found = get_deployment(client, other)
-        created = _epoch(found.get("createTime"))
-        if latest_created is not None and created is not None and created >= latest_created:
-            continue
-        if found.get("revision"):
-            candidates.append((created or 0.0, other, found["revision"]))
-    for _created, other, revision in sorted(candidates, key=lambda c: c[0], reverse=True):
-        if not any(same_revision(revision, b) for b in bad):
-            return revision, f"CodeDeploy deployment {other} (last Succeeded before)"
-    return None, ""
-
-
-def is_rollback_event(event: DeploymentEvent) -> bool:
-    """A deployment event perfsig recorded for a rollback of its own."""
-    return (event.stage or "").startswith(ROLLBACK_STAGE)
-
-
-def same_revision(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two CodeDeploy revisions are the same artifact.
-
-    S3: same bucket and key, and no identifying field (version, eTag) present on both differs:
-    the original pipeline overwrote one ``app.zip``, so only version / eTag tell builds apart.
-    """
-    if a.get("revisionType") and b.get("revisionType") and a["revisionType"] != b["revisionType"]:
-        return False
-    s3a, s3b = a.get("s3Location"), b.get("s3Location")
-    if isinstance(s3a, dict) and isinstance(s3b, dict):
-        if (s3a.get("bucket"), s3a.get("key")) != (s3b.get("bucket"), s3b.get("key")):
-            return False
-        return all(s3a.get(f) == s3b.get(f) for f in ("version", "eTag") if s3a.get(f) and s3b.get(f))
-    gha, ghb = a.get("gitHubLocation"), b.get("gitHubLocation")
-    if isinstance(gha, dict) and isinstance(ghb, dict):
-        return (gha.get("repository"), gha.get("commitId")) == (ghb.get("repository"), ghb.get("commitId"))
-    for kind in ("string", "appSpecContent"):
-        ca, cb = a.get(kind), b.get(kind)
-        if isinstance(ca, dict) and isinstance(cb, dict):
-            if ca.get("sha256") and cb.get("sha256"):
-                return bool(ca["sha256"] == cb["sha256"])
-            return bool(ca.get("content") == cb.get("content"))
-    return a == b
-
-
-def describe_revision(revision: dict[str, Any] | None) -> str:
-    """``s3://bucket/key`` (with version / eTag), ``repo@commit``, or the revision type."""
-    if not revision:
-        return "unknown revision"
-    s3 = revision.get("s3Location")
-    if isinstance(s3, dict):
-        text = f"s3://{s3.get('bucket', '?')}/{s3.get('key', '?')}"
-        tag = s3.get("version") or s3.get("eTag")
-        return f"{text}@{tag}" if tag else text
-    github = revision.get("gitHubLocation")
-    if isinstance(github, dict):
-        return f"{github.get('repository', '?')}@{str(github.get('commitId', '?'))[:12]}"
-    return str(revision.get("revisionType") or "revision")
 
 
 def _superseded(problem: Problem, latest: DeploymentEvent) -> bool:
@@ -417,23 +393,8 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/…" if parts.scheme else "<invalid URL>"
 
 
-# ------------------------------------------------------------------ helpers
-
-
 def _stored_status(store: SqliteStore, problem_id: str) -> str | None:
     for row in store.remediations(limit=500):
         if row["problem_id"] == problem_id:
             return str(row["status"])
     return None
-
-
-def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    timestamp = getattr(value, "timestamp", None)
-    if callable(timestamp):
-        return float(timestamp())
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

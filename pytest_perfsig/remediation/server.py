@@ -1,46 +1,48 @@
-"""The self-healing webhook receiver: ``POST /problems`` (Starlette), and the request handling
-it shares with the Lambda handler (authentication, size limit, JSON, payload, decision).
+"""The self-healing webhook receiver: ``POST /problems`` (Starlette), the request handling it
+shares with the Lambda handler (authentication, size limit, JSON, payload, decision), and
+:func:`serve`, which runs it behind the HTTP front of :mod:`.front`.
 
-Authentication uses one shared secret (``PERFSIG_WEBHOOK_SECRET``), presented either as
-``Authorization: Bearer <secret>`` (what Dynatrace custom integrations and Alertmanager's
-``http_config.authorization`` send) or as a signature of the body::
-
-    X-Perfsig-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
-
-A signature is accepted within :data:`SIGNATURE_TOLERANCE_S` of its timestamp, and once: the
-receiver remembers the signatures it accepted (in memory, until they expire), so a captured
-request cannot be replayed. Several replicas each have their own memory: behind a load
-balancer they need a shared store for it (see docs/self-healing.md).
-
-Starlette and uvicorn are imported when the app is created, not with this module, so the Lambda
-handler does not need them.
+Authentication is :mod:`.auth`'s; refusals and their rate-limited log lines are
+:mod:`.refusals`'. Starlette and h11 are imported when the app is created or served, not with
+this module, so the Lambda handler needs neither.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import importlib
 import ipaddress
-import json
 import logging
 import os
-import threading
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PerfsigError
 from ..store import DEFAULT_STORE_PATH, SqliteStore
-from .payloads import PayloadError, Problem, parse_problem
-from .rollback import Outcome, remediate
+from .auth import (
+    MIN_SECRET_LENGTH,
+    SECRET_ENV,
+    SIGNATURE_HEADER,
+    SIGNATURE_TOLERANCE_S,
+    Authenticator,
+    AuthError,
+    RemediationConfigError,
+    check_secret,
+    secret_from_env,
+    sign,
+)
+from .payloads import PayloadError, Problem, decode_json, parse_problem
+from .refusals import RateLimitedLog, Reply, error_reply
+from .rollback import DEFAULT_LEASE_S, Outcome, remediate
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "LEASE_ENV",
     "MIN_SECRET_LENGTH",
     "SECRET_ENV",
     "SIGNATURE_HEADER",
@@ -48,8 +50,11 @@ __all__ = [
     "AuthError",
     "Authenticator",
     "RemediationConfigError",
+    "Reply",
     "WebhookReceiver",
     "create_app",
+    "error_reply",
+    "lease_from_env",
     "secret_from_env",
     "serve",
     "sign",
@@ -57,139 +62,31 @@ __all__ = [
 
 log = logging.getLogger("pytest_perfsig.remediation")
 
-SECRET_ENV = "PERFSIG_WEBHOOK_SECRET"
-SIGNATURE_HEADER = "X-Perfsig-Signature"
-SIGNATURE_TOLERANCE_S = 300
 DEFAULT_MAX_BODY = 64 * 1024
-MIN_SECRET_LENGTH = 16
-#: accepted signatures remembered at most (each for SIGNATURE_TOLERANCE_S); when full, signed
-#: requests are refused (503) rather than forgetting one that could then be replayed
-MAX_REMEMBERED_SIGNATURES = 10_000
 DEFAULT_PORT = 8787
+#: seconds a claimed problem stays with the receiver deciding it (see rollback.DEFAULT_LEASE_S)
+LEASE_ENV = "PERFSIG_REMEDIATION_LEASE"
+_LENGTH = re.compile(r"[0-9]+")
 
 
-class RemediationConfigError(PerfsigError):
-    """The receiver cannot start: no secret, an unusable store, a missing dependency."""
-
-
-class AuthError(Exception):
-    """A request without valid credentials (HTTP 401, or 503 when the replay memory is full)."""
-
-    def __init__(self, reason: str, status: int = 401) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-def secret_from_env(environ: Mapping[str, str] | None = None) -> str:
-    """The shared secret from ``PERFSIG_WEBHOOK_SECRET``; a clear error without a usable one."""
-    secret = (os.environ if environ is None else environ).get(SECRET_ENV, "")
-    return check_secret(secret)
-
-
-def check_secret(secret: str | None) -> str:
-    if not secret or not secret.strip():
-        raise RemediationConfigError(
-            f"the self-healing receiver needs a shared secret: set {SECRET_ENV} "
-            "(e.g. to the output of `openssl rand -hex 32`); it refuses to start without one"
-        )
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise RemediationConfigError(
-            f"{SECRET_ENV} is too short: use at least {MIN_SECRET_LENGTH} characters "
-            "(e.g. `openssl rand -hex 32`)"
-        )
-    return secret
-
-
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``X-Perfsig-Signature`` value for a body (what a sender computes)."""
-    stamp = int(time.time()) if timestamp is None else int(timestamp)
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={stamp},v1={digest}"
-
-
-class Authenticator:
-    """Bearer token or HMAC signature with a timestamp tolerance and replay protection."""
-
-    def __init__(
-        self,
-        secret: str,
-        *,
-        tolerance_s: float = SIGNATURE_TOLERANCE_S,
-        clock: Callable[[], float] = time.time,
-        max_remembered: int = MAX_REMEMBERED_SIGNATURES,
-    ) -> None:
-        self._secret = check_secret(secret).encode()
-        self._secret_digest = hashlib.sha256(self._secret).digest()
-        self.tolerance_s = tolerance_s
-        self._clock = clock
-        self._max_remembered = max_remembered
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:  # never the secret
-        return f"Authenticator(tolerance_s={self.tolerance_s})"
-
-    def precheck(self, headers: Mapping[str, str]) -> None:
-        """What can be checked before the body is read: some credential is present, and a
-        bearer token (when it is the only credential) is right."""
-        authorization = headers.get("authorization")
-        signature = headers.get(SIGNATURE_HEADER.lower())
-        if authorization is None and signature is None:
-            raise AuthError(f"missing credentials: Authorization: Bearer or {SIGNATURE_HEADER}")
-        if authorization is not None:
-            self._check_bearer(authorization)
-
-    def authenticate(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Every credential presented must be valid, and one must be presented."""
-        self.precheck(headers)
-        signature = headers.get(SIGNATURE_HEADER.lower())
-        if signature is not None:
-            self._check_signature(signature, body)
-
-    def _check_bearer(self, authorization: str) -> None:
-        scheme, _, token = authorization.strip().partition(" ")
-        given = hashlib.sha256(token.strip().encode()).digest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self._secret_digest):
-            raise AuthError("invalid credentials")
-
-    def _check_signature(self, header: str, body: bytes) -> None:
-        stamp: int | None = None
-        candidates: list[str] = []
-        for part in header.split(","):
-            key, _, value = part.strip().partition("=")
-            if key == "t" and value.isdigit() and len(value) <= 12:
-                stamp = int(value)
-            elif key == "v1" and value:
-                candidates.append(value.strip().lower())
-        if stamp is None or not candidates:
-            raise AuthError(f"malformed {SIGNATURE_HEADER}: expected t=<unix seconds>,v1=<hex>")
-        now = self._clock()
-        if abs(now - stamp) > self.tolerance_s:
-            raise AuthError(f"signature timestamp outside the {self.tolerance_s:g} s tolerance")
-        expected = hmac.new(self._secret, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        if not any(hmac.compare_digest(c.encode(), expected.encode()) for c in candidates):
-            raise AuthError("invalid signature")
-        with self._lock:
-            for key, expires in list(self._seen.items()):
-                if expires < now:
-                    del self._seen[key]
-            if expected in self._seen:
-                raise AuthError("signature already used (replay)")
-            if len(self._seen) >= self._max_remembered:
-                raise AuthError("too many signed requests to remember; retry later", status=503)
-            self._seen[expected] = stamp + self.tolerance_s
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict[str, Any]
+def lease_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``PERFSIG_REMEDIATION_LEASE`` in seconds, else :data:`~.rollback.DEFAULT_LEASE_S`."""
+    text = (os.environ if environ is None else environ).get(LEASE_ENV, "").strip()
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = -1.0
+    if not 0 < lease < float("inf"):
+        raise RemediationConfigError(f"{LEASE_ENV} must be a positive number of seconds, not {text[:20]!r}")
+    return lease
 
 
 class WebhookReceiver:
     """Everything between an HTTP request and the remediation decision, without a framework:
-    the Starlette app and the Lambda handler both call :meth:`precheck` and :meth:`handle`."""
+    the HTTP front, the Starlette app and the Lambda handler call :meth:`precheck` (before the
+    body) and :meth:`handle`."""
 
     def __init__(
         self,
@@ -201,9 +98,12 @@ class WebhookReceiver:
         production_prefix: str = "Production",
         max_body: int = DEFAULT_MAX_BODY,
         clock: Callable[[], float] = time.time,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         if max_body <= 0:
             raise RemediationConfigError(f"max_body must be positive, not {max_body}")
+        if not 0 < lease_s < float("inf"):
+            raise RemediationConfigError(f"the lease must be a positive number of seconds, not {lease_s}")
         self.auth = Authenticator(secret, clock=clock)
         self.store_path = Path(store_path)
         self.codedeploy = codedeploy
@@ -211,6 +111,8 @@ class WebhookReceiver:
         self.production_prefix = production_prefix
         self.max_body = max_body
         self.clock = clock
+        self.lease_s = lease_s
+        self.flood = RateLimitedLog(log)
         try:  # refuse to start with a store that cannot be opened, not at the first problem
             SqliteStore(self.store_path).close()
         except PerfsigError as exc:
@@ -220,12 +122,13 @@ class WebhookReceiver:
         return f"WebhookReceiver(store_path={str(self.store_path)!r})"
 
     def precheck(self, headers: Mapping[str, str]) -> Reply | None:
-        """Before reading the body: declared size, presence of credentials, a bearer token."""
+        """Before reading the body: declared size and credentials (see Authenticator.precheck)."""
         length = headers.get("content-length")
         if length is not None:
-            if not length.strip().isdigit():
-                return error_reply(400, "invalid Content-Length")
-            if int(length) > self.max_body:
+            length = length.strip()
+            if not _LENGTH.fullmatch(length):  # ASCII digits only: int() refuses "²"
+                return self.refuse(error_reply(400, "invalid Content-Length"))
+            if len(length) > 15 or int(length) > self.max_body:
                 return self.too_large()
         try:
             self.auth.precheck(headers)
@@ -234,7 +137,18 @@ class WebhookReceiver:
         return None
 
     def too_large(self) -> Reply:
-        return error_reply(413, f"body larger than {self.max_body} bytes")
+        return self.refuse(error_reply(413, f"body larger than {self.max_body} bytes"))
+
+    def refuse(self, reply: Reply) -> Reply:
+        """Log a refusal (once per interval and status, with a count of the others) and return it."""
+        self.flood.log(
+            f"refused problem notifications (HTTP {reply.status})",
+            logging.WARNING,
+            "refused a problem notification: %s (HTTP %d)",
+            reply.body.get("reason"),
+            reply.status,
+        )
+        return reply
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Reply:
         """Authenticate, decode, parse and act; ``headers`` must be looked up case-insensitively
@@ -246,11 +160,11 @@ class WebhookReceiver:
         except AuthError as exc:
             return self._unauthorized(exc)
         try:
-            document = json.loads(body.decode("utf-8"))
+            document = decode_json(body.decode("utf-8"))
         except UnicodeDecodeError:
-            return error_reply(400, "malformed JSON: the body is not UTF-8")
-        except ValueError as exc:
-            return error_reply(400, f"malformed JSON: {exc}")
+            return self.refuse(error_reply(400, "malformed JSON: the body is not UTF-8"))
+        except PayloadError as exc:
+            return self.refuse(error_reply(400, str(exc)))
         try:
             with SqliteStore(self.store_path) as store:
                 known_envs = {event.env for event in store.deployment_events(limit=200)}
@@ -264,9 +178,10 @@ class WebhookReceiver:
                     http=self.http,
                     production_prefix=self.production_prefix,
                     clock=self.clock,
+                    lease_s=self.lease_s,
                 )
         except PayloadError as exc:
-            return error_reply(400, str(exc))
+            return self.refuse(error_reply(400, str(exc)))
         except PerfsigError as exc:
             log.error("remediation failed: %s", exc)
             return error_reply(500, f"remediation failed: {exc}")
@@ -276,10 +191,8 @@ class WebhookReceiver:
         return Reply(outcome.http_status, outcome.to_json())
 
     def _unauthorized(self, exc: AuthError) -> Reply:
-        log.warning("refused a problem notification: %s", exc.reason)
-        return error_reply(
-            exc.status, exc.reason, error="unauthorized" if exc.status == 401 else "unavailable"
-        )
+        error = "unauthorized" if exc.status == 401 else "unavailable"
+        return self.refuse(error_reply(exc.status, exc.reason, error=error))
 
 
 def comment_on_problem(problem: Problem, outcome: Outcome) -> None:
@@ -303,14 +216,6 @@ def comment_on_problem(problem: Problem, outcome: Outcome) -> None:
         log.warning("could not comment on problem %r: %s", problem_id, exc)
 
 
-def error_reply(status: int, reason: str, *, error: str | None = None) -> Reply:
-    """A refusal: ``{"status": "rejected", "error": ..., "reason": ...}``."""
-    names = {400: "bad request", 413: "payload too large", 500: "internal error"}
-    return Reply(
-        status, {"status": "rejected", "error": error or names.get(status, "error"), "reason": reason}
-    )
-
-
 # ------------------------------------------------------------------ Starlette
 
 
@@ -323,11 +228,14 @@ def create_app(
     production_prefix: str = "Production",
     max_body: int = DEFAULT_MAX_BODY,
     clock: Callable[[], float] = time.time,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> Starlette:
     """The receiver as an ASGI app: ``POST /problems`` and ``GET /health``.
 
     ``secret`` is required (see :func:`secret_from_env`); ``codedeploy`` a boto3 CodeDeploy
     client and ``http`` an ``httpx.Client`` for remediation URLs (both created on demand).
+    Served by another ASGI server, the app has that server's limits: :func:`serve` puts the
+    front of :mod:`.front` before it (read deadlines, connection cap).
     """
     try:
         from starlette.applications import Starlette
@@ -348,12 +256,11 @@ def create_app(
         production_prefix=production_prefix,
         max_body=max_body,
         clock=clock,
+        lease_s=lease_s,
     )
 
     def respond(reply: Reply) -> Response:
-        headers = {"Cache-Control": "no-store"}
-        if reply.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="perfsig"'
+        headers = {name: value for name, value in reply.headers() if name != "content-type"}
         return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
     async def problems(request: Request) -> Response:
@@ -389,20 +296,38 @@ def serve(
     production_prefix: str = "Production",
     max_body: int = DEFAULT_MAX_BODY,
     log_level: str = "info",
+    lease_s: float | None = None,
+    max_connections: int | None = None,
+    header_timeout_s: float | None = None,
+    body_timeout_s: float | None = None,
 ) -> None:
-    """Run the receiver with uvicorn until interrupted (``perfsig remediate serve``).
+    """Run the receiver until SIGTERM or SIGINT (``perfsig remediate serve``).
 
-    The secret comes from ``PERFSIG_WEBHOOK_SECRET`` unless given; without one (or with a store
-    that cannot be opened) this raises :class:`RemediationConfigError` before listening.
+    The secret comes from ``PERFSIG_WEBHOOK_SECRET`` unless given, the lease from
+    ``PERFSIG_REMEDIATION_LEASE`` (else 900 s); the front's limits default to
+    :class:`.front.Limits`'. Without a secret, with a store that cannot be opened or a bad
+    setting this raises :class:`RemediationConfigError` before listening.
     """
     secret = check_secret(secret) if secret is not None else secret_from_env()
-    app = create_app(store_path, secret=secret, production_prefix=production_prefix, max_body=max_body)
+    lease = lease_s if lease_s is not None else lease_from_env()
+    app = create_app(
+        store_path, secret=secret, production_prefix=production_prefix, max_body=max_body, lease_s=lease
+    )
+    receiver: WebhookReceiver = app.state.receiver
     try:
-        import uvicorn
+        from . import front
     except ImportError as exc:
         raise RemediationConfigError(
-            "the self-healing receiver needs uvicorn: pip install 'pytest-perfsig[app]'"
+            "the self-healing receiver needs h11: pip install 'pytest-perfsig[app]'"
         ) from exc
+    default = front.Limits()
+    limits = front.Limits(
+        max_connections=default.max_connections if max_connections is None else max_connections,
+        header_timeout_s=default.header_timeout_s if header_timeout_s is None else header_timeout_s,
+        body_timeout_s=default.body_timeout_s if body_timeout_s is None else body_timeout_s,
+        max_body=max_body,
+    )
+    limits.check()
     if not log.handlers and not logging.getLogger().handlers:  # decisions and refusals: stderr
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -414,7 +339,14 @@ def serve(
             "travels in every request",
             host,
         )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+    def precheck(method: str, path: str, headers: Mapping[str, str]) -> Reply | None:
+        return receiver.precheck(headers) if (method, path) == ("POST", "/problems") else None
+
+    # imported now rather than while the first notification waits (httpx: about 0.2 s)
+    importlib.import_module("pytest_perfsig.dynatrace.events")
+
+    front.run(app, precheck, host=host, port=port, limits=limits, flood=receiver.flood)
 
 
 def _is_loopback(host: str) -> bool:

@@ -130,7 +130,20 @@ class EventLog(Protocol):
 
     def deployment_events(self, env: str | None = None, limit: int = 20) -> list[DeploymentEvent]: ...
 
-    def claim_remediation(self, problem_id: str, env: str | None) -> bool: ...
+    def claim_remediation(
+        self,
+        problem_id: str,
+        env: str | None,
+        *,
+        lease_s: float = ...,
+        owner: str = "",
+        now: float | None = None,
+        max_attempts: int = ...,
+    ) -> bool: ...
+
+    def renew_remediation(
+        self, problem_id: str, owner: str, *, lease_s: float = ..., now: float | None = None
+    ) -> bool: ...
 
     def finish_remediation(
         self,
@@ -141,6 +154,7 @@ class EventLog(Protocol):
         deployment_event_id: str | None = None,
         new_deployment_id: str | None = None,
         detail: str | None = None,
-    ) -> None: ...
+        owner: str | None = None,
+    ) -> bool: ...
 
     def remediations(self, limit: int = 20) -> list[dict[str, Any]]: ...

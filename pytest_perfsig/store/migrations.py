@@ -15,6 +15,8 @@ instead of ``ok``.
 
 Version 3: validation requests carry a fencing token (``fence``), incremented by every claim,
 so a worker that lost a request to another one can no longer write to it.
+
+Version 4: remediation claims with a lease (``lease_until``, ``owner``, ``attempts``).
 """
 
 from __future__ import annotations
@@ -314,12 +316,26 @@ def _request_fences(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE validation_requests ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")
 
 
+# ---------------------------------------------------------------------------- version 4
+
+
+def _remediation_leases(db: sqlite3.Connection) -> None:
+    """Version 4: a ``started`` remediation claim has a lease, an owner and an attempt count,
+    so that a claim left behind by a receiver that died is taken over once its lease ran out.
+    Claims left ``started`` by an earlier version get a lease of 900 s from their claim."""
+    db.execute("ALTER TABLE remediation_events ADD COLUMN lease_until REAL")
+    db.execute("ALTER TABLE remediation_events ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE remediation_events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+    db.execute("UPDATE remediation_events SET lease_until = ts + 900 WHERE status = 'started'")
+
+
 # ---------------------------------------------------------------------------- running them
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_tables,
     _structured_verdicts,
     _request_fences,
+    _remediation_leases,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
