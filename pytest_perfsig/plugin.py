@@ -255,6 +255,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"perfsig: gate {gate.gate_id} for {where}",
         **markup,
     )
+    if outcome.total_score is not None:
+        terminalreporter.write_line(f"perfsig: {outcome.total_score}", **markup)
     if outcome.partial:
         terminalreporter.write_line(f"perfsig: {partial_note(outcome)}", yellow=True)
     for problem in gate.gate_problems():

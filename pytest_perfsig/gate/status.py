@@ -41,6 +41,8 @@ class GateOutcome:
     # Why the gate did not pass at gate level (load error, incomplete, not stored), then the
     # messages of errors and violations, worst first.
     problems: list[str] = field(default_factory=list)
+    # A gate planned from a Keptn SLO file: its total score and result, in Keptn's words.
+    total_score: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -103,8 +105,9 @@ def decide(
     ]
     if status == "error" and not gate_problems and not counts["error"]:
         messages.insert(0, "nothing was judged: every selected check was skipped")
-    if keptn is not None and status != "error":
-        messages.insert(0, keptn.summary())
+    summary = keptn.summary() if keptn is not None and status != "error" else None
+    if summary is not None:
+        messages.insert(0, summary)
     return GateOutcome(
         status=status,
         counts=counts,
@@ -112,4 +115,5 @@ def decide(
         selected=selected,
         judged=len(verdicts),
         problems=[*gate_problems, *messages],
+        total_score=summary,
     )

@@ -30,15 +30,15 @@ class Problems:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.found: list[str] = []
+        self.found: list[tuple[int, str]] = []
 
     def add(self, line: int | None, where: str, message: str) -> None:
         at = f"line {line}: " if line else ""
-        self.found.append(f"{at}{where + ': ' if where else ''}{message}")
+        self.found.append((line or 0, f"{at}{where + ': ' if where else ''}{message}"))
 
     def raise_any(self) -> None:
-        if self.found:
-            raise MonspecError(self.name, self.found)
+        if self.found:  # in the order of the file
+            raise MonspecError(self.name, [text for _, text in sorted(self.found, key=lambda f: f[0])])
 
 
 def read_text(path: Path) -> str:
