@@ -22,11 +22,12 @@ import pytest
 import respx
 
 from pytest_perfsig.errors import NoDataError, SourceError
-from pytest_perfsig.gate import GateOptions
+from pytest_perfsig.gate import Gate, GateOptions, GateOutcome
 from pytest_perfsig.gate.measure import Measurer
+from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.monspec import load_slo
 from pytest_perfsig.sources.prometheus import PrometheusSource
-from pytest_perfsig.store import SqliteStore
+from pytest_perfsig.store import RunRecord, SqliteStore
 from pytest_perfsig.windows import EXPRESSION_METRIC, EXPRESSION_VALUE, MetricQuery, Window
 from sample_app.launcher import RunningApp, start_app
 from tests.test_source_prometheus import _prometheus_binary, _query, _wait, free_port
@@ -225,6 +226,105 @@ def test_only_a_source_that_evaluates_expressions_is_asked(tmp_path: Path, slo_d
         measurer = Measurer(monspec, GateOptions(stage="Staging"), store, "gate")
         with pytest.raises(SourceError, match=r"^the local source cannot evaluate the query of Staging$"):
             measurer.measure(sli_query("sum(x)"))
+
+
+# ---------------------------------------------------------------------------- earlier runs (respx)
+
+
+def several(function: str) -> str:
+    return (
+        SLO.replace("single_result", "several_results\n  number_of_comparison_results: 3")
+        .replace("aggregate_function: avg", f"aggregate_function: {function}")
+        .replace('"<=2"', '"<=+10%"')
+    )
+
+
+def keptn_gate(store: SqliteStore, slo: Path, runs: dict[str, tuple[float, str | None]]) -> Gate:
+    """A Gate over a Keptn SLO file whose own load was the run ``current``; ``runs``: run id →
+    (start, status of the gate it belonged to), each 10 s long."""
+    for run_id, (start, status) in runs.items():
+        gate_id = f"gate-{run_id}" if status else None
+        store.create_run(
+            RunRecord(
+                run_id=run_id,
+                service="carts",
+                env="Staging",
+                gate_id=gate_id,
+                started_at=start,
+                status="completed",
+            )
+        )
+        store.add_samples([(run_id, start + t, "carts", "Staging", "/", 0.01, 1, 200) for t in (0.0, 10.0)])
+        if status:
+            store.create_gate(gate_id, "slo.yaml", "Staging", None)
+            store.finish_gate(gate_id, GateOutcome(status, {}, planned=1, selected=1, judged=1))
+    monspec = load_slo(slo, stage="Staging", labels={"build": "1"})
+    options = GateOptions(
+        stage="Staging",
+        urls={"Staging": "http://127.0.0.1:1"},
+        warmup_s=0.0,
+        source_url=f"prometheus://{FAKE.removeprefix('http://')}?settle=0",
+    )
+    gate = Gate(monspec, options, store=store)
+    window = store.run_window("current")
+    assert window is not None
+    spec = LoadSpec("carts", "Staging", "http://127.0.0.1:1", "x.py", 1, 1, 10.0)
+    gate.load_results = {("carts", "Staging"): LoadResult(spec, "current", 0, 0, window, Path("x.log"))}
+    return gate
+
+
+@respx.mock
+def test_earlier_passed_runs_are_measured_with_the_same_promql_and_combined_keptns_way(
+    tmp_path: Path, slo_dir: Path
+) -> None:
+    (slo_dir / "slo.yaml").write_text(several("p90"))
+    t0 = 1_700_000_000.0
+    # The error rate Prometheus answers, by the end of the window asked about.
+    by_end = {t0 + 10: 1.0, t0 + 610: 2.0, t0 + 1210: 9.0, t0 + 1810: 3.0, t0 + 3610: 2.5}
+    asked: list[str] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        query, at = request.url.params["query"], float(request.url.params["time"])
+        if query.startswith("100 * (sum(increase(http_requests_total"):
+            asked.append(query)
+            return httpx.Response(200, json=answer(str(by_end[at])))
+        return httpx.Response(200, json=answer("1"))
+
+    respx.get(f"{FAKE}/api/v1/query").mock(side_effect=reply)
+    runs = {
+        "r1": (t0, "pass"),
+        "r2": (t0 + 600, "pass"),
+        "failed": (t0 + 1200, "violation"),
+        "r3": (t0 + 1800, "pass"),
+        "current": (t0 + 3600, None),
+    }
+    with SqliteStore(tmp_path / "perfsig.db") as store:
+        gate = keptn_gate(store, slo_dir / "slo.yaml", runs)
+        errors = gate.verdict(gate.checks[0])
+    # Passed runs only (not the 9 % one); p90 of 3 results is their largest (Keptn's rank rule).
+    assert (errors.source_value, errors.compare_value) == (2.5, 3.0), errors
+    assert errors.baseline == "p90 of 3 of 3 runs: r3, r2, r1" and errors.compare_samples == 3
+    assert errors.status == "pass" and errors.details is not None  # 2.5 <= 3.0 × 1.1
+    assert errors.details["criteria"] == "pass: <=+10% (3.3) met"
+    assert len(asked) == 4 and all("[10s]" in q and 'stage="Staging"' in q for q in asked)
+
+
+@respx.mock
+def test_a_relative_criterion_without_an_earlier_run_says_why(tmp_path: Path, slo_dir: Path) -> None:
+    (slo_dir / "slo.yaml").write_text(several("avg"))
+    respx.get(f"{FAKE}/api/v1/query").mock(return_value=httpx.Response(200, json=answer("1.5")))
+    with SqliteStore(tmp_path / "perfsig.db") as store:
+        gate = keptn_gate(store, slo_dir / "slo.yaml", {"current": (1_700_000_000.0, None)})
+        errors = gate.verdict(gate.checks[0])
+        latency = gate.verdict(gate.checks[1])
+    assert errors.status == "error"
+    assert errors.message == (
+        "Failed requests (%): Staging 1.5: cannot tell its band without a comparison value (pass: <=+10% "
+        "unknown (no comparison value)): no passed stored run of Staging to compare with (baseline 3 runs) "
+        f"in {tmp_path / 'perfsig.db'}"
+    )
+    assert latency.status == "pass"  # its second criteria block needs no comparison
+    assert gate.outcome().status == "error"
 
 
 # ---------------------------------------------------------------------------- a real Prometheus
