@@ -84,12 +84,8 @@ def judge(subject: Subject, source: Measurement, compare: Measurement | None) ->
     value, baseline = source.value, compare.value if compare is not None else None
     name = entry.display_name or entry.sli
     where = f"{name}: {subject.comparison.source} {fmt(value)}"
-    details: dict[str, object] = {
-        "band": "info",
-        "weight": config.weight,
-        "score": None,
-        "key_sli": config.key_sli,
-    }
+    # JUnit properties and the reports show these; "score" only where there is one.
+    details: dict[str, object] = {"band": "info", "weight": config.weight, "key_sli": config.key_sli}
     common = {
         **subject_fields(subject),
         **measured_fields(source, compare),
