@@ -55,10 +55,10 @@ objectives:
       - criteria:
           - "<=+50%"
       - criteria:
-          - "<500"
+          - "<2000"
     warning:
       - criteria:
-          - "<=1000"
+          - "<=5000"
   - sli: throughput
 total_score:
   pass: "90%"
@@ -433,9 +433,10 @@ def test_keptn_gate_passes_build_1_and_rejects_build_2_against_a_real_prometheus
         found[f"keptn::{s}[value]"] for s in ("error_rate", "response_time_p95", "throughput")
     )
     assert errors["status"] == "pass" and errors["source_value"] == 0.0, errors
-    # No earlier run: "<=+50%" is unknown, the second block ("<500") decides.
+    # No earlier run: "<=+50%" is unknown, the second block ("<2000", loose for a busy
+    # machine) decides.
     assert latency["status"] == "pass" and latency["compare_value"] is None, latency
-    assert "<=+50% unknown (no comparison value) or <500 met" in latency["details"]["criteria"], latency
+    assert "<=+50% unknown (no comparison value) or <2000 met" in latency["details"]["criteria"], latency
     assert throughput["status"] == "skipped" and throughput["source_value"] > 20, throughput
     assert (
         report["gate"]["problems"][0]
