@@ -364,3 +364,12 @@ def test_values_that_would_break_promql_are_refused(tmp_path: Path) -> None:
         "line 4: filter.deployment: quotes, backslashes and line breaks would break the PromQL"
         in problems(write(tmp_path / "carts", slo))
     )
+
+
+def test_aliases_cannot_blow_a_small_file_up(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefg":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"
+    path = write(tmp_path / "carts", bomb)
+    assert problems(path) == f"{path}: more than 100000 values (aliases expanding?): too large"

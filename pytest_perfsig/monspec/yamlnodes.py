@@ -15,6 +15,9 @@ import yaml
 from ..errors import MonspecError
 from .loader import MAX_MONSPEC_BYTES
 
+# Aliases make a small file a huge document ("billion laughs"): a bound on the values read.
+MAX_VALUES = 100_000
+
 
 @dataclass(frozen=True)
 class Node:
@@ -65,7 +68,7 @@ def compose(text: str, name: str) -> Node:
         node = loader.get_single_node()
         if node is None:
             raise MonspecError(name, ["empty file"])
-        return _convert(loader, node, name)
+        return _convert(loader, node, name, [MAX_VALUES])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark else ""
@@ -78,8 +81,11 @@ def compose(text: str, name: str) -> Node:
         loader.dispose()
 
 
-def _convert(loader: yaml.SafeLoader, node: yaml.Node, name: str) -> Node:
+def _convert(loader: yaml.SafeLoader, node: yaml.Node, name: str, budget: list[int]) -> Node:
     line = node.start_mark.line + 1
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise MonspecError(name, [f"more than {MAX_VALUES} values (aliases expanding?): too large"])
     if isinstance(node, yaml.MappingNode):
         values: dict[str, Node] = {}
         keys: dict[str, int] = {}
@@ -90,10 +96,10 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, name: str) -> Node:
                 raise MonspecError(name, [f"line {key_line}: key {key!r} is not text"])
             if key in values:
                 raise MonspecError(name, [f"line {key_line}: duplicate key {key!r}"])
-            values[key], keys[key] = _convert(loader, value_node, name), key_line
+            values[key], keys[key] = _convert(loader, value_node, name, budget), key_line
         return Node(values, line, keys)
     if isinstance(node, yaml.SequenceNode):
-        return Node([_convert(loader, item, name) for item in node.value], line)
+        return Node([_convert(loader, item, name, budget) for item in node.value], line)
     return Node(loader.construct_object(node), line)
 
 
