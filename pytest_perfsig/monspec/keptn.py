@@ -143,10 +143,10 @@ def _comparison(node: Node | None, problems: Problems, warnings: list[str]) -> K
         if (
             isinstance(count_node.value, bool)
             or not isinstance(count_node.value, int)
-            or count_node.value < 1
+            or not 1 <= count_node.value <= 100
         ):
             problems.add(
-                count_node.line, "comparison.number_of_comparison_results", "must be a whole number >= 1"
+                count_node.line, "comparison.number_of_comparison_results", "must be a whole number, 1 to 100"
             )
         elif compare_with == "single_result":
             warnings.append(
@@ -154,7 +154,7 @@ def _comparison(node: Node | None, problems: Problems, warnings: list[str]) -> K
                 "compare_with: single_result (as in Keptn)"
             )
         else:
-            count = min(count_node.value, 100)
+            count = count_node.value
     runs = 1 if compare_with == "single_result" else count
     return KeptnBaseline.model_validate(
         {"runs": runs, "passed_only": include == "pass", "function": function}
