@@ -244,6 +244,10 @@ def test_is_slo_file() -> None:
             "line 9: comparison.aggregate_function: must be one of avg, p50, p90, p95, got 'p99'",
         ),
         (
+            ("number_of_comparison_results: 3", "number_of_comparison_results: 500"),
+            "line 7: comparison.number_of_comparison_results: must be a whole number, 1 to 100",
+        ),
+        (
             ("    weight: 2\n", "    weight: 0\n"),
             "line 20: objectives[0].weight: must be a whole number >= 1, got 0",
         ),
