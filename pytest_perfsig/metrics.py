@@ -20,6 +20,7 @@ class MetricKind(Enum):
     FAILURE_RATE = "failure_rate"  # share of failed requests, in percent
     RATE = "rate"  # requests per minute
     COUNT = "count"  # number of requests
+    VALUE = "value"  # what a query expression returns (a Keptn SLI): its source computes it
 
 
 @dataclass(frozen=True)

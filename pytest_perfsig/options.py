@@ -4,12 +4,14 @@ and the gate options read from them (command line first, then the ini file, then
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .errors import UsageError
 from .gate import GateOptions, parse_url_overrides
 from .metrics import DEFAULT_MIN_SAMPLES
 from .store import DEFAULT_STORE_PATH
@@ -206,6 +208,30 @@ OPTIONS: tuple[Option, ...] = (
         'key such as service.responsetime; repeatable (the monspec\'s way: "optional": true)',
     ),
     Option(
+        "--perfsig-sli",
+        "perfsig_sli",
+        str,
+        None,
+        "PATH",
+        "Keptn SLI file of --monspec slo.yaml (default: sli.yaml or prometheus/sli.yaml beside it)",
+    ),
+    Option(
+        "--perfsig-keptn-service",
+        "perfsig_keptn_service",
+        str,
+        None,
+        "NAME",
+        "service of --monspec slo.yaml, its $SERVICE (default: filter.service, else the file's folder)",
+    ),
+    Option(
+        "--perfsig-keptn-label",
+        "perfsig_keptn_labels",
+        "linelist",
+        None,
+        "NAME=VALUE",
+        "value of $LABEL.NAME in the SLI queries of --monspec slo.yaml; repeatable",
+    ),
+    Option(
         "--perfsig-allow-partial",
         "perfsig_allow_partial",
         bool,
@@ -311,6 +337,22 @@ def gate_options(config: pytest.Config, stage: str) -> GateOptions:
         arrival_rate=setting(config, "--perfsig-arrival-rate"),
         optional=tuple(setting(config, "--perfsig-optional")),
     )
+
+
+KEPTN_FLAGS = ("--perfsig-sli", "--perfsig-keptn-service", "--perfsig-keptn-label")
+
+
+def keptn_labels(values: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs of --perfsig-keptn-label."""
+    labels: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise UsageError(
+                f"--perfsig-keptn-label expects NAME=VALUE (NAME: letters, digits, _ or -), got {value!r}"
+            )
+        labels[name] = text
+    return labels
 
 
 def loadtests_dir(config: pytest.Config) -> Path:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from .errors import PerfsigError
+from .errors import PerfsigError, UsageError
 from .gate import AnyCheck, Gate
 from .gate.status import partial_note
 from .items import GATE_KEY, MonspecFile, PerfsigItem, gate_of
 from .load.runner import LoadSpec
-from .monspec import load_monspec
-from .options import add_options, gate_options, setting
+from .monspec import Monspec, is_slo_file, load_monspec, load_slo
+from .options import KEPTN_FLAGS, add_options, gate_options, keptn_labels, setting
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "--monspec needs --stage ENV: the environment under test, e.g. --stage=Staging"
         )
     try:
-        monspec = load_monspec(monspec_path)
+        monspec = _load(config, monspec_path, stage)
         gate = Gate(monspec, gate_options(config, stage))
         gate.check_load_plan()
         gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
@@ -54,6 +54,22 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"perfsig: {exc}") from None
     for warning in monspec.warnings:
         config.issue_config_time_warning(pytest.PytestConfigWarning(f"perfsig: {warning}"), stacklevel=2)
+
+
+def _load(config: pytest.Config, path: str, stage: str) -> Monspec:
+    """The monspec (JSON), or a Keptn SLO file (YAML) and its SLI file."""
+    if not is_slo_file(path):
+        given = [flag for flag in KEPTN_FLAGS if setting(config, flag)]
+        if given:
+            raise UsageError(f"{', '.join(given)}: for a Keptn slo.yaml only, not the monspec {path}")
+        return load_monspec(path)
+    return load_slo(
+        path,
+        stage=stage,
+        service=setting(config, "--perfsig-keptn-service"),
+        sli_path=setting(config, "--perfsig-sli"),
+        labels=keptn_labels(setting(config, "--perfsig-keptn-label")),
+    )
 
 
 def _names(config: pytest.Config, monspec_path: str) -> bool:
@@ -244,6 +260,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"perfsig: gate {gate.gate_id} for {where}",
         **markup,
     )
+    if outcome.total_score is not None:
+        terminalreporter.write_line(f"perfsig: {outcome.total_score}", **markup)
     if outcome.partial:
         terminalreporter.write_line(f"perfsig: {partial_note(outcome)}", yellow=True)
     for problem in gate.gate_problems():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .metrics import Aggregate, MetricId
+from .metrics import Aggregate, MetricFamily, MetricId, MetricKind
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,16 @@ class MetricQuery:
     # The environment's monspec tags, (context, key, value): how a monitoring system
     # identifies the service there. Each source maps them to its own selectors.
     tags: tuple[tuple[str, str, str | None], ...] = ()
+    # A query in the source's own language (PromQL: a Keptn SLI) instead of ``metric`` and
+    # ``aggregate``, which are then EXPRESSION_METRIC and EXPRESSION_VALUE. Only sources that
+    # can evaluate expressions (sources.ExpressionSource) are asked.
+    expression: str | None = None
+
+
+EXPRESSION_METRIC = MetricId(
+    "sli", MetricFamily("value", MetricKind.VALUE, "", 0.0, "the value of a query expression")
+)
+EXPRESSION_VALUE = Aggregate("value")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ import numpy as np
 from ..aggregates import aggregate
 from ..errors import NoDataError, SourceError
 from ..metrics import Aggregate
-from ..monspec import BaselineRuns, Monspec
-from ..sources import MetricSource, TopologySource, open_source
+from ..monspec import BaselineRuns, KeptnBaseline, Monspec
+from ..sources import ExpressionSource, MetricSource, TopologySource, open_source
 from ..store import RunRecord
 from ..store.base import RunReader
-from ..windows import Measurement, MetricQuery, Tags, Window
+from ..windows import EXPRESSION_METRIC, EXPRESSION_VALUE, Measurement, MetricQuery, Tags, Window
 from .plan import Check, GateOptions
 
 
@@ -46,20 +46,32 @@ class Measurer:
         )
 
     def source_query(self, check: Check, base: Window) -> MetricQuery:
-        comparison = check.comparison
-        assert check.entry.metric is not None  # a timeseries entry
+        comparison, entry = check.comparison, check.entry
+        # A timeseries entry, or a query of its own (a Keptn SLI).
+        expression = entry.expression
+        if expression is None:
+            metric, spec = entry.metric, entry.aggregate_spec
+        else:
+            metric, spec = EXPRESSION_METRIC, EXPRESSION_VALUE
+        assert metric is not None
         return MetricQuery(
             check.service,
             comparison.source,
             check.method,
-            check.entry.metric,
-            check.entry.aggregate_spec,
+            metric,
+            spec,
             base.shifted(comparison.shiftsourcetimeframe),
             tags=self.tags(check.service, comparison.source),
+            expression=expression,
         )
 
     def measure(self, query: MetricQuery) -> Measurement:
-        return self.source_for(query.service, query.env).measure(query)
+        source = self.source_for(query.service, query.env)
+        if query.expression is None:
+            return source.measure(query)
+        if not isinstance(source, ExpressionSource):
+            raise SourceError(f"the {source.name} source cannot evaluate the query of {query.env}")
+        return source.measure_expression(query)
 
     def measure_compare(self, check: Check, source_query: MetricQuery, base: Window) -> Measurement:
         """The baseline: a shifted window of the compare environment, or stored runs."""
@@ -91,8 +103,12 @@ class Measurer:
         label = ", ".join(run.run_id for run in runs)
         if len(measurements) == 1:
             return replace(measurements[0], baseline=f"run {label}")
-        how = comparison.baseline.aggregate if isinstance(comparison.baseline, BaselineRuns) else "median"
-        value = aggregate([m.value for m in measurements], Aggregate(how))
+        mode, values = comparison.baseline, [m.value for m in measurements]
+        if isinstance(mode, KeptnBaseline):  # Keptn's own aggregate of earlier results
+            how, value = mode.label, mode.combine(values)
+        else:
+            how = mode.aggregate if isinstance(mode, BaselineRuns) else "median"
+            value = aggregate(values, Aggregate(how))
         observations = None
         if all(m.observations is not None for m in measurements):
             observations = np.concatenate([m.observations for m in measurements])

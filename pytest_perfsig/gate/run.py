@@ -9,16 +9,17 @@ import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .. import health
-from ..errors import LoadError, NoDataError, PerfsigError, SourceError, StoreError
+from ..errors import LoadError, NoDataError, PerfsigError, SourceError, StoreError, UsageError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import Enough, LoadResult, Progress, run_load
 from ..metrics import required_samples
 from ..monspec import Monspec
-from ..sources import check_source_url
+from ..sources import check_expression_source, check_source_url
 from ..sources.logs import read_log
 from ..store import SqliteStore
 from ..verdict import Status, Subject, Verdict, not_judged
@@ -55,6 +56,14 @@ def subject_of(check: Check) -> Subject:
     )
 
 
+def check_slo_gate(monspec: Monspec, options: GateOptions) -> None:
+    """A gate planned from a Keptn SLO file reads PromQL and loads the stage at a URL the file
+    cannot name: both are usage errors before any load."""
+    check_expression_source(options.source_url, monspec.path)
+    if options.stage not in options.urls:
+        raise UsageError(f"{monspec.path} names no URL: pass --perfsig-url {options.stage}=http://HOST:PORT")
+
+
 class Gate:
     """The state of one gate run: checks, load results, verdicts and the faults met."""
 
@@ -65,6 +74,8 @@ class Gate:
             e.source for x in monspec.entities.values() for e in x.environments.values()
         }:
             check_source_url(url)
+        if monspec.total_score is not None:
+            check_slo_gate(monspec, options)
         self.log_checks = plan_log_checks(monspec, options.stage)
         self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
         self._store = store
@@ -198,7 +209,7 @@ class Gate:
         } - {None}
         if reasons:
             return self._unanswerable(check, subject, "; ".join(sorted(r for r in reasons if r)))
-        if entry.metric is None and entry.smartscape is None:
+        if entry.metric is None and entry.smartscape is None and entry.expression is None:
             return not_ok("error", f"no source knows the metric {entry.timeseries!r}")
         if self.load_error is not None:
             return not_ok("error", str(self.load_error))
@@ -212,6 +223,7 @@ class Gate:
         source_query = self.measurer.source_query(check, base)
         problems: list[str] = []
         source = compare = None
+        no_baseline = ""
         try:
             source = self.measurer.measure(source_query)
         except SourceError as exc:
@@ -220,8 +232,10 @@ class Gate:
             compare = self.measurer.measure_compare(check, source_query, base)
         except SourceError as exc:
             # A static limit needs no baseline; without one, missing compare data is an error.
-            if entry.static_limit is None or not isinstance(exc, NoDataError):
+            if entry.needs_baseline or not isinstance(exc, NoDataError):
                 problems.append(str(exc))
+            else:
+                no_baseline = str(exc)
         if problems or source is None:
             return not_ok(
                 "error",
@@ -230,7 +244,10 @@ class Gate:
                 compare=compare,
                 source_window=source_query.window,
             )
-        return judge(subject, source, compare)
+        verdict = judge(subject, source, compare)
+        if no_baseline and verdict.status == "error":  # say why the baseline was missing
+            verdict = replace(verdict, message=f"{verdict.message}: {no_baseline}")
+        return verdict
 
     def _judge_log(self, check: LogCheck) -> Verdict:
         rule, env = check.rule, check.env
@@ -344,6 +361,7 @@ class Gate:
             planned=len(self.planned),
             selected=len(self.selected),
             gate_problems=self.gate_problems(),
+            total_score=self.monspec.total_score,
         )
 
     def status(self) -> str:

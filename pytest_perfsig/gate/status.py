@@ -8,6 +8,9 @@ Rules, in order:
 - else ``violation`` when any verdict is a violation;
 - else ``error`` when no verdict passed (everything skipped: nothing was judged);
 - else ``pass``.
+A gate planned from a Keptn SLO file (``total_score``) is decided Keptn's way once no error is
+left: its total score (``judges.keptn.total_score``) gives pass → ``pass``, warning or fail →
+``violation``; with no objective scored, the rules above apply.
 A gate that judged only some of its planned checks is ``partial``; whether a partial pass may
 be approved is the approval's choice, made explicitly.
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..judges.keptn import total_score as keptn_total_score
+from ..monspec import TotalScore
 from ..verdict import STATUSES, Verdict
 
 GateStatus = str  # "pass" | "violation" | "error"
@@ -36,6 +41,8 @@ class GateOutcome:
     # Why the gate did not pass at gate level (load error, incomplete, not stored), then the
     # messages of errors and violations, worst first.
     problems: list[str] = field(default_factory=list)
+    # A gate planned from a Keptn SLO file: its total score and result, in Keptn's words.
+    total_score: str | None = None
 
     @property
     def partial(self) -> bool:
@@ -75,13 +82,18 @@ def decide(
     planned: int,
     selected: int,
     gate_problems: Sequence[str] = (),
+    total_score: TotalScore | None = None,
 ) -> GateOutcome:
     """The gate's outcome (see the module docstring for the rules). ``gate_problems`` are the
-    gate-level reasons it cannot pass: a load error, checks left unjudged, verdicts not stored."""
+    gate-level reasons it cannot pass: a load error, checks left unjudged, verdicts not stored.
+    ``total_score``: the gate was planned from a Keptn SLO file."""
     statuses = [v.status for v in verdicts]
     counts = count_statuses(statuses)
+    keptn = None if total_score is None else keptn_total_score(verdicts, total_score)
     if gate_problems or counts["error"]:
         status = "error"
+    elif keptn is not None:
+        status = keptn.status
     elif counts["violation"]:
         status = "violation"
     elif not counts["pass"]:
@@ -93,6 +105,9 @@ def decide(
     ]
     if status == "error" and not gate_problems and not counts["error"]:
         messages.insert(0, "nothing was judged: every selected check was skipped")
+    summary = keptn.summary() if keptn is not None and status != "error" else None
+    if summary is not None:
+        messages.insert(0, summary)
     return GateOutcome(
         status=status,
         counts=counts,
@@ -100,4 +115,5 @@ def decide(
         selected=selected,
         judged=len(verdicts),
         problems=[*gate_problems, *messages],
+        total_score=summary,
     )

@@ -3,7 +3,8 @@ Verdict``. Pure: numbers and monspec entries in, a verdict out.
 
 - ``scalefactor``: the aggregate against the scaled baseline (or a static limit);
 - ``mannwhitney``: a rank test on the raw observations (Fisher's exact test for failure
-  rates), violated only when the shift is significant *and* beyond the effect-size floor.
+  rates), violated only when the shift is significant *and* beyond the effect-size floor;
+- ``keptn``: a Keptn SLO objective's pass / warning criteria, weight and key-SLI flag.
 
 A new judge is a module with ``NAME`` and ``judge``, listed in ``JUDGES`` and in the monspec's
 ``JudgeConfig.type``.
@@ -15,11 +16,15 @@ from collections.abc import Callable
 
 from ..verdict import Subject, Verdict
 from ..windows import Measurement
-from . import mannwhitney, scalefactor
+from . import keptn, mannwhitney, scalefactor
 
 Judge = Callable[[Subject, Measurement, Measurement | None], Verdict]
 
-JUDGES: dict[str, Judge] = {scalefactor.NAME: scalefactor.judge, mannwhitney.NAME: mannwhitney.judge}
+JUDGES: dict[str, Judge] = {
+    scalefactor.NAME: scalefactor.judge,
+    mannwhitney.NAME: mannwhitney.judge,
+    keptn.NAME: keptn.judge,
+}
 
 
 def judge(subject: Subject, source: Measurement, compare: Measurement | None) -> Verdict:
@@ -32,6 +37,6 @@ def judge(subject: Subject, source: Measurement, compare: Measurement | None) ->
         and source.observations is not None
         and compare.observations is not None
     )
-    if name != scalefactor.NAME and not statistical:
+    if name == mannwhitney.NAME and not statistical:
         name = scalefactor.NAME
     return JUDGES[name](subject, source, compare)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +23,9 @@ from ..metrics import (
     parse_aggregate,
     parse_metric,
 )
+
+if TYPE_CHECKING:
+    from .keptn_models import TotalScore
 
 ETYPES = ("SERVICE", "APPLICATION", "HOST", "PROCESS_GROUP_INSTANCE")
 MAX_SCALE_FACTOR = 1000.0
@@ -60,20 +63,31 @@ class Environment(_Model):
         return url.rstrip("/") if url else url
 
 
-JUDGES = ("scalefactor", "mannwhitney")
+JUDGES = ("scalefactor", "mannwhitney")  # what a monspec may name; "keptn" comes with SLO files
 
 
 class JudgeConfig(_Model):
     """How an entry is judged. ``scalefactor``: the aggregate against the scaled baseline.
     ``mannwhitney``: a rank test on the raw samples (a proportions test for failure rates),
-    violated only when the shift is significant *and* larger than the effect-size floor."""
+    violated only when the shift is significant *and* larger than the effect-size floor.
+    ``keptn``: the pass / warning criteria of a Keptn SLO objective (``KeptnJudge``)."""
 
-    type: Literal["scalefactor", "mannwhitney"] = "scalefactor"
+    type: Literal["scalefactor", "mannwhitney", "keptn"] = "scalefactor"
     confidence: float = Field(default=0.98, gt=0.5, lt=1.0)
     # increase / decrease default from `validate` (upper / lower).
     direction: Literal["increase", "decrease", "either"] | None = None
     # Smallest relative shift that counts, in percent; default: the entry's scale factor.
     effectsizeperc: float | None = Field(default=None, ge=0, le=MAX_SCALE_FACTOR)
+
+    @model_validator(mode="after")
+    def _known_type(self) -> JudgeConfig:
+        self._check_type()
+        return self
+
+    def _check_type(self) -> None:
+        # Criteria exist only in SLO files: a monspec naming "keptn" would judge nothing.
+        if self.type == "keptn":
+            raise ValueError("'keptn' judges the objectives of a Keptn slo.yaml (--monspec slo.yaml)")
 
 
 def _judge_config(value: Any) -> Any:
@@ -188,6 +202,11 @@ class SignatureEntry(_Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> SignatureEntry:
+        # Through a method: pydantic runs this validator on subclass instances too.
+        self._check_kind()
+        return self
+
+    def _check_kind(self) -> None:
         if (self.timeseries is None) == (self.smartscape is None):
             raise ValueError("needs exactly one of 'timeseries' or 'smartscape'")
         metric = self.metric
@@ -196,7 +215,6 @@ class SignatureEntry(_Model):
                 f"aggregate {self.aggregate!r} means nothing for {metric.short} "
                 f"(see the metric table in docs/monspec.md)"
             )
-        return self
 
     @property
     def metric_key(self) -> str:
@@ -221,6 +239,16 @@ class SignatureEntry(_Model):
     def static_limit(self) -> float | None:
         """The static limit that ``validate`` names; the other one is ignored."""
         return self.upperlimit if self.validate_ == "upper" else self.lowerlimit
+
+    @property
+    def expression(self) -> str | None:
+        """A query in the source's own language (a Keptn SLI's PromQL), None for monspec entries."""
+        return None
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether missing baseline data makes the entry unjudgeable (no static limit)."""
+        return self.static_limit is None
 
 
 class ServiceMethod(_Model):
@@ -282,6 +310,8 @@ class Monspec:
     entities: dict[str, Entity]
     # Things that do not change the gate but probably are not what was meant.
     warnings: tuple[str, ...] = ()
+    # Planned from a Keptn SLO file: the gate's outcome is Keptn's total score (gate.status).
+    total_score: TotalScore | None = None
 
     def environments(self) -> set[str]:
         return {env for entity in self.entities.values() for env in entity.environments}

@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 from ..errors import UsageError
 from ..metrics import DEFAULT_MIN_SAMPLES
-from .base import MetricSource, SampleReader, TopologySource
+from .base import ExpressionSource, MetricSource, SampleReader, TopologySource
 from .local import LocalSource
 
 __all__ = [
+    "ExpressionSource",
     "MetricSource",
     "SampleReader",
     "TopologySource",
@@ -76,6 +77,21 @@ def check_source_url(url: str | None) -> None:
         close = getattr(source, "close", None)
         if close is not None:
             close()
+
+
+def check_expression_source(url: str | None, what: str) -> None:
+    """Refuse, before any load, a source that cannot evaluate query expressions (``what``
+    names the file that needs them)."""
+    source = None if not url or url == LOCAL else _factory(url)(url, DEFAULT_MIN_SAMPLES)
+    try:
+        if not isinstance(source, ExpressionSource):
+            raise UsageError(
+                f"{what} reads its SLIs with PromQL: pass --perfsig-source prometheus://HOST:PORT "
+                f"(the metric source is {url.split('@')[-1] if url else LOCAL})"
+            )
+    finally:
+        if source is not None:
+            source.close()
 
 
 def open_source(url: str | None, store: SampleReader, min_samples: int = DEFAULT_MIN_SAMPLES) -> MetricSource:

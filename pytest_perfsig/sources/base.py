@@ -35,6 +35,15 @@ class TopologySource(Protocol):
         (``value``: the count, ``samples``: the services the tags matched)."""
 
 
+@runtime_checkable
+class ExpressionSource(Protocol):
+    """A source that can also evaluate a query in its own language over a window
+    (``MetricQuery.expression``: a Keptn SLI's PromQL)."""
+
+    def measure_expression(self, query: MetricQuery) -> Measurement:
+        """The expression's value at the window's end; NoDataError when it yields nothing."""
+
+
 class SampleReader(Protocol):
     """What the local source needs of a store: the raw samples of a window."""
 

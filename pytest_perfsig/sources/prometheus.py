@@ -34,6 +34,13 @@ that ended in the last five minutes, the source waits (``settle`` seconds at mos
 Prometheus has scraped past its end: a window judged right after the load would otherwise miss
 its last seconds. ``observations`` are always None: Prometheus keeps no raw samples, so the
 statistical judge falls back to the scale-factor rule.
+
+A query of its own (``MetricQuery.expression``, a Keptn SLI) is evaluated as Keptn's
+prometheus-service does: ``$DURATION_SECONDS`` becomes the window's length in whole seconds
+(``37s``, rounded up), and the query is an instant query at the window's end; first the source
+waits until every target has been scraped past that end (``min(timestamp(up))``). Its answer must
+be one series or a scalar: nothing, or NaN, is no data (Keptn would read 0), several series an
+error (Keptn would take the first).
 """
 
 from __future__ import annotations
@@ -188,6 +195,8 @@ class PrometheusSource:
         return None
 
     def measure(self, query: MetricQuery) -> Measurement:
+        if query.expression is not None:
+            return self.measure_expression(query)
         spec = query.aggregate
         kind = query.metric.family.kind
         if kind is MetricKind.LATENCY and spec.name in {"min", "max"}:
@@ -196,7 +205,7 @@ class PrometheusSource:
                 "no extremes (use a percentile such as p99, or the local source)"
             )
         selector = self.selector(query)
-        self._await_scrape(query, selector)
+        self._await_scrape(query, f"max(timestamp({self.config.requests}{selector}))")
         requests, requests_query = self._requests(selector, query.window)
         where = _where(query)
         if requests is None or round(requests) <= 0:
@@ -210,6 +219,16 @@ class PrometheusSource:
             )
         value = self._value(query, selector, requests, where)
         return Measurement(query, value, samples, None)
+
+    def measure_expression(self, query: MetricQuery) -> Measurement:
+        """A query of its own over the window (the module docstring says how); ``samples`` is 1."""
+        assert query.expression is not None
+        window = query.window
+        # round(): a window of 37.0000001 s is 37 s, not 38.
+        duration = f"{math.ceil(round(window.duration_s, 3))}s"
+        promql = query.expression.replace("$DURATION_SECONDS", duration)
+        self._await_scrape(query, "min(timestamp(up))")
+        return Measurement(query, self._required(promql, window.end, _where(query)), 1)
 
     # ------------------------------------------------------------------ PromQL
 
@@ -311,15 +330,14 @@ class PrometheusSource:
             )
         return value
 
-    def _await_scrape(self, query: MetricQuery, selector: str) -> None:
-        """Wait until Prometheus holds samples past a recent window's end (a query right after
-        the load would otherwise miss the last scrape intervals). Series that do not exist at
-        all are not waited for: that is no data, and the count query says so."""
+    def _await_scrape(self, query: MetricQuery, promql: str) -> None:
+        """Wait until ``promql`` (the newest sample's time) is past a recent window's end (a query
+        right after the load would otherwise miss the last scrape intervals). Series that do not
+        exist at all are not waited for: that is no data, and the query itself says so."""
         end = query.window.end
-        key = (selector, end)
+        key = (promql, end)
         if key in self._settled or time.time() - end > RECENT_S:
             return
-        promql = f"max(timestamp({self.config.requests}{selector}))"
         deadline = time.monotonic() + self.config.settle_s
         while True:
             newest = self._scalar(promql, None)
