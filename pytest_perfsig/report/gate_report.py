@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..gate.status import count_statuses, decide
+from ..judges.keptn import NAME as KEPTN
 from ..store.base import ReportSource
 from ..windows import Window
 from .model import GateInfo, RunInfo, VerdictRow, read_gates, read_runs, read_verdicts
@@ -29,6 +30,9 @@ class ComparisonReport:
     verdicts: list[VerdictRow]
     source: Series | None
     compare: Series | None
+    # The stored gate status: a Keptn gate's one comparison is decided by its total score,
+    # whose thresholds live with the gate, not with its verdicts.
+    gate_status: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -38,6 +42,8 @@ class ComparisonReport:
     def status(self) -> str:
         """What ``gate.status`` decides over this comparison's checks alone."""
         verdicts = [v.verdict for v in self.verdicts]
+        if self.gate_status is not None and any(v.judge == KEPTN for v in verdicts):
+            return self.gate_status
         return decide(verdicts, planned=len(verdicts), selected=len(verdicts)).status
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,5 +131,7 @@ def build_gate_report(
             if compare_env:  # a log rule has no compare side
                 window, baseline = _side(rows, "compare")
                 compare = side_series(store, service, compare_env, window, baseline, gate_runs)
-        comparisons.append(ComparisonReport(name, service, source_env, compare_env, rows, source, compare))
+        comparisons.append(
+            ComparisonReport(name, service, source_env, compare_env, rows, source, compare, gate.status)
+        )
     return GateReport(gate, runs, verdicts, comparisons)
