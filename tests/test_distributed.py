@@ -169,7 +169,8 @@ def test_open_model_counts_tasks_still_unanswered_at_the_end(
     )
     with SqliteStore(tmp_path / "s.db") as store:
         (result,) = run_load([open_spec], store)
-        stored = store.run_counts(result.run_id)[0]
+        stored, failed = store.run_counts(result.run_id)
+        samples = store.samples("Svc", "Staging", 0, time.time() + 60)
     match = re.search(
         r"open model: (\d+) tasks scheduled, (\d+) finished \(0 with an error\), "
         r"(\d+) unfinished 0.2 s after the schedule",
@@ -178,7 +179,10 @@ def test_open_model_counts_tasks_still_unanswered_at_the_end(
     assert match, result.detail
     scheduled, finished, unfinished = map(int, match.groups())
     assert scheduled == 40 and unfinished > 0 and finished + unfinished == scheduled
-    assert stored == finished  # the unfinished are counted, not stored as answers
+    # Every scheduled request is stored: the unfinished ones as failures, their latency at least
+    # the time they were outstanding (the drain after a 2 s schedule).
+    assert (stored, failed) == (scheduled, unfinished)
+    assert float(samples.latency_ms[~samples.success].min()) >= 200.0
 
 
 def test_open_model_with_remote_workers_shares_the_rate(

@@ -35,6 +35,7 @@ from typing import Any
 
 import gevent
 import gevent.pool
+from greenlet import GreenletExit
 from locust import User, constant, task
 from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately, StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -179,6 +180,11 @@ def _run_task(
         item.function(target)
     except _TASK_END:
         pass
+    except GreenletExit:
+        # Stopped after the drain time: counted here, where it ends, so that a task finishing
+        # while the others are being stopped is never counted twice.
+        counts.unfinished += 1
+        raise
     except Exception as exc:
         counts.errors += 1
         environment.events.user_error.fire(user_instance=user, exception=exc, tb=exc.__traceback__)
@@ -223,10 +229,10 @@ def run_schedule(environment: Any, source_classes: Sequence[type[User]]) -> None
             in_flight.spawn(_run_task, item, intended, pool, counts, environment)
         in_flight.join(timeout=drain)
     finally:
-        counts.unfinished = len(in_flight)
-        if counts.unfinished:
-            logger.warning("%d tasks unfinished %g s after the schedule: stopped", counts.unfinished, drain)
-        in_flight.kill(block=True, timeout=1)
+        stopping = len(in_flight)
+        if stopping:
+            logger.warning("%d tasks unfinished %g s after the schedule: stopped", stopping, drain)
+        in_flight.kill(block=True, timeout=5)  # every stopped task counts itself before the report
         _report(environment, counts)
 
 
