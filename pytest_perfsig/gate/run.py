@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import health
-from ..errors import NoDataError, PerfsigError, SourceError, StoreError
+from ..errors import NoBaselineError, NoDataError, PerfsigError, SourceError, StoreError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import LoadResult, Progress, run_load
@@ -18,7 +18,7 @@ from ..monspec import Monspec
 from ..sources import check_source_url
 from ..sources.logs import read_log
 from ..store import SqliteStore
-from ..verdict import Status, Subject, Verdict, not_judged
+from ..verdict import Status, Subject, Verdict, measured_fields, not_judged, subject_fields
 from ..windows import Measurement, Window
 from .measure import Measurer
 from .plan import (
@@ -47,6 +47,26 @@ def subject_of(check: Check) -> Subject:
         unit=metric.family.unit if metric else "",
         kind=metric.family.kind if metric else None,
         default_abs_tolerance=metric.family.abs_tolerance if metric else 0.0,
+    )
+
+
+FIRST_RUN_APPROVED = "first run: no baseline yet, approved by policy (first_run: approve)"
+
+
+def first_run_verdict(subject: Subject, source: Measurement, missing: NoBaselineError) -> Verdict | None:
+    """The verdict of a check whose stored-run baseline does not exist yet, by its comparison's
+    ``first_run`` policy: ``approve`` passes it and says so (``details["first_run"]``);
+    ``error`` (the default) returns None, and the missing baseline stays an error."""
+    if subject.comparison.first_run != "approve":
+        return None
+    return Verdict(
+        status="pass",
+        **subject_fields(subject),
+        message=f"{subject.label}: {FIRST_RUN_APPROVED}",
+        rule=FIRST_RUN_APPROVED,
+        judge=subject.config.type,
+        details={"first_run": True, "policy": "approve", "reason": str(missing)},
+        **measured_fields(source, None),
     )
 
 
@@ -188,6 +208,10 @@ class Gate:
         except SourceError as exc:
             # A static limit needs no baseline; without one, missing compare data is an error.
             if entry.static_limit is None or not isinstance(exc, NoDataError):
+                if source is not None and not problems and isinstance(exc, NoBaselineError):
+                    first = first_run_verdict(subject, source, exc)
+                    if first is not None:
+                        return first
                 problems.append(str(exc))
         if problems or source is None:
             return not_ok(
