@@ -90,8 +90,9 @@ OPTIONS: tuple[Option, ...] = (
         "perfsig_store",
         str,
         DEFAULT_STORE_PATH,
-        "PATH",
-        "SQLite file with runs, samples, gates and verdicts",
+        "PATH|URL",
+        "the store of runs, samples, gates and verdicts: a SQLite file, or s3://BUCKET/KEY "
+        "(downloaded before the gate, saved after it with a conditional write)",
     ),
     Option(
         "--perfsig-min-samples",
@@ -276,9 +277,9 @@ def setting(config: pytest.Config, flag: str) -> Any:
     return value
 
 
-def gate_options(config: pytest.Config, stage: str) -> GateOptions:
+def gate_options(config: pytest.Config, stage: str, store_path: Path | None = None) -> GateOptions:
     """The gate's options from the command line and the ini file; ValueError / UsageError
-    for values that do not parse."""
+    for values that do not parse. ``store_path``: the local file of a store named by URL."""
     return GateOptions(
         stage=stage,
         comparisons=tuple(setting(config, "--perfsig-comparison")),
@@ -287,7 +288,7 @@ def gate_options(config: pytest.Config, stage: str) -> GateOptions:
         spawn_rate=setting(config, "--perfsig-spawn-rate"),
         duration_s=setting(config, "--perfsig-duration"),
         locustfile=setting(config, "--perfsig-locustfile"),
-        store_path=Path(setting(config, "--perfsig-store")),
+        store_path=store_path or Path(setting(config, "--perfsig-store")),
         min_samples=setting(config, "--perfsig-min-samples"),
         build=setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
         loadtests_dir=loadtests_dir(config),
