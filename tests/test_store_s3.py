@@ -28,7 +28,7 @@ from pytest_perfsig.cli import main as perfsig
 from pytest_perfsig.errors import StoreError, UsageError
 from pytest_perfsig.gate import GateOutcome
 from pytest_perfsig.gate.storage import LocalStore, opened_store, store_location
-from pytest_perfsig.lambdas import worker_handler
+from pytest_perfsig.lambdas import problem_handler, worker_handler
 from pytest_perfsig.registry import new_request, open_registry
 from pytest_perfsig.registry.dynamodb import DynamoDbRegistry, create_table
 from pytest_perfsig.store import SCHEMA_VERSION, DeploymentEvent, RunRecord, SqliteStore
@@ -423,3 +423,10 @@ def test_the_worker_lambda_judges_the_persisted_store(
     assert len(answer["processed"]) == 1 and "violation" in answer["processed"][0]
     assert list(gates_in(s3, tmp_path).values()) == ["violation"]
     assert not any((tmp_path / "work").rglob("*.db*"))
+
+
+def test_the_problem_handler_refuses_an_s3_store() -> None:
+    """Its claims and replay memory need one shared file: an S3 store is refused, saying why."""
+    answer = problem_handler({"httpMethod": "POST", "body": "{}"}, None, secret="s3cret", store_path=URL)
+    assert answer["statusCode"] == 500
+    assert "the problem handler needs a store file" in answer["body"]
