@@ -11,6 +11,8 @@ recorded with ``perfsig deployment-event``.
 3. Production again, build 1: compared with the run stored by step 2 (downloaded from S3): approved.
 4. Production, build 2 (every second /api/invoke fails): compared with the stored passed run of
    step 3: rejected.
+5. Staging, build 3 (the next execution): Staging against Production's latest passed run in the
+   store (step 3's; step 4 did not pass), with no load on Production: approved.
 
 The approvals go through a botocore Stubber: moto implements neither GetPipelineState nor
 PutApprovalResult (tests/test_approval_hook.py does the same); each expected request pins the
@@ -340,6 +342,12 @@ def test_the_pipeline_from_first_deployment_to_a_rejected_build(
     )
     assert "violation" in summary.value.lower()
 
+    # 5. Staging, the next build: compared with Production's stored history, not loaded.
+    deployments.append(("Staging", deploy("Staging", 3, sample_app, running)))
+    staging_next, _ = gate("Staging", 3, "Approved")
+    assert staging_next.ret == pytest.ExitCode.OK, staging_next.stdout.str()
+    assert "perfsig: Production:" not in staging_next.stdout.str()  # no load run for Production
+
     # Everything is in the persisted store; no working copy is left behind.
     with persisted(tmp_path) as db:
         gates = db.execute("SELECT gate_id, stage, build, status FROM gates ORDER BY started_at").fetchall()
@@ -348,8 +356,12 @@ def test_the_pipeline_from_first_deployment_to_a_rejected_build(
             ("Production", "build-1", "pass"),
             ("Production", "build-1", "pass"),
             ("Production", "build-2", "violation"),
+            ("Staging", "build-3", "pass"),
         ]
-        (staging_id, _, _, _), (first_id, _, _, _), (second_id, _, _, _), (third_id, _, _, _) = gates
+        staging_id, first_id, second_id, third_id, staging_next_id = (row[0] for row in gates)
+        assert db.execute("SELECT env FROM runs WHERE gate_id = ?", (staging_next_id,)).fetchall() == [
+            ("Staging",)
+        ]
         for gate_id in (staging_id, first_id):
             judged = [r for r in verdict_records(db, gate_id) if r["status"] != "skipped"]
             # Every stored-run comparison was a first run; static limits are judged as usual.
@@ -369,13 +381,16 @@ def test_the_pipeline_from_first_deployment_to_a_rejected_build(
         assert baselines == {f"run {first_run[0]}"}
         baselines = {r["baseline"] for r in verdict_records(db, third_id) if r.get("baseline")}
         assert baselines == {f"run {second_run[0]}"}
+        baselines = {r["baseline"] for r in verdict_records(db, staging_next_id) if r.get("baseline")}
+        assert baselines == {f"run {second_run[0]}"}  # Production's latest passed run
         events = db.execute(
             "SELECT env, pipeline, deployment_id, application, deployment_group, revision "
             "FROM deployment_events ORDER BY ts"
         ).fetchall()
     assert [(env, deployment) for env, _, deployment, _, _, _ in events] == deployments
     assert all(e[1] == PIPELINE and e[3] == APPLICATION and e[4] == e[0] for e in events)
-    assert json.loads(events[-1][5])["s3Location"]["key"] == "app-build2.zip"
+    revisions = [json.loads(e[5])["s3Location"]["key"] for e in events]  # from GetDeployment
+    assert revisions == ["app-build1.zip", "app-build1.zip", "app-build2.zip", "app-build3.zip"]
     assert not list((gate_dir.path / ".perfsig").rglob("*.db*"))
 
 
