@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import MonspecError, PerfsigError, UsageError
+from .gate.storage import is_remote, opened_store
 from .monspec import load_monspec
 from .report.terminal import render_table, verdict_rows
-from .store import DEFAULT_STORE_PATH, SqliteStore
+from .store import DEFAULT_STORE_PATH
 
 # As pytest: 4 for a wrong command line or monspec; 2 for a failure the command could not get
 # past (a store, AWS, a source); 1 for a judged violation or error (``perfsig worker``).
@@ -40,7 +41,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _gates(args: argparse.Namespace) -> int:
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=False) as store:
         for gate in store.gates(args.limit):
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(gate.started_at))
             print(
@@ -51,7 +52,7 @@ def _gates(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=False) as store:
         runs = store.runs(args.limit)
     for run in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
@@ -68,7 +69,7 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"perfsig-report.{args.format}")
     write = write_html_report if args.format == "html" else write_json_report
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=False) as store:
         if not store.gates(1):
             print(f"perfsig: no gate in {args.store} yet", file=sys.stderr)
             return 1
@@ -82,7 +83,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=False) as store:
         stored = store.verdicts(args.gate_id)
     if not stored:
         print(f"perfsig: no verdicts stored for gate {args.gate_id!r} in {args.store}", file=sys.stderr)
@@ -136,9 +137,11 @@ def _worker(args: argparse.Namespace) -> int:
     from .gate.deferred import codepipeline_approver, describe, run_worker
     from .registry import open_registry
 
+    if is_remote(args.store) and not args.once:
+        raise UsageError(f"{args.store} is saved when the worker ends: with an S3 store, schedule --once")
     registry = open_registry(args.registry, args.store)
     approve = None if args.no_approve else codepipeline_approver()
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=True) as store:
         count = run_worker(
             registry,
             store,
@@ -187,7 +190,7 @@ def _deployment_event(args: argparse.Namespace) -> int:
         from .aws.codedeploy import describe_deployment
 
         event = describe_deployment(event)
-    with SqliteStore(args.store) as store:
+    with opened_store(args.store, write=True) as store:
         store.add_deployment_event(event)
     print(
         f"perfsig: deployment event {event.event_id} for {event.env}: {event.application}/"
@@ -327,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dynatrace entities to attach the event to (with "
         "PERFSIG_DYNATRACE_URL; default: services tagged DeploymentGroup:<stage>)",
     )
-    event.add_argument("--store", default=DEFAULT_STORE_PATH)
+    event.add_argument("--store", default=DEFAULT_STORE_PATH, help="SQLite file or s3://BUCKET/KEY")
     event.set_defaults(handler=_deployment_event)
     remediate = sub.add_parser("remediate", help="self-healing: problem notifications roll Production back")
     remediate_sub = remediate.add_subparsers(dest="remediate_command", required=True)

@@ -39,6 +39,11 @@ class NoDataError(SourceError):
     """A window holds no samples, or too few to judge."""
 
 
+class NoBaselineError(NoDataError):
+    """A comparison whose baseline is stored runs found none at all: the first run of that
+    environment (what a comparison's ``first_run`` policy decides)."""
+
+
 class UnsupportedMetricError(SourceError):
     """The active metric source cannot answer this kind of signature entry."""
 

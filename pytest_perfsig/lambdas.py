@@ -15,8 +15,12 @@ Configuration by environment variables:
   register;
 - ``PERFSIG_LEASE``: seconds a worker holds a claimed request before another may retry it,
   renewed while it is judged (default 600); worker;
-- ``PERFSIG_STORE``: the SQLite store: the samples the worker judges, the deployment events the
-  problem handler rolls back from (shared storage such as EFS; default ``/tmp/perfsig.db``);
+- ``PERFSIG_STORE``: the store: the samples and history the worker judges, the deployment
+  events the problem handler rolls back from. For the worker, ``s3://BUCKET/KEY`` is the store
+  the gates persist: downloaded before each run, saved after it with a conditional write
+  (working copy under ``PERFSIG_STORE_WORKDIR``, default ``/tmp/perfsig``). A file path works
+  for both handlers (shared storage such as EFS; default ``/tmp/perfsig.db``, which only holds
+  what one Lambda instance saw);
 - ``PERFSIG_WEBHOOK_SECRET``: the problem handler's shared secret (required; without it every
   request gets a 500 that says so, and nothing is done);
 - ``PERFSIG_PRODUCTION_PREFIX``: environments whose name starts with it are rolled back
@@ -60,6 +64,7 @@ log = logging.getLogger("pytest_perfsig.remediation")
 
 DEFAULT_REGISTRY = "dynamodb:BuildValidationRequests"
 DEFAULT_STORE = "/tmp/perfsig.db"
+DEFAULT_WORKDIR = "/tmp/perfsig"  # Lambda's only writable place
 
 
 def _store_path() -> str:
@@ -120,17 +125,18 @@ def worker_handler(
 ) -> dict[str, Any]:
     """Scheduled: judge every due request, approve / reject, record the outcome."""
     from .gate.deferred import DEFAULT_LEASE_S, codepipeline_approver, describe, work_once
-    from .store import SqliteStore
+    from .gate.storage import ENV_WORKDIR, opened_store
 
     lease = os.environ.get("PERFSIG_LEASE", "")
     try:
         lease_s = float(lease) if lease else DEFAULT_LEASE_S
     except ValueError:
         raise PerfsigError(f"PERFSIG_LEASE must be a number of seconds, got {lease!r}") from None
-    with SqliteStore(_store_path()) as store:
-        processed = work_once(
-            registry or _registry(), store, approve=approve or codepipeline_approver(), lease_s=lease_s
-        )
+    registry = registry or _registry()
+    workdir = Path(os.environ.get(ENV_WORKDIR) or DEFAULT_WORKDIR)
+    # An s3:// store is downloaded for this run and saved (merged if need be) after it.
+    with opened_store(_store_path(), write=True, workdir=workdir) as store:
+        processed = work_once(registry, store, approve=approve or codepipeline_approver(), lease_s=lease_s)
     return {"processed": [describe(p) for p in processed]}
 
 
@@ -197,6 +203,11 @@ def _handle(receiver: WebhookReceiver, event: Any) -> Reply:
 def _receiver(secret: str | None, store_path: str | None, codedeploy: Any, http: Any) -> WebhookReceiver:
     secret = secret if secret is not None else os.environ.get(SECRET_ENV, "")
     store_path = store_path or _store_path()
+    if "://" in store_path:
+        raise RemediationConfigError(
+            f"PERFSIG_STORE={store_path}: the problem handler needs a store file (shared storage "
+            "such as EFS); a store synced per run cannot hold its claims"
+        )
     prefix = os.environ.get("PERFSIG_PRODUCTION_PREFIX", "Production")
     lease = lease_from_env()
     key = (secret, store_path, prefix, lease, id(codedeploy), id(http))

@@ -101,8 +101,9 @@ OPTIONS: tuple[Option, ...] = (
         "perfsig_store",
         str,
         DEFAULT_STORE_PATH,
-        "PATH",
-        "SQLite file with runs, samples, gates and verdicts",
+        "PATH|URL",
+        "the store of runs, samples, gates and verdicts: a SQLite file, or s3://BUCKET/KEY "
+        "(downloaded before the gate, saved after it with a conditional write)",
     ),
     Option(
         "--perfsig-min-samples",
@@ -312,9 +313,9 @@ def setting(config: pytest.Config, flag: str) -> Any:
     return value
 
 
-def gate_options(config: pytest.Config, stage: str) -> GateOptions:
+def gate_options(config: pytest.Config, stage: str, store_path: Path | None = None) -> GateOptions:
     """The gate's options from the command line and the ini file; ValueError / UsageError
-    for values that do not parse."""
+    for values that do not parse. ``store_path``: the local file of a store named by URL."""
     return GateOptions(
         stage=stage,
         comparisons=tuple(setting(config, "--perfsig-comparison")),
@@ -324,7 +325,7 @@ def gate_options(config: pytest.Config, stage: str) -> GateOptions:
         duration_s=setting(config, "--perfsig-duration"),
         max_duration_s=setting(config, "--perfsig-max-duration"),
         locustfile=setting(config, "--perfsig-locustfile"),
-        store_path=Path(setting(config, "--perfsig-store")),
+        store_path=store_path or Path(setting(config, "--perfsig-store")),
         min_samples=setting(config, "--perfsig-min-samples"),
         build=setting(config, "--perfsig-build") or os.environ.get(ENV_BUILD),
         loadtests_dir=loadtests_dir(config),

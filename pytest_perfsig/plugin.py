@@ -16,6 +16,7 @@ import pytest
 from .errors import PerfsigError, UsageError
 from .gate import AnyCheck, Gate
 from .gate.status import partial_note
+from .gate.storage import StoreLocation, store_location
 from .items import GATE_KEY, MonspecFile, PerfsigItem, gate_of
 from .load.runner import LoadSpec
 from .monspec import Monspec, is_slo_file, load_monspec, load_slo
@@ -46,8 +47,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     try:
         monspec = _load(config, monspec_path, stage)
-        gate = Gate(monspec, gate_options(config, stage))
+        location = store_location(setting(config, "--perfsig-store"))
+        gate = Gate(monspec, gate_options(config, stage, store_path=location.path))
         gate.check_load_plan()
+        location.open()  # an s3:// store is downloaded now, before any load
+        config.stash[STORE_KEY] = location
         gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
         config.stash[GATE_KEY] = gate
     except (PerfsigError, ValueError) as exc:
@@ -70,6 +74,40 @@ def _load(config: pytest.Config, path: str, stage: str) -> Monspec:
         sli_path=setting(config, "--perfsig-sli"),
         labels=keptn_labels(setting(config, "--perfsig-keptn-label")),
     )
+
+
+STORE_KEY = pytest.StashKey[StoreLocation]()
+
+
+def _store_name(config: pytest.Config, gate: Gate) -> str:
+    """The store as the user named it (its URL), not the working file of a remote one."""
+    location = config.stash.get(STORE_KEY, None)
+    return location.url if location is not None else str(gate.options.store_path)
+
+
+def _save_store(config: pytest.Config, gate: Gate, lines: list[str]) -> None:
+    """Send a remote store back, before anything reports or approves the gate: a gate whose
+    results could not be kept is not a pass (as for a verdict that could not be stored)."""
+    location = config.stash.get(STORE_KEY, None)
+    if location is None or not location.remote:
+        return
+    try:
+        lines.append(f"perfsig: {location.save()}")
+    except PerfsigError as exc:
+        gate.store_errors.append(str(exc))
+        gate.finish()  # the working file now says why, too
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # A remote store's working file goes once saved (or when no gate wrote to it); a file
+    # that could not be saved stays, and the summary said where.
+    location = config.stash.get(STORE_KEY, None)
+    gate = _gate(config)
+    if location is None or not location.remote or not (location.saved or gate is None or not gate.started):
+        return
+    if gate is not None:
+        gate.store.close()
+    location.discard()
 
 
 def _names(config: pytest.Config, monspec_path: str) -> bool:
@@ -175,7 +213,7 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
     opts = gate.options
     write(
         f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
-        f"{opts.duration_s:g} s of load, store {opts.store_path}"
+        f"{opts.duration_s:g} s of load, store {_store_name(config, gate)}"
     )
     gate.run(checks, progress=progress)
     progress.close()
@@ -199,6 +237,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     gate.finish()
     lines: list[str] = []
+    _save_store(session.config, gate, lines)
     writers = (("--perfsig-html", "HTML", write_html_report), ("--perfsig-json", "JSON", write_json_report))
     for flag, kind, write in writers:
         target = setting(session.config, flag)
@@ -255,7 +294,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line, **(STATUS_MARKUP[status] if status else {"bold": True}))
     outcome = gate.outcome()
     markup = {"green": True} if outcome.passed else {"red": True, "bold": True}
-    where = f"{gate.options.stage}: {outcome.status.upper()} (store {gate.options.store_path})"
+    where = f"{gate.options.stage}: {outcome.status.upper()} (store {_store_name(config, gate)})"
     terminalreporter.write_line(
         f"perfsig: gate {gate.gate_id} for {where}",
         **markup,

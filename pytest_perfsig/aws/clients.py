@@ -21,6 +21,7 @@ __all__ = [
     "codedeploy_client",
     "codepipeline_client",
     "dynamodb_resource",
+    "s3_client",
 ]
 
 RETRY_MODE = "standard"
@@ -69,6 +70,11 @@ def codedeploy_client(region: str | None = None) -> Any:
 def dynamodb_resource(region: str | None = None) -> Any:
     """A DynamoDB service resource (the ``BuildValidationRequests`` table)."""
     return _boto3().resource("dynamodb", region_name=region, config=client_config())
+
+
+def s3_client(region: str | None = None) -> Any:
+    """An S3 client (the persisted store: ``GetObject``, conditional ``PutObject``)."""
+    return _boto3().client("s3", region_name=region, config=client_config())
 
 
 def cloudwatch_client(region: str, *, endpoint_url: str | None = None, timeout_s: float | None = None) -> Any:

@@ -21,6 +21,7 @@ SERVICES = {
     "codedeploy": "CodeDeploy",
     "dynamodb": "DynamoDB",
     "cloudwatch": "CloudWatch",
+    "s3": "S3",
 }
 
 _ACCESS_DENIED = "the role perfsig runs with needs {action}"
@@ -58,6 +59,10 @@ HINTS: dict[str, str] = {
     "ApplicationDoesNotExistException": _NOT_FOUND,
     "DeploymentGroupDoesNotExistException": _NOT_FOUND,
     "RevisionDoesNotExistException": "the revision's artifact is gone (S3 object or GitHub commit)",
+    "NoSuchBucket": "create the bucket, or check its name and the region (AWS_REGION)",
+    # S3 conditional writes: another writer changed the object first
+    "PreconditionFailed": "the object changed since it was read",
+    "ConditionalRequestConflict": "another write to the object was in progress",
     # CodePipeline approvals decided elsewhere
     "InvalidApprovalTokenException": (
         "the approval action was restarted or decided while the gate ran: check it in the console"

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..aggregates import aggregate
-from ..errors import NoDataError, SourceError
+from ..errors import NoBaselineError, NoDataError, SourceError
 from ..metrics import Aggregate
 from ..monspec import BaselineRuns, KeptnBaseline, Monspec
 from ..sources import ExpressionSource, MetricSource, TopologySource, open_source
@@ -147,7 +147,7 @@ class Measurer:
         )
         if not runs:
             which = "passed " if passed_only else ""
-            raise NoDataError(
+            raise NoBaselineError(
                 f"no {which}stored run of {comparison.compare} to compare with "
                 f"(baseline {mode if isinstance(mode, str) else f'{count} runs'}) in {self.store.path}"
             )

@@ -13,7 +13,15 @@ from dataclasses import replace
 from typing import Any
 
 from .. import health
-from ..errors import LoadError, NoDataError, PerfsigError, SourceError, StoreError, UsageError
+from ..errors import (
+    LoadError,
+    NoBaselineError,
+    NoDataError,
+    PerfsigError,
+    SourceError,
+    StoreError,
+    UsageError,
+)
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import Enough, LoadResult, Progress, run_load
@@ -22,7 +30,7 @@ from ..monspec import Monspec
 from ..sources import check_expression_source, check_source_url
 from ..sources.logs import read_log
 from ..store import SqliteStore
-from ..verdict import Status, Subject, Verdict, not_judged
+from ..verdict import Status, Subject, Verdict, measured_fields, not_judged, subject_fields
 from ..windows import Measurement, Window
 from .measure import Measurer
 from .plan import (
@@ -62,6 +70,26 @@ def check_slo_gate(monspec: Monspec, options: GateOptions) -> None:
     check_expression_source(options.source_url, monspec.path)
     if options.stage not in options.urls:
         raise UsageError(f"{monspec.path} names no URL: pass --perfsig-url {options.stage}=http://HOST:PORT")
+
+
+FIRST_RUN_APPROVED = "first run: no baseline yet, approved by policy (first_run: approve)"
+
+
+def first_run_verdict(subject: Subject, source: Measurement, missing: NoBaselineError) -> Verdict | None:
+    """The verdict of a check whose stored-run baseline does not exist yet, by its comparison's
+    ``first_run`` policy: ``approve`` passes it and says so (``details["first_run"]``);
+    ``error`` (the default) returns None, and the missing baseline stays an error."""
+    if subject.comparison.first_run != "approve":
+        return None
+    return Verdict(
+        status="pass",
+        **subject_fields(subject),
+        message=f"{subject.label}: {FIRST_RUN_APPROVED}",
+        rule=FIRST_RUN_APPROVED,
+        judge=subject.config.type,
+        details={"first_run": True, "policy": "approve", "reason": str(missing)},
+        **measured_fields(source, None),
+    )
 
 
 class Gate:
@@ -233,6 +261,10 @@ class Gate:
         except SourceError as exc:
             # A static limit needs no baseline; without one, missing compare data is an error.
             if entry.needs_baseline or not isinstance(exc, NoDataError):
+                if source is not None and not problems and isinstance(exc, NoBaselineError):
+                    first = first_run_verdict(subject, source, exc)
+                    if first is not None:
+                        return first
                 problems.append(str(exc))
             else:
                 no_baseline = str(exc)

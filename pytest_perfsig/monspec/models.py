@@ -114,6 +114,9 @@ class Comparison(_Model):
     shiftcomparetimeframe: int = Field(default=0, ge=0)
     # Extension: the compare side from stored runs instead of a time window.
     baseline: Literal["latest", "latest_passed"] | BaselineRuns | None = None
+    # Extension: what a stored-run baseline does when there is no run yet (the first
+    # deployment): "error" fails closed; "approve" passes the check and says so.
+    first_run: Literal["error", "approve"] = "error"
     # Extension: the judge of every entry of this comparison (an entry may override it).
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
@@ -128,6 +131,11 @@ class Comparison(_Model):
             raise ValueError(
                 "'baseline' and 'shiftcomparetimeframe' exclude each other: "
                 "the baseline runs define the compare window"
+            )
+        if self.first_run != "error" and self.baseline is None:
+            raise ValueError(
+                "'first_run' applies to stored-run baselines only: set 'baseline' "
+                "(a time window always has a compare side)"
             )
         return self
 

@@ -14,11 +14,13 @@ __all__ = ["ValidationRegistry", "ValidationRequest", "new_request", "open_regis
 
 
 def open_registry(url: str | None, store_path: str | Path) -> ValidationRegistry:
-    if not url or url == "sqlite":
-        return SqliteRegistry(SqliteStore(store_path))
-    scheme, _, rest = url.partition(":")
+    scheme, _, rest = (url or "sqlite").partition(":")
     if scheme == "sqlite":
-        return SqliteRegistry(SqliteStore(rest.removeprefix("//") or store_path))
+        path = rest.removeprefix("//") or store_path
+        if "://" in str(path):
+            # Claims need one shared file; a store synced per session would let two workers claim one request.
+            raise UsageError(f"the SQLite registry needs a local store file, not {path}: use dynamodb:TABLE")
+        return SqliteRegistry(SqliteStore(path))
     if scheme == "dynamodb":
         from ..aws.clients import dynamodb_resource
         from .dynamodb import DEFAULT_TABLE, DynamoDbRegistry
