@@ -84,27 +84,31 @@ def label(rule: LogRule) -> str:
 
 
 def not_judged_log(rule: LogRule, env: str, reason: str) -> Verdict:
-    return Verdict(status="error", message=f"{label(rule)}: {reason}", **_common(rule, env))
+    return Verdict(status="error", message=f"{label(rule)}: {reason}", **_common(rule, env))  # decision
 
 
 def judge_log(rule: LogRule, env: str, location: str, window: Window, lines: Iterable[str]) -> Verdict:
     """Judge a rule over the lines of ``location`` (read lazily: a SourceError while reading
     makes the verdict an error; without a location the lines are never read)."""
-    allowed = math.floor(rule.allowedperminute * window.duration_s / 60.0)
+    allowed = math.floor(rule.allowedperminute * window.duration_s / 60.0)  # decision
     common = {**_common(rule, env), "source_window": window}
     if not location:
         return Verdict(
-            status="error",
+            status="error",  # decision
             message=f"{label(rule)}: no log for {env}: set environments.{env}.log (a file or an http(s) URL)",
             **common,
         )
     try:
         count, parsed = count_matches(lines, rule, window)
     except SourceError as exc:
-        return Verdict(status="error", message=f"{label(rule)}: {exc}", **common)
+        return Verdict(status="error", message=f"{label(rule)}: {exc}", **common)  # decision
     if parsed == 0:
-        return Verdict(status="error", message=f"{label(rule)}: no timestamped line in {location}", **common)
-    status: Status = "violation" if count > allowed else "pass"
+        return Verdict(
+            status="error",  # decision
+            message=f"{label(rule)}: no timestamped line in {location}",
+            **common,
+        )
+    status: Status = "violation" if count > allowed else "pass"  # decision
     message = f"{label(rule)} seen {count} time{'s' if count != 1 else ''} in {window}, allowed {allowed}"
     return Verdict(
         status=status,

@@ -68,7 +68,7 @@ def mann_whitney(source: Any, baseline: Any, direction: str, confidence: float) 
     if np.all(x == x[0]) and np.all(y == x[0]):
         p_value = 1.0  # identical constant samples: no evidence of any shift
     else:
-        p_value = float(stats.mannwhitneyu(x, y, alternative=_ALTERNATIVE[direction]).pvalue)
+        p_value = float(stats.mannwhitneyu(x, y, alternative=_ALTERNATIVE[direction]).pvalue)  # decision
     shift, low, high = hodges_lehmann(x, y, confidence)
     return ShiftTest("Mann-Whitney U", p_value, shift, low, high)
 
@@ -80,7 +80,7 @@ def failure_proportions(
     fs, ns = int(np.sum(source_flags)), int(np.size(source_flags))
     fc, nc = int(np.sum(baseline_flags)), int(np.size(baseline_flags))
     table = [[fs, ns - fs], [fc, nc - fc]]
-    p_value = float(stats.fisher_exact(table, alternative=_ALTERNATIVE[direction]).pvalue)
+    p_value = float(stats.fisher_exact(table, alternative=_ALTERNATIVE[direction]).pvalue)  # decision
     ps, pc = fs / ns, fc / nc
     z = stats.norm.ppf(1 - (1 - confidence) / 2)
     half = z * math.sqrt(ps * (1 - ps) / ns + pc * (1 - pc) / nc)
@@ -93,7 +93,7 @@ def failure_proportions(
 def direction_of(entry: SignatureEntry, config: JudgeConfig) -> str:
     if config.direction is not None:
         return config.direction
-    return "increase" if entry.direction == "upper" else "decrease"
+    return "increase" if entry.direction == "upper" else "decrease"  # decision
 
 
 def judge(subject: Subject, source: Measurement, compare: Measurement | None) -> Verdict:
@@ -113,12 +113,12 @@ def judge(subject: Subject, source: Measurement, compare: Measurement | None) ->
     if effect is None:
         effect = comparison.scale_factor(entry.metric_key)
     tolerance = resolve_tolerance(entry, comparison, subject.default_abs_tolerance)
-    floor = max(tolerance, abs(centre) * effect / 100.0)
-    alpha = 1.0 - config.confidence
-    significant = result.p_value < alpha
-    up = result.shift > floor and direction in {"increase", "either"}
-    down = -result.shift > floor and direction in {"decrease", "either"}
-    violated = significant and (up or down)
+    floor = max(tolerance, abs(centre) * effect / 100.0)  # decision
+    alpha = 1.0 - config.confidence  # decision
+    significant = result.p_value < alpha  # decision
+    up = result.shift > floor and direction in {"increase", "either"}  # decision
+    down = -result.shift > floor and direction in {"decrease", "either"}  # decision
+    violated = significant and (up or down)  # decision
     shift_text = f"{result.shift:+.3g} {unit} [{result.ci_low:+.3g}, {result.ci_high:+.3g}]"
     verdict_word = "significant" if significant else "not significant"
     relation = "beyond" if (up or down) else "within"
@@ -132,7 +132,7 @@ def judge(subject: Subject, source: Measurement, compare: Measurement | None) ->
         f"max({fmt(tolerance, unit)} abs, {effect:g}% of {comparison.compare})"
     )
     return Verdict(
-        status="violation" if violated else "pass",
+        status="violation" if violated else "pass",  # decision
         **subject_fields(subject),
         **measured_fields(source, compare),
         judge=NAME,

@@ -40,17 +40,17 @@ def compute_limit(subject: Subject, compare_value: float | None) -> Limit | None
     """The limit the source value must stay within; None when only a baseline could give it."""
     entry, comparison, unit = subject.entry, subject.comparison, subject.unit
     static = entry.static_limit
-    upper = entry.direction == "upper"
+    upper = entry.direction == "upper"  # decision
     if static is not None:
         field = "_upperlimit" if upper else "_lowerlimit"
-        return Limit(static, f"static {entry.direction} limit ({field})", f"static limit {field}")
+        return Limit(static, f"static {entry.direction} limit ({field})", f"static limit {field}")  # decision
     if compare_value is None:
         return None
     factor = comparison.scale_factor(entry.metric_key)
     tolerance = resolve_tolerance(entry, comparison, subject.default_abs_tolerance)
-    sign = 1 if upper else -1
+    sign = 1 if upper else -1  # decision
     # (100 ± f) / 100 rather than 1 ± f/100: 100 × 1.15 must be 115, not 114.99999999999999.
-    value = compare_value * (100.0 + sign * factor) / 100.0 + sign * tolerance
+    value = compare_value * (100.0 + sign * factor) / 100.0 + sign * tolerance  # decision
     multiplier = 1 + sign * factor / 100.0
     op = "+" if upper else "−"
     compare_env = comparison.compare
@@ -71,15 +71,15 @@ def judge(subject: Subject, source: Measurement, compare: Measurement | None) ->
             message=f"{subject.label}: no baseline value from {comparison.compare} and no static limit",
             **common,
         )
-    upper = subject.entry.direction == "upper"
-    violated = source.value > limit.value if upper else source.value < limit.value
+    upper = subject.entry.direction == "upper"  # decision
+    violated = source.value > limit.value if upper else source.value < limit.value  # decision
     op = {(True, True): ">", (True, False): "<=", (False, True): "<", (False, False): ">="}[(upper, violated)]
     message = (
         f"{subject.label}: {comparison.source} {fmt(source.value, unit)} {op} limit "
         f"{fmt(limit.value, unit)} ({limit.explanation})"
     )
     return Verdict(
-        status="violation" if violated else "pass",
+        status="violation" if violated else "pass",  # decision
         message=message,
         rule=limit.rule,
         limit=limit.value,
