@@ -32,10 +32,13 @@ def schema(family: str) -> Any:
         testcase = text.index('<xs:element name="testcase">')
         choice = text.index('<xs:choice minOccurs="0" maxOccurs="unbounded">', testcase)
         text = text[:choice] + text[choice:].replace(
-            '<xs:element ref="skipped"/>', '<xs:element ref="properties"/>\n<xs:element ref="skipped"/>', 1)
+            '<xs:element ref="skipped"/>', '<xs:element ref="properties"/>\n<xs:element ref="skipped"/>', 1
+        )
         attr = text.index('<xs:attribute name="group" type="xs:string"/>', testcase)
-        text = (text[:attr] + '<xs:attribute name="file" type="xs:string"/>'
-                '<xs:attribute name="line" type="xs:string"/>' + text[attr:])
+        text = (
+            text[:attr] + '<xs:attribute name="file" type="xs:string"/>'
+            '<xs:attribute name="line" type="xs:string"/>' + text[attr:]
+        )
     return xmlschema.XMLSchema(text)
 
 

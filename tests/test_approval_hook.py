@@ -23,30 +23,72 @@ PIPELINE = "perfsig-demo"
 
 PIPELINE_DEFINITION = {
     "pipeline": {
-        "name": PIPELINE, "roleArn": "arn:aws:iam::123456789012:role/pipeline", "version": 1,
+        "name": PIPELINE,
+        "roleArn": "arn:aws:iam::123456789012:role/pipeline",
+        "version": 1,
         "artifactStore": {"type": "S3", "location": "bucket"},
         "stages": [
-            {"name": "Source", "actions": [{"name": "Source", "actionTypeId": {
-                "category": "Source", "owner": "AWS", "provider": "S3", "version": "1"}}]},
-            {"name": "Staging", "actions": [
-                {"name": "GateStaging", "actionTypeId": {"category": "Test", "owner": "AWS",
-                                                         "provider": "CodeBuild", "version": "1"}},
-                {"name": "ApproveStaging", "actionTypeId": {"category": "Approval", "owner": "AWS",
-                                                            "provider": "Manual", "version": "1"}}]},
+            {
+                "name": "Source",
+                "actions": [
+                    {
+                        "name": "Source",
+                        "actionTypeId": {
+                            "category": "Source",
+                            "owner": "AWS",
+                            "provider": "S3",
+                            "version": "1",
+                        },
+                    }
+                ],
+            },
+            {
+                "name": "Staging",
+                "actions": [
+                    {
+                        "name": "GateStaging",
+                        "actionTypeId": {
+                            "category": "Test",
+                            "owner": "AWS",
+                            "provider": "CodeBuild",
+                            "version": "1",
+                        },
+                    },
+                    {
+                        "name": "ApproveStaging",
+                        "actionTypeId": {
+                            "category": "Approval",
+                            "owner": "AWS",
+                            "provider": "Manual",
+                            "version": "1",
+                        },
+                    },
+                ],
+            },
         ],
     },
 }
 
 
 def state(status: str) -> dict[str, Any]:
-    return {"pipelineName": PIPELINE, "stageStates": [{"stageName": "Staging", "actionStates": [
-        {"actionName": "ApproveStaging", "latestExecution": {"status": status, "token": "tok-1"}}]}]}
+    return {
+        "pipelineName": PIPELINE,
+        "stageStates": [
+            {
+                "stageName": "Staging",
+                "actionStates": [
+                    {"actionName": "ApproveStaging", "latestExecution": {"status": status, "token": "tok-1"}}
+                ],
+            }
+        ],
+    }
 
 
 @pytest.fixture
 def codepipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
-    client = boto3.client("codepipeline", region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    client = boto3.client(
+        "codepipeline", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     stubber = Stubber(client)
     monkeypatch.setattr(clients, "codepipeline_client", lambda region=None: client)
     with stubber:
@@ -55,14 +97,25 @@ def codepipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
 
 def expect_decision(stubber: Stubber, status: str | None, error: str | None = None) -> None:
     stubber.add_response("get_pipeline", PIPELINE_DEFINITION, {"name": PIPELINE})
-    stubber.add_response("get_pipeline_state", state("InProgress" if status else "Succeeded"), {"name": PIPELINE})
+    stubber.add_response(
+        "get_pipeline_state", state("InProgress" if status else "Succeeded"), {"name": PIPELINE}
+    )
     if status is None:
         return
-    params = {"pipelineName": PIPELINE, "stageName": "Staging", "actionName": "ApproveStaging",
-              "result": {"summary": ANY, "status": status}, "token": "tok-1"}
+    params = {
+        "pipelineName": PIPELINE,
+        "stageName": "Staging",
+        "actionName": "ApproveStaging",
+        "result": {"summary": ANY, "status": status},
+        "token": "tok-1",
+    }
     if error:
-        stubber.add_client_error("put_approval_result", service_error_code=error, service_message="Rate exceeded",
-                                 expected_params=params)
+        stubber.add_client_error(
+            "put_approval_result",
+            service_error_code=error,
+            service_message="Rate exceeded",
+            expected_params=params,
+        )
     else:
         stubber.add_response("put_approval_result", {"approvedAt": "2026-11-28T00:00:00Z"}, params)
 
@@ -76,8 +129,14 @@ FAILURE_RATE = SMALL % '{"timeseries": "service.failurerate", "aggregate": "avg"
 
 
 def approve_args(url: str, *extra: str) -> list[str]:
-    return ["--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging={url}",
-            "--perfsig-approve=ApproveStaging", f"--perfsig-pipeline={PIPELINE}", *extra]
+    return [
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        f"--perfsig-url=Staging={url}",
+        "--perfsig-approve=ApproveStaging",
+        f"--perfsig-pipeline={PIPELINE}",
+        *extra,
+    ]
 
 
 def test_unreachable_stage_is_rejected(gate_dir: pytest.Pytester, codepipeline: Stubber) -> None:
@@ -93,7 +152,9 @@ def test_nothing_judged_is_rejected_and_not_green(gate_dir: pytest.Pytester, cod
     # Every entry skipped: pytest alone would exit 0; the gate judged nothing, so it fails.
     gate_dir.makefile(".json", monspec=TOPOLOGY_ONLY)
     expect_decision(codepipeline, "Rejected")
-    result = gate_dir.runpytest_inprocess(*approve_args("http://127.0.0.1:9", "--perfsig-optional=smartscape"))
+    result = gate_dir.runpytest_inprocess(
+        *approve_args("http://127.0.0.1:9", "--perfsig-optional=smartscape")
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(skipped=1)
     codepipeline.assert_no_pending_responses()
@@ -107,18 +168,23 @@ def test_decided_by_hand_is_left_alone(gate_dir: pytest.Pytester, codepipeline: 
     result.stdout.fnmatch_lines(["*left alone: *Succeeded*"])
 
 
-def test_missing_pipeline_name_fails_the_run(gate_dir: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_pipeline_name_fails_the_run(
+    gate_dir: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CODEBUILD_INITIATOR", raising=False)
     gate_dir.makefile(".json", monspec=TOPOLOGY_ONLY)
     args = [a for a in approve_args("http://127.0.0.1:9") if not a.startswith("--perfsig-pipeline")]
     result = gate_dir.runpytest_inprocess(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*cannot approve ApproveStaging: no --perfsig-pipeline and no CODEBUILD_INITIATOR*"])
+    result.stdout.fnmatch_lines(
+        ["*cannot approve ApproveStaging: no --perfsig-pipeline and no CODEBUILD_INITIATOR*"]
+    )
 
 
 @pytest.mark.e2e
 def test_passing_gate_is_approved_and_aws_errors_fail_the_run(
-        gate_dir: pytest.Pytester, codepipeline: Stubber, sample_app: Callable[..., RunningApp]) -> None:
+    gate_dir: pytest.Pytester, codepipeline: Stubber, sample_app: Callable[..., RunningApp]
+) -> None:
     gate_dir.makefile(".json", monspec=FAILURE_RATE)
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
     load = ["--perfsig-duration=3", "--perfsig-users=4", f"--perfsig-url=Production={production.url}"]
@@ -133,5 +199,6 @@ def test_passing_gate_is_approved_and_aws_errors_fail_the_run(
     throttled = gate_dir.runpytest_inprocess(*approve_args(staging.url, *load))
     assert throttled.ret == pytest.ExitCode.TESTS_FAILED
     throttled.assert_outcomes(passed=1)
-    throttled.stdout.fnmatch_lines(["*approval of ApproveStaging in perfsig-demo failed, nothing approved:*"
-                                    "ThrottlingException*"])
+    throttled.stdout.fnmatch_lines(
+        ["*approval of ApproveStaging in perfsig-demo failed, nothing approved:*ThrottlingException*"]
+    )

@@ -19,8 +19,13 @@ ADAPTERS = {"load", "sources", "dynatrace", "store", "registry", "aws", "remedia
 GATE = {"gate"}
 VIEWS = {"report"}
 ENTRY_POINTS = {"plugin", "options", "items", "cli", "lambdas"}
-FLOORS = {**dict.fromkeys(CORE, 0), **dict.fromkeys(ADAPTERS, 1), **dict.fromkeys(GATE, 2),
-          **dict.fromkeys(VIEWS, 3), **dict.fromkeys(ENTRY_POINTS, 4)}
+FLOORS = {
+    **dict.fromkeys(CORE, 0),
+    **dict.fromkeys(ADAPTERS, 1),
+    **dict.fromkeys(GATE, 2),
+    **dict.fromkeys(VIEWS, 3),
+    **dict.fromkeys(ENTRY_POINTS, 4),
+}
 # The pytest face is three modules: options and items exist for plugin alone.
 FACE = {"options": {"plugin"}, "items": {"plugin"}}
 MAX_LINES = 450
@@ -74,15 +79,20 @@ def test_every_module_has_a_floor() -> None:
 
 
 def test_no_import_runs_upward() -> None:
-    upward = [f"{m}:{line} imports {target} (floor {FLOORS[target]} > {FLOORS[src]})"
-              for m, src, target, _, line in package_imports()
-              if src and target and FLOORS[target] > FLOORS[src]]
+    upward = [
+        f"{m}:{line} imports {target} (floor {FLOORS[target]} > {FLOORS[src]})"
+        for m, src, target, _, line in package_imports()
+        if src and target and FLOORS[target] > FLOORS[src]
+    ]
     assert not upward, "\n".join(upward)
 
 
 def test_entry_points_are_imported_by_nobody() -> None:
-    bad = [f"{m}:{line} imports {target}" for m, src, target, _, line in package_imports()
-           if target in ENTRY_POINTS and src != target and src not in FACE.get(target, set())]
+    bad = [
+        f"{m}:{line} imports {target}"
+        for m, src, target, _, line in package_imports()
+        if target in ENTRY_POINTS and src != target and src not in FACE.get(target, set())
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -103,9 +113,11 @@ def test_no_cycle_between_packages() -> None:
 
 
 def test_no_private_name_crosses_a_package() -> None:
-    bad = [f"{m}:{line} imports {', '.join(n for n in names if n.startswith('_'))} from {target}"
-           for m, src, target, names, line in package_imports()
-           if src != target and any(n.startswith("_") and not n.startswith("__") for n in names)]
+    bad = [
+        f"{m}:{line} imports {', '.join(n for n in names if n.startswith('_'))} from {target}"
+        for m, src, target, names, line in package_imports()
+        if src != target and any(n.startswith("_") and not n.startswith("__") for n in names)
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -126,7 +138,9 @@ def test_module_has_a_docstring_and_a_readable_size(module: str, path: Path) -> 
     doc = ast.get_docstring(tree)
     if path.name == "__init__.py" and not doc and len(tree.body) <= 1:
         return  # an empty package marker
-    assert doc and doc.strip().splitlines()[0].strip(), f"{module}: the first docstring line says what it is for"
+    assert doc and doc.strip().splitlines()[0].strip(), (
+        f"{module}: the first docstring line says what it is for"
+    )
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{module}: {lines} lines; split it along its concerns"
 
@@ -136,7 +150,9 @@ def test_the_locust_process_imports_no_monspec_models_or_statistics() -> None:
     import subprocess
     import sys
 
-    probe = ("import sys, pytest_perfsig.load.capture, pytest_perfsig.load.locust_main; "
-             "print(sorted(m for m in ('pydantic', 'scipy', 'numpy', 'json5') if m in sys.modules))")
+    probe = (
+        "import sys, pytest_perfsig.load.capture, pytest_perfsig.load.locust_main; "
+        "print(sorted(m for m in ('pydantic', 'scipy', 'numpy', 'json5') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -17,26 +17,52 @@ from tests.waiting import when_stored
 
 pytestmark = pytest.mark.e2e
 
-MONSPEC = json.dumps({"Svc": {
-    "environments": {"Staging": {}, "Production": {}},
-    "comparisons": [{"name": "StagingToProduction", "source": "Staging", "compare": "Production",
-                     "scalefactorperc": {"default": 30}, "abstolerance": {"service.failurerate": 0.5}}],
-    "perfsignature": [{"timeseries": "service.failurerate", "aggregate": "avg"},
-                      {"timeseries": "service.responsetime", "aggregate": "avg"},
-                      {"timeseries": "service.requestspermin", "aggregate": "count", "validate": "lower"}],
-    "servicemethods": [{"name": "/api/invoke",
-                        "perfsignature": [{"timeseries": "servicemethod.failurerate", "aggregate": "avg"}]}]}})
+MONSPEC = json.dumps(
+    {
+        "Svc": {
+            "environments": {"Staging": {}, "Production": {}},
+            "comparisons": [
+                {
+                    "name": "StagingToProduction",
+                    "source": "Staging",
+                    "compare": "Production",
+                    "scalefactorperc": {"default": 30},
+                    "abstolerance": {"service.failurerate": 0.5},
+                }
+            ],
+            "perfsignature": [
+                {"timeseries": "service.failurerate", "aggregate": "avg"},
+                {"timeseries": "service.responsetime", "aggregate": "avg"},
+                {"timeseries": "service.requestspermin", "aggregate": "count", "validate": "lower"},
+            ],
+            "servicemethods": [
+                {
+                    "name": "/api/invoke",
+                    "perfsignature": [{"timeseries": "servicemethod.failurerate", "aggregate": "avg"}],
+                }
+            ],
+        }
+    }
+)
 
 
 def test_a_baseline_that_dies_mid_window_makes_its_checks_errors(
-        gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp]) -> None:
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp]
+) -> None:
     gate_dir.makefile(".json", monspec=MONSPEC)
     staging, production = sample_app("Staging", build=2), sample_app("Production", build=1)
     db = gate_dir.path / ".perfsig" / "perfsig.db"
     killer = when_stored(db, "Production", 400, production.process.kill)  # kill -9
     result = gate_dir.runpytest_subprocess(
-        "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging={staging.url}",
-        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-max-duration=12", "--perfsig-users=5", "-rA")
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        f"--perfsig-url=Staging={staging.url}",
+        f"--perfsig-url=Production={production.url}",
+        "--perfsig-duration=10",
+        "--perfsig-max-duration=12",
+        "--perfsig-users=5",
+        "-rA",
+    )
     killer.join()
     text = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
@@ -107,12 +133,20 @@ def hanging(sample_app: Callable[..., RunningApp]) -> Iterator[HangingProxy]:
 
 
 def test_a_stage_that_stops_answering_is_never_a_pass(
-        gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], hanging: HangingProxy) -> None:
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], hanging: HangingProxy
+) -> None:
     gate_dir.makefile(".json", monspec=MONSPEC)
     production = sample_app("Production", build=1)
     result = gate_dir.runpytest_subprocess(
-        "--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging=http://127.0.0.1:{hanging.port}",
-        f"--perfsig-url=Production={production.url}", "--perfsig-duration=10", "--perfsig-max-duration=12", "--perfsig-users=5", "-rA")
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        f"--perfsig-url=Staging=http://127.0.0.1:{hanging.port}",
+        f"--perfsig-url=Production={production.url}",
+        "--perfsig-duration=10",
+        "--perfsig-max-duration=12",
+        "--perfsig-users=5",
+        "-rA",
+    )
     text = result.stdout.str()
     assert hanging.forwarded == 150, text
     assert result.ret == pytest.ExitCode.TESTS_FAILED, text
@@ -121,5 +155,6 @@ def test_a_stage_that_stops_answering_is_never_a_pass(
     # The requests held when the load stopped count: one per user, failed, outstanding for seconds.
     with sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db") as db:
         unanswered, shortest = db.execute(
-            "SELECT COUNT(*), MIN(latency_ms) FROM samples WHERE env = 'Staging' AND success = 0").fetchone()
+            "SELECT COUNT(*), MIN(latency_ms) FROM samples WHERE env = 'Staging' AND success = 0"
+        ).fetchone()
     assert unanswered == 5 and shortest >= 2000.0, (unanswered, shortest)

@@ -209,31 +209,58 @@ def test_gate_whose_verdicts_cannot_be_stored_is_rejected_and_fails(
     result.stdout.fnmatch_lines(["*gate * for Staging: ERROR*", f"*{PIPELINE}/ApproveStaging: *Rejected*"])
 
 
-TWO_CHECKS = json.dumps({"Svc": {
-    "environments": {"Staging": {}, "Production": {}},
-    "comparisons": [{"name": "StagingToProduction", "source": "Staging", "compare": "Production",
-                     "scalefactorperc": {"default": 30}}],
-    "perfsignature": [{"timeseries": "service.failurerate", "aggregate": "avg"},
-                      {"timeseries": "service.responsetime", "aggregate": "p90", "_upperlimit": 1000}]}})
+TWO_CHECKS = json.dumps(
+    {
+        "Svc": {
+            "environments": {"Staging": {}, "Production": {}},
+            "comparisons": [
+                {
+                    "name": "StagingToProduction",
+                    "source": "Staging",
+                    "compare": "Production",
+                    "scalefactorperc": {"default": 30},
+                }
+            ],
+            "perfsignature": [
+                {"timeseries": "service.failurerate", "aggregate": "avg"},
+                {"timeseries": "service.responsetime", "aggregate": "p90", "_upperlimit": 1000},
+            ],
+        }
+    }
+)
 
 
 @pytest.mark.e2e
 def test_partial_gate_is_rejected_unless_partial_gates_may_pass(
-        gate_dir: pytest.Pytester, codepipeline: tuple[object, Stubber],
-        sample_app: Callable[..., RunningApp]) -> None:
+    gate_dir: pytest.Pytester, codepipeline: tuple[object, Stubber], sample_app: Callable[..., RunningApp]
+) -> None:
     _, stubber = codepipeline
     gate_dir.makefile(".json", monspec=TWO_CHECKS)
     staging, production = sample_app("Staging", build=1), sample_app("Production", build=1)
-    args = ["--monspec=monspec.json", "--stage=Staging", f"--perfsig-url=Staging={staging.url}",
-            f"--perfsig-url=Production={production.url}", "--perfsig-duration=3", "--perfsig-users=4",
-            "--perfsig-approve=ApproveStaging", f"--perfsig-pipeline={PIPELINE}", "-k", "failurerate"]
+    args = [
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        f"--perfsig-url=Staging={staging.url}",
+        f"--perfsig-url=Production={production.url}",
+        "--perfsig-duration=3",
+        "--perfsig-users=4",
+        "--perfsig-approve=ApproveStaging",
+        f"--perfsig-pipeline={PIPELINE}",
+        "-k",
+        "failurerate",
+    ]
 
     expect(stubber, "Rejected")
     partial = gate_dir.runpytest_inprocess(*args)
     stubber.assert_no_pending_responses()
     partial.assert_outcomes(passed=1, deselected=1)
-    partial.stdout.fnmatch_lines(["*gate * for Staging: PASS*", "*partial: 1 of 2 checks selected*",
-                                  f"*{PIPELINE}/ApproveStaging: Rejected*"])
+    partial.stdout.fnmatch_lines(
+        [
+            "*gate * for Staging: PASS*",
+            "*partial: 1 of 2 checks selected*",
+            f"*{PIPELINE}/ApproveStaging: Rejected*",
+        ]
+    )
 
     expect(stubber, "Approved")
     allowed = gate_dir.runpytest_inprocess(*args, "--perfsig-allow-partial")
@@ -243,8 +270,14 @@ def test_partial_gate_is_rejected_unless_partial_gates_may_pass(
 
 
 def test_a_gate_stopped_by_x_says_why_it_is_incomplete(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".json", monspec=TWO_CHECKS.replace('"Staging": {}', '"Staging": {"url": "http://127.0.0.1:9"}'))
+    pytester.makefile(
+        ".json", monspec=TWO_CHECKS.replace('"Staging": {}', '"Staging": {"url": "http://127.0.0.1:9"}')
+    )
     result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "-x")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*gate * for Staging: ERROR*",
-                                 "*incomplete: 1 of 2 selected checks were not judged (the session stopped early*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*gate * for Staging: ERROR*",
+            "*incomplete: 1 of 2 selected checks were not judged (the session stopped early*",
+        ]
+    )

@@ -39,8 +39,10 @@ def test_a_baseline_whose_failures_jump_broke() -> None:
     reference = stats.fisher_exact([[120, 80], [0, 200]], alternative="greater").pvalue
     assert found.p_value == pytest.approx(reference)
     message = health.describe("Production", found, baseline=True)
-    assert message == (f"Production broke during its window: failure rate 0.0 % in its first third, 60.0 % in "
-                       f"its last (p={reference:.1g}); a baseline that broke is no baseline")
+    assert message == (
+        f"Production broke during its window: failure rate 0.0 % in its first third, 60.0 % in "
+        f"its last (p={reference:.1g}); a baseline that broke is no baseline"
+    )
     # For the stage under test the same rise is a regression to judge, not a broken measurement.
     assert health.describe("Staging", found, baseline=False) is None
 
@@ -58,7 +60,8 @@ def test_an_environment_that_stops_answering_stopped_for_both_sides() -> None:
     assert found is not None and found.stopped and found.requests == (200, 40)
     for baseline in (True, False):
         assert health.describe("Staging", found, baseline=baseline) == (
-            "Staging stopped answering during the window: 200 requests in its first third, 40 in its last")
+            "Staging stopped answering during the window: 200 requests in its first third, 40 in its last"
+        )
     slower = health.assess(*samples([20, 20, 6], [0, 0, 0]), WINDOW)
     assert slower is not None and not slower.stopped  # 30 % of the first third's rate: slow, not stopped
 
@@ -81,7 +84,8 @@ def test_silence_before_the_load_ended_is_stopped_answering() -> None:
     hung = health.assess(ts, ok, WINDOW, silence_s=7.6)
     assert hung is not None and hung.silent and hung.stopped
     assert health.describe("Staging", hung, baseline=False) == (
-        "Staging stopped answering during the window: no answer in the last 7.6 s of its load")
+        "Staging stopped answering during the window: no answer in the last 7.6 s of its load"
+    )
     short = Window(100.0, 106.0)
     burst = health.assess(np.linspace(100, 106, 120), np.ones(120, dtype=bool), short, silence_s=3.1)
     assert burst is not None and burst.silent  # a short window: at least 3 s of silence counts

@@ -25,16 +25,30 @@ def measurement(metric: str, observations: Any, value: float | None = None) -> M
     return Measurement(query, float(obs.mean()) if value is None else value, obs.size, obs)
 
 
-def run_judge(source: Any, baseline: Any, *, metric: str = "service.responsetime", validate: str = "upper",
-              scale: float = 10, **config: Any) -> Any:
+def run_judge(
+    source: Any,
+    baseline: Any,
+    *,
+    metric: str = "service.responsetime",
+    validate: str = "upper",
+    scale: float = 10,
+    **config: Any,
+) -> Any:
     entry = SignatureEntry.model_validate({"timeseries": metric, "validate": validate})
-    comparison = Comparison.model_validate({"name": "C", "source": "Staging", "compare": "Production",
-                                           "scalefactorperc": {"default": scale},
-                                           "judge": {"type": "mannwhitney", **config}})
+    comparison = Comparison.model_validate(
+        {
+            "name": "C",
+            "source": "Staging",
+            "compare": "Production",
+            "scalefactorperc": {"default": scale},
+            "judge": {"type": "mannwhitney", **config},
+        }
+    )
     parsed = parse_metric(metric)
     assert parsed is not None
-    subject = Subject(entry, comparison, None, parsed.family.unit, parsed.family.kind,
-                      parsed.family.abs_tolerance)
+    subject = Subject(
+        entry, comparison, None, parsed.family.unit, parsed.family.kind, parsed.family.abs_tolerance
+    )
     verdict = judge(subject, measurement(metric, source), measurement(metric, baseline))
     assert verdict.judge == "mannwhitney"
     return verdict
@@ -50,8 +64,9 @@ def test_finds_a_real_shift() -> None:
 
 
 def test_noise_is_not_flagged() -> None:
-    flagged = sum(run_judge(RNG.normal(10, 2, 200), RNG.normal(10, 2, 200)).status == "violation"
-                  for _ in range(50))
+    flagged = sum(
+        run_judge(RNG.normal(10, 2, 200), RNG.normal(10, 2, 200)).status == "violation" for _ in range(50)
+    )
     assert flagged == 0
 
 
@@ -73,8 +88,13 @@ def test_improvement_is_not_a_violation_of_upper() -> None:
 
 
 def test_decrease_direction_for_lower_metrics() -> None:
-    verdict = run_judge(RNG.normal(100, 5, 300), RNG.normal(200, 5, 300), metric="service.requestspermin",
-                        validate="lower", scale=20)
+    verdict = run_judge(
+        RNG.normal(100, 5, 300),
+        RNG.normal(200, 5, 300),
+        metric="service.requestspermin",
+        validate="lower",
+        scale=20,
+    )
     assert verdict.status == "violation" and verdict.details["direction"] == "decrease"
     assert verdict.details["shift"] < -90
 

@@ -26,12 +26,14 @@ def entry(timeseries: str = "service.responsetime", **fields: Any) -> SignatureE
 
 
 def comparison(**fields: Any) -> Comparison:
-    return Comparison.model_validate({"name": "StagingToProduction", "source": "Staging",
-                                      "compare": "Production", **fields})
+    return Comparison.model_validate(
+        {"name": "StagingToProduction", "source": "Staging", "compare": "Production", **fields}
+    )
 
 
-def subject(e: SignatureEntry, c: Comparison, *, method: str | None, unit: str,
-            default_abs_tolerance: float) -> Subject:
+def subject(
+    e: SignatureEntry, c: Comparison, *, method: str | None, unit: str, default_abs_tolerance: float
+) -> Subject:
     return Subject(e, c, method, unit, None, default_abs_tolerance)
 
 
@@ -43,23 +45,38 @@ def measured(env: str, value: float, samples: int | None, window: Window | None)
     return Measurement(query, value, samples or 0)
 
 
-def judge(e: SignatureEntry, c: Comparison, *, method: str | None, unit: str, source_value: float,
-          compare_value: float | None, default_abs_tolerance: float, source_samples: int | None = None,
-          compare_samples: int | None = None, source_window: Window | None = None,
-          compare_window: Window | None = None) -> Verdict:
+def judge(
+    e: SignatureEntry,
+    c: Comparison,
+    *,
+    method: str | None,
+    unit: str,
+    source_value: float,
+    compare_value: float | None,
+    default_abs_tolerance: float,
+    source_samples: int | None = None,
+    compare_samples: int | None = None,
+    source_window: Window | None = None,
+    compare_window: Window | None = None,
+) -> Verdict:
     """The judge, given plain numbers."""
-    compare = (None if compare_value is None
-               else measured(c.compare, compare_value, compare_samples, compare_window))
+    compare = (
+        None if compare_value is None else measured(c.compare, compare_value, compare_samples, compare_window)
+    )
     return scalefactor.judge(
         subject(e, c, method=method, unit=unit, default_abs_tolerance=default_abs_tolerance),
-        measured(c.source, source_value, source_samples, source_window), compare)
+        measured(c.source, source_value, source_samples, source_window),
+        compare,
+    )
 
 
-def compute_limit(e: SignatureEntry, c: Comparison, compare_value: float | None, env: str, unit: str,
-                  tolerance: float) -> Limit | None:
+def compute_limit(
+    e: SignatureEntry, c: Comparison, compare_value: float | None, env: str, unit: str, tolerance: float
+) -> Limit | None:
     assert env == c.compare
     return scalefactor.compute_limit(
-        subject(e, c, method=None, unit=unit, default_abs_tolerance=tolerance), compare_value)
+        subject(e, c, method=None, unit=unit, default_abs_tolerance=tolerance), compare_value
+    )
 
 
 def test_family_defaults_are_what_the_rules_assume() -> None:
@@ -78,12 +95,22 @@ def test_upper_limit_with_default_scale_factor() -> None:
     assert limit.value == 252.0
     assert limit.rule == "upper: Production × 1.25 + 2 ms abs"
     assert limit.explanation == "Production 200 ms × 1.25 + 2 abs"
-    ok = judge(e, c, method=None, unit="ms", source_value=251.9, compare_value=200.0, default_abs_tolerance=RT_TOL)
+    ok = judge(
+        e, c, method=None, unit="ms", source_value=251.9, compare_value=200.0, default_abs_tolerance=RT_TOL
+    )
     assert (ok.status, ok.limit) == ("pass", 252.0)
-    assert ok.message == "service.responsetime avg: Staging 252 ms <= limit 252 ms (Production 200 ms × 1.25 + 2 abs)"
-    bad = judge(e, c, method=None, unit="ms", source_value=252.5, compare_value=200.0, default_abs_tolerance=RT_TOL)
+    assert (
+        ok.message
+        == "service.responsetime avg: Staging 252 ms <= limit 252 ms (Production 200 ms × 1.25 + 2 abs)"
+    )
+    bad = judge(
+        e, c, method=None, unit="ms", source_value=252.5, compare_value=200.0, default_abs_tolerance=RT_TOL
+    )
     assert bad.status == "violation"
-    assert bad.message == "service.responsetime avg: Staging 252 ms > limit 252 ms (Production 200 ms × 1.25 + 2 abs)"
+    assert (
+        bad.message
+        == "service.responsetime avg: Staging 252 ms > limit 252 ms (Production 200 ms × 1.25 + 2 abs)"
+    )
 
 
 def test_lower_limit_with_default_scale_factor() -> None:
@@ -94,13 +121,29 @@ def test_lower_limit_with_default_scale_factor() -> None:
     assert limit is not None
     assert limit.value == 300.0
     assert limit.rule == "lower: Production × 0.50 − 0.0 req/min abs"
-    bad = judge(e, c, method=None, unit="req/min", source_value=299.0, compare_value=600.0,
-                default_abs_tolerance=RPM_TOL)
+    bad = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=299.0,
+        compare_value=600.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert bad.status == "violation"
-    assert bad.message == ("service.requestspermin count: Staging 299 req/min < limit 300 req/min "
-                           "(Production 600 req/min × 0.50 − 0.0 abs)")
-    ok = judge(e, c, method=None, unit="req/min", source_value=301.0, compare_value=600.0,
-               default_abs_tolerance=RPM_TOL)
+    assert bad.message == (
+        "service.requestspermin count: Staging 299 req/min < limit 300 req/min "
+        "(Production 600 req/min × 0.50 − 0.0 abs)"
+    )
+    ok = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=301.0,
+        compare_value=600.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert ok.status == "pass"
     assert ok.message.startswith("service.requestspermin count: Staging 301 req/min >= limit 300 req/min")
 
@@ -125,8 +168,15 @@ def test_lower_per_metric_override_as_in_the_seed() -> None:
     # requestspermin 90 %: Staging may run 10 % of Production's load. 1000 × 0.10 = 100
     e = entry(f"{DT}service.requestspermin", aggregate="count", validate="lower")
     c = comparison(scalefactorperc={"default": 30, f"{DT}service.requestspermin": 90})
-    v = judge(e, c, method=None, unit="req/min", source_value=99.0, compare_value=1000.0,
-              default_abs_tolerance=RPM_TOL)
+    v = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=99.0,
+        compare_value=1000.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert v.limit == pytest.approx(100.0, abs=1e-9)
     assert v.status == "violation"
     assert v.rule == "lower: Production × 0.10 − 0.0 req/min abs"
@@ -137,11 +187,25 @@ def test_missing_scale_factor_is_zero(factors: dict[str, float]) -> None:
     c = comparison(scalefactorperc=factors)
     assert c.scale_factor("service.responsetime") == 0
     # 100 × 1.00 + 2 = 102
-    v = judge(entry(), c, method=None, unit="ms", source_value=102.0, compare_value=100.0,
-              default_abs_tolerance=RT_TOL)
+    v = judge(
+        entry(),
+        c,
+        method=None,
+        unit="ms",
+        source_value=102.0,
+        compare_value=100.0,
+        default_abs_tolerance=RT_TOL,
+    )
     assert (v.status, v.limit, v.rule) == ("pass", 102.0, "upper: Production × 1.00 + 2 ms abs")
-    v = judge(entry(), c, method=None, unit="ms", source_value=102.5, compare_value=100.0,
-              default_abs_tolerance=RT_TOL)
+    v = judge(
+        entry(),
+        c,
+        method=None,
+        unit="ms",
+        source_value=102.5,
+        compare_value=100.0,
+        default_abs_tolerance=RT_TOL,
+    )
     assert v.status == "violation"
 
 
@@ -208,12 +272,21 @@ def test_abstolerance_is_subtracted_for_lower() -> None:
 def test_equality_at_the_upper_limit_passes() -> None:
     # 80 × 1.25 + 2 = 102, exactly representable
     e, c = entry(), comparison(scalefactorperc={"default": 25})
-    v = judge(e, c, method=None, unit="ms", source_value=102.0, compare_value=80.0, default_abs_tolerance=RT_TOL)
+    v = judge(
+        e, c, method=None, unit="ms", source_value=102.0, compare_value=80.0, default_abs_tolerance=RT_TOL
+    )
     assert v.limit == 102.0
     assert v.status == "pass"
     assert " <= limit " in v.message
-    above = judge(e, c, method=None, unit="ms", source_value=102.000001, compare_value=80.0,
-                  default_abs_tolerance=RT_TOL)
+    above = judge(
+        e,
+        c,
+        method=None,
+        unit="ms",
+        source_value=102.000001,
+        compare_value=80.0,
+        default_abs_tolerance=RT_TOL,
+    )
     assert above.status == "violation"
 
 
@@ -221,13 +294,27 @@ def test_equality_at_the_lower_limit_passes() -> None:
     # 400 × 0.75 − 0 = 300
     e = entry("service.requestspermin", aggregate="count", validate="lower")
     c = comparison(scalefactorperc={"default": 25})
-    v = judge(e, c, method=None, unit="req/min", source_value=300.0, compare_value=400.0,
-              default_abs_tolerance=RPM_TOL)
+    v = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=300.0,
+        compare_value=400.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert v.limit == 300.0
     assert v.status == "pass"
     assert " >= limit " in v.message
-    below = judge(e, c, method=None, unit="req/min", source_value=299.999999, compare_value=400.0,
-                  default_abs_tolerance=RPM_TOL)
+    below = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=299.999999,
+        compare_value=400.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert below.status == "violation"
 
 
@@ -237,21 +324,32 @@ def test_source_equal_to_the_computed_limit_passes_both_ways() -> None:
         c = comparison(scalefactorperc={"default": 17})
         limit = compute_limit(e, c, compare, "Production", "ms", RT_TOL)
         assert limit is not None
-        v = judge(e, c, method=None, unit="ms", source_value=limit.value, compare_value=compare,
-                  default_abs_tolerance=RT_TOL)
+        v = judge(
+            e,
+            c,
+            method=None,
+            unit="ms",
+            source_value=limit.value,
+            compare_value=compare,
+            default_abs_tolerance=RT_TOL,
+        )
         assert v.status == "pass", v.message
 
 
 def test_equality_at_a_decimal_upper_limit_passes() -> None:
     e, c = entry(), comparison(scalefactorperc={"default": 15})
-    v = judge(e, c, method=None, unit="ms", source_value=115.0, compare_value=100.0, default_abs_tolerance=0.0)
+    v = judge(
+        e, c, method=None, unit="ms", source_value=115.0, compare_value=100.0, default_abs_tolerance=0.0
+    )
     assert v.status == "pass", v.message
 
 
 def test_equality_at_a_decimal_lower_limit_passes() -> None:
     e = entry("service.requestspermin", aggregate="count", validate="lower")
     c = comparison(scalefactorperc={"default": 70})
-    v = judge(e, c, method=None, unit="req/min", source_value=3.0, compare_value=10.0, default_abs_tolerance=0.0)
+    v = judge(
+        e, c, method=None, unit="req/min", source_value=3.0, compare_value=10.0, default_abs_tolerance=0.0
+    )
     assert v.status == "pass", v.message
 
 
@@ -262,41 +360,75 @@ def test_static_upper_limit_replaces_comparison_and_ignores_lower() -> None:
     e = entry(validate="upper", _upperlimit=100, _lowerlimit=50)
     c = comparison(scalefactorperc={"default": 30})
     # the comparison would allow 10 × 1.3 + 2 = 15 ms; the static limit allows 100 ms
-    at = judge(e, c, method=None, unit="ms", source_value=100.0, compare_value=10.0, default_abs_tolerance=RT_TOL)
+    at = judge(
+        e, c, method=None, unit="ms", source_value=100.0, compare_value=10.0, default_abs_tolerance=RT_TOL
+    )
     assert (at.status, at.limit, at.rule) == ("pass", 100.0, "static upper limit (_upperlimit)")
     assert at.message == "service.responsetime avg: Staging 100 ms <= limit 100 ms (static limit _upperlimit)"
     assert at.compare_value == 10.0
-    over = judge(e, c, method=None, unit="ms", source_value=100.5, compare_value=10.0, default_abs_tolerance=RT_TOL)
+    over = judge(
+        e, c, method=None, unit="ms", source_value=100.5, compare_value=10.0, default_abs_tolerance=RT_TOL
+    )
     assert over.status == "violation"
-    assert over.message == "service.responsetime avg: Staging 100 ms > limit 100 ms (static limit _upperlimit)"
+    assert (
+        over.message == "service.responsetime avg: Staging 100 ms > limit 100 ms (static limit _upperlimit)"
+    )
     # below _lowerlimit does not matter for validate: upper
-    low = judge(e, c, method=None, unit="ms", source_value=40.0, compare_value=10.0, default_abs_tolerance=RT_TOL)
+    low = judge(
+        e, c, method=None, unit="ms", source_value=40.0, compare_value=10.0, default_abs_tolerance=RT_TOL
+    )
     assert low.status == "pass"
 
 
 def test_static_lower_limit_replaces_comparison_and_ignores_upper() -> None:
     e = entry("service.requestspermin", aggregate="count", validate="lower", _upperlimit=100, _lowerlimit=50)
     c = comparison(scalefactorperc={"default": 30})
-    under = judge(e, c, method=None, unit="req/min", source_value=49.0, compare_value=10.0,
-                  default_abs_tolerance=RPM_TOL)
+    under = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=49.0,
+        compare_value=10.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert (under.status, under.limit, under.rule) == ("violation", 50.0, "static lower limit (_lowerlimit)")
-    assert under.message == ("service.requestspermin count: Staging 49 req/min < limit 50 req/min "
-                             "(static limit _lowerlimit)")
-    at = judge(e, c, method=None, unit="req/min", source_value=50.0, compare_value=10.0,
-               default_abs_tolerance=RPM_TOL)
+    assert under.message == (
+        "service.requestspermin count: Staging 49 req/min < limit 50 req/min (static limit _lowerlimit)"
+    )
+    at = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=50.0,
+        compare_value=10.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert at.status == "pass"
     # above _upperlimit does not matter for validate: lower
-    high = judge(e, c, method=None, unit="req/min", source_value=500.0, compare_value=10.0,
-                 default_abs_tolerance=RPM_TOL)
+    high = judge(
+        e,
+        c,
+        method=None,
+        unit="req/min",
+        source_value=500.0,
+        compare_value=10.0,
+        default_abs_tolerance=RPM_TOL,
+    )
     assert high.status == "pass"
 
 
 def test_only_the_other_static_limit_means_the_comparison_applies() -> None:
     e = entry(validate="upper", _lowerlimit=50)  # upper entry, only a lower static limit
     c = comparison(scalefactorperc={"default": 25})
-    v = judge(e, c, method=None, unit="ms", source_value=130.0, compare_value=100.0, default_abs_tolerance=RT_TOL)
+    v = judge(
+        e, c, method=None, unit="ms", source_value=130.0, compare_value=100.0, default_abs_tolerance=RT_TOL
+    )
     assert (v.status, v.limit) == ("violation", 127.0)
-    missing = judge(e, c, method=None, unit="ms", source_value=1.0, compare_value=None, default_abs_tolerance=RT_TOL)
+    missing = judge(
+        e, c, method=None, unit="ms", source_value=1.0, compare_value=None, default_abs_tolerance=RT_TOL
+    )
     assert missing.status == "error"
 
 
@@ -305,17 +437,29 @@ def test_static_limit_is_judged_without_compare_value() -> None:
     c = comparison(scalefactorperc={"default": 30})
     limit = compute_limit(e, c, None, "Production", "ms", RT_TOL)
     assert limit is not None and limit.value == 100.0
-    ok = judge(e, c, method=None, unit="ms", source_value=99.0, compare_value=None, default_abs_tolerance=RT_TOL)
+    ok = judge(
+        e, c, method=None, unit="ms", source_value=99.0, compare_value=None, default_abs_tolerance=RT_TOL
+    )
     assert (ok.status, ok.compare_value, ok.limit) == ("pass", None, 100.0)
-    bad = judge(e, c, method=None, unit="ms", source_value=101.0, compare_value=None, default_abs_tolerance=RT_TOL)
+    bad = judge(
+        e, c, method=None, unit="ms", source_value=101.0, compare_value=None, default_abs_tolerance=RT_TOL
+    )
     assert bad.status == "violation"
 
 
 def test_no_compare_value_and_no_static_limit_is_an_error() -> None:
     e, c = entry(aggregate="p90"), comparison(scalefactorperc={"default": 30})
     assert compute_limit(e, c, None, "Production", "ms", RT_TOL) is None
-    v = judge(e, c, method=None, unit="ms", source_value=50.0, compare_value=None, default_abs_tolerance=RT_TOL,
-              source_samples=120)
+    v = judge(
+        e,
+        c,
+        method=None,
+        unit="ms",
+        source_value=50.0,
+        compare_value=None,
+        default_abs_tolerance=RT_TOL,
+        source_samples=120,
+    )
     assert v.status == "error"
     assert v.message == "service.responsetime p90: no baseline value from Production and no static limit"
     assert (v.limit, v.source_value, v.source_samples, v.rule) == (None, 50.0, 120, "")
@@ -327,34 +471,69 @@ def test_no_compare_value_and_no_static_limit_is_an_error() -> None:
 def test_zero_failure_baseline_one_failure_in_a_thousand_passes() -> None:
     e, c = entry("service.failurerate"), comparison(scalefactorperc={"default": 30})
     source = 100.0 * 1 / 1000  # 0.1 %
-    v = judge(e, c, method=None, unit="%", source_value=source, compare_value=0.0, default_abs_tolerance=FR_TOL)
+    v = judge(
+        e, c, method=None, unit="%", source_value=source, compare_value=0.0, default_abs_tolerance=FR_TOL
+    )
     assert (v.status, v.limit) == ("pass", 0.5)
-    assert v.message == "service.failurerate avg: Staging 0.1 % <= limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    assert (
+        v.message
+        == "service.failurerate avg: Staging 0.1 % <= limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    )
 
 
 def test_zero_failure_baseline_twelve_and_a_half_percent_fails() -> None:
     e, c = entry("service.failurerate"), comparison(scalefactorperc={"default": 30})
     v = judge(e, c, method=None, unit="%", source_value=12.5, compare_value=0.0, default_abs_tolerance=FR_TOL)
     assert v.status == "violation"
-    assert v.message == "service.failurerate avg: Staging 12.5 % > limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    assert (
+        v.message
+        == "service.failurerate avg: Staging 12.5 % > limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    )
 
 
 def test_message_of_the_issue_example() -> None:
     e = entry(f"{DT}service.failurerate")
     c = comparison(scalefactorperc={"default": 30}, abstolerance={"service.failurerate": 0.5})
-    v = judge(e, c, method=None, unit="%", source_value=48.9, compare_value=0.0, default_abs_tolerance=FR_TOL,
-              source_samples=1000, compare_samples=2000, source_window=Window(1.0, 2.0),
-              compare_window=Window(3.0, 4.0))
-    assert v.message == "service.failurerate avg: Staging 48.9 % > limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    v = judge(
+        e,
+        c,
+        method=None,
+        unit="%",
+        source_value=48.9,
+        compare_value=0.0,
+        default_abs_tolerance=FR_TOL,
+        source_samples=1000,
+        compare_samples=2000,
+        source_window=Window(1.0, 2.0),
+        compare_window=Window(3.0, 4.0),
+    )
+    assert (
+        v.message
+        == "service.failurerate avg: Staging 48.9 % > limit 0.5 % (Production 0.0 % × 1.30 + 0.5 abs)"
+    )
     assert v.status == "violation"
     assert v.rule == "upper: Production × 1.30 + 0.5 % abs"
     assert v.to_record() == {
-        "status": "violation", "metric": "service.failurerate", "aggregate": "avg", "method": None, "unit": "%",
-        "source_env": "Staging", "compare_env": "Production", "message": v.message, "rule": v.rule,
-        "source_value": 48.9, "compare_value": 0.0, "limit": 0.5, "source_samples": 1000,
-        "compare_samples": 2000, "source_window": {"start": 1.0, "end": 2.0},
-        "compare_window": {"start": 3.0, "end": 4.0}, "baseline": None, "comparison": "StagingToProduction",
-        "judge": "scalefactor", "details": None,
+        "status": "violation",
+        "metric": "service.failurerate",
+        "aggregate": "avg",
+        "method": None,
+        "unit": "%",
+        "source_env": "Staging",
+        "compare_env": "Production",
+        "message": v.message,
+        "rule": v.rule,
+        "source_value": 48.9,
+        "compare_value": 0.0,
+        "limit": 0.5,
+        "source_samples": 1000,
+        "compare_samples": 2000,
+        "source_window": {"start": 1.0, "end": 2.0},
+        "compare_window": {"start": 3.0, "end": 4.0},
+        "baseline": None,
+        "comparison": "StagingToProduction",
+        "judge": "scalefactor",
+        "details": None,
     }
     assert Verdict.from_record(v.to_record()) == v
     assert v.label == "service.failurerate avg"
@@ -363,46 +542,81 @@ def test_message_of_the_issue_example() -> None:
 def test_servicemethod_label_prefix() -> None:
     e = entry(f"{DT}servicemethod.failurerate")
     c = comparison(scalefactorperc={"default": 30})
-    v = judge(e, c, method="/api/invoke", unit="%", source_value=48.9, compare_value=0.0,
-              default_abs_tolerance=FR_TOL)
-    assert v.message == ("/api/invoke servicemethod.failurerate avg: Staging 48.9 % > limit 0.5 % "
-                         "(Production 0.0 % × 1.30 + 0.5 abs)")
+    v = judge(
+        e,
+        c,
+        method="/api/invoke",
+        unit="%",
+        source_value=48.9,
+        compare_value=0.0,
+        default_abs_tolerance=FR_TOL,
+    )
+    assert v.message == (
+        "/api/invoke servicemethod.failurerate avg: Staging 48.9 % > limit 0.5 % "
+        "(Production 0.0 % × 1.30 + 0.5 abs)"
+    )
     assert v.label == "/api/invoke servicemethod.failurerate avg"
     assert v.method == "/api/invoke"
-    err = judge(e, c, method="/api/invoke", unit="%", source_value=1.0, compare_value=None,
-                default_abs_tolerance=FR_TOL)
+    err = judge(
+        e,
+        c,
+        method="/api/invoke",
+        unit="%",
+        source_value=1.0,
+        compare_value=None,
+        default_abs_tolerance=FR_TOL,
+    )
     assert err.message.startswith("/api/invoke servicemethod.failurerate avg: no baseline value")
 
 
 def test_not_judged() -> None:
-    e = SignatureEntry.model_validate({"smartscape": "toRelationships:calls", "aggregate": "count",
-                                       "validate": "lower"})
-    v = not_judged(subject(e, comparison(), method=None, unit="", default_abs_tolerance=0.0), "skipped",
-                   "no topology", source_window=Window(1.0, 2.0))
+    e = SignatureEntry.model_validate(
+        {"smartscape": "toRelationships:calls", "aggregate": "count", "validate": "lower"}
+    )
+    v = not_judged(
+        subject(e, comparison(), method=None, unit="", default_abs_tolerance=0.0),
+        "skipped",
+        "no topology",
+        source_window=Window(1.0, 2.0),
+    )
     assert (v.status, v.metric, v.message, v.source_window) == (
-        "skipped", "smartscape.toRelationships:calls", "smartscape.toRelationships:calls count: no topology",
-        Window(1.0, 2.0))
+        "skipped",
+        "smartscape.toRelationships:calls",
+        "smartscape.toRelationships:calls count: no topology",
+        Window(1.0, 2.0),
+    )
 
 
 # ---------------------------------------------------------------------------- gate status
 
 
 def verdict(status: str) -> Verdict:
-    return Verdict(status=status, metric="service.responsetime", aggregate="avg", method=None,  # type: ignore[arg-type]
-                   unit="ms", source_env="Staging", compare_env="Production", message=status)
+    return Verdict(
+        status=status,
+        metric="service.responsetime",
+        aggregate="avg",
+        method=None,  # type: ignore[arg-type]
+        unit="ms",
+        source_env="Staging",
+        compare_env="Production",
+        message=status,
+    )
 
 
-@pytest.mark.parametrize(("statuses", "expected"), [
-    (["pass"], "pass"),
-    (["pass", "skipped"], "pass"),
-    (["pass", "violation"], "violation"),
-    (["violation", "skipped"], "violation"),
-    (["pass", "violation", "error"], "error"),
-    (["error", "pass"], "error"),
-    (["skipped"], "error"),
-    (["skipped", "skipped"], "error"),
-    ([], "error"),
-])
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        (["pass"], "pass"),
+        (["pass", "skipped"], "pass"),
+        (["pass", "violation"], "violation"),
+        (["violation", "skipped"], "violation"),
+        (["pass", "violation", "error"], "error"),
+        (["error", "pass"], "error"),
+        (["skipped"], "error"),
+        (["skipped", "skipped"], "error"),
+        ([], "error"),
+    ],
+)
 def test_gate_status(statuses: list[str], expected: str) -> None:
     outcome = decide([verdict(s) for s in statuses], planned=len(statuses), selected=len(statuses))
     assert outcome.status == expected
@@ -412,8 +626,9 @@ def test_gate_status(statuses: list[str], expected: str) -> None:
 
 def test_gate_status_gate_problem_is_error() -> None:
     for statuses in (["pass"], ["violation"], ["pass", "pass"]):
-        outcome = decide([verdict(s) for s in statuses], planned=2, selected=2,
-                         gate_problems=["locust exited with 1"])
+        outcome = decide(
+            [verdict(s) for s in statuses], planned=2, selected=2, gate_problems=["locust exited with 1"]
+        )
         assert outcome.status == "error"
         assert outcome.problems[0] == "locust exited with 1"
 
@@ -425,28 +640,32 @@ def test_gate_outcome_partial_and_problems_worst_first() -> None:
     assert outcome.problems == ["error", "violation"]
     assert not decide([verdict("pass")], planned=1, selected=1).partial
     assert decide([verdict("skipped")], planned=1, selected=1).problems == [
-        "nothing was judged: every selected check was skipped"]
+        "nothing was judged: every selected check was skipped"
+    ]
 
 
 # ---------------------------------------------------------------------------- fmt
 
 
-@pytest.mark.parametrize(("value", "unit", "expected"), [
-    (None, "ms", "n/a"),
-    (0, "", "0.0"),
-    (0.0, "%", "0.0 %"),
-    (48.9, "%", "48.9 %"),
-    (12.3456, "ms", "12.3 ms"),
-    (100, "ms", "100 ms"),
-    (0.5, "", "0.5"),
-    (-3.14159, "", "-3.14"),
-    (0.01, "%", "0.01 %"),
-    (0.001234, "ms", "1.23e-03 ms"),
-    (999.4, "ms", "999 ms"),
-    (1000, "req", "1000 req"),
-    (1234.56, "ms", "1235 ms"),
-    (2_500_000.0, "req", "2500000 req"),
-])
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        (None, "ms", "n/a"),
+        (0, "", "0.0"),
+        (0.0, "%", "0.0 %"),
+        (48.9, "%", "48.9 %"),
+        (12.3456, "ms", "12.3 ms"),
+        (100, "ms", "100 ms"),
+        (0.5, "", "0.5"),
+        (-3.14159, "", "-3.14"),
+        (0.01, "%", "0.01 %"),
+        (0.001234, "ms", "1.23e-03 ms"),
+        (999.4, "ms", "999 ms"),
+        (1000, "req", "1000 req"),
+        (1234.56, "ms", "1235 ms"),
+        (2_500_000.0, "req", "2500000 req"),
+    ],
+)
 def test_fmt(value: float | None, unit: str, expected: str) -> None:
     assert fmt(value, unit) == expected
 

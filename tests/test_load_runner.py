@@ -135,8 +135,9 @@ def test_the_load_goes_on_until_the_gate_has_enough_samples_and_stops_then(
         asks.append(1)
         return len(asks) >= 3  # the samples suffice at the third question, about 2 s past the duration
 
-    slow = LoadSpec("Svc", "Staging", app.url, str(ROOT / "loadtests" / "staging.py"), 2, 2.0, 2.0,
-                    max_duration_s=30.0)
+    slow = LoadSpec(
+        "Svc", "Staging", app.url, str(ROOT / "loadtests" / "staging.py"), 2, 2.0, 2.0, max_duration_s=30.0
+    )
     with SqliteStore(tmp_path / "s.db") as store:
         started = time.monotonic()
         (result,) = run_load([slow], store, enough=enough_after_three_asks)

@@ -37,8 +37,18 @@ def _staging_rows() -> tuple[list[SampleRow], np.ndarray, np.ndarray]:
             # failures: second 0, request 1 (1 of 2 → 50 %); second 9, requests 0-2 (3 of 30 → 10 %)
             failed = (second == 0 and j == 1) or (second == 9 and j < 3)
             ts = T0 + second + 0.02 + 0.03 * j
-            rows.append(("run-s", ts, SVC, "Staging", endpoint, float(latencies[i]), 0 if failed else 1,
-                         500 if failed else 200))
+            rows.append(
+                (
+                    "run-s",
+                    ts,
+                    SVC,
+                    "Staging",
+                    endpoint,
+                    float(latencies[i]),
+                    0 if failed else 1,
+                    500 if failed else 200,
+                )
+            )
             endpoints.append(endpoint)
             i += 1
     return rows, latencies, np.asarray(endpoints)
@@ -52,18 +62,33 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "perfsig.db") as db:
         db.add_samples(ROWS)
         # noise that must never be counted for (SVC, Staging, W)
-        db.add_samples([("run-p", T0 + 0.5 + 0.3 * k, SVC, "Production", INVOKE, 1000.0, 0, 500)
-                        for k in range(25)])
-        db.add_samples([("run-o", T0 + 0.5 + 0.3 * k, "OtherService", "Staging", INVOKE, 2000.0, 0, 500)
-                        for k in range(25)])
-        db.add_samples([("run-s", T0 - 0.001, SVC, "Staging", INVOKE, 5000.0, 0, 500),
-                        ("run-s", T0 + 10.001, SVC, "Staging", INVOKE, 5000.0, 0, 500),
-                        ("run-s", T0 - 3600.0, SVC, "Staging", INVOKE, 5000.0, 0, 500)])
+        db.add_samples(
+            [("run-p", T0 + 0.5 + 0.3 * k, SVC, "Production", INVOKE, 1000.0, 0, 500) for k in range(25)]
+        )
+        db.add_samples(
+            [
+                ("run-o", T0 + 0.5 + 0.3 * k, "OtherService", "Staging", INVOKE, 2000.0, 0, 500)
+                for k in range(25)
+            ]
+        )
+        db.add_samples(
+            [
+                ("run-s", T0 - 0.001, SVC, "Staging", INVOKE, 5000.0, 0, 500),
+                ("run-s", T0 + 10.001, SVC, "Staging", INVOKE, 5000.0, 0, 500),
+                ("run-s", T0 - 3600.0, SVC, "Staging", INVOKE, 5000.0, 0, 500),
+            ]
+        )
         yield db
 
 
-def q(metric: str, aggregate: str, env: str = "Staging", method: str | None = None,
-      window: Window = W, service: str = SVC) -> MetricQuery:
+def q(
+    metric: str,
+    aggregate: str,
+    env: str = "Staging",
+    method: str | None = None,
+    window: Window = W,
+    service: str = SVC,
+) -> MetricQuery:
     parsed_metric, parsed_aggregate = parse_metric(metric), parse_aggregate(aggregate)
     assert parsed_metric is not None and parsed_aggregate is not None
     return MetricQuery(service, env, method, parsed_metric, parsed_aggregate, window)
@@ -79,14 +104,17 @@ def test_data_is_what_the_tests_assume() -> None:
 # ---------------------------------------------------------------------------- response time
 
 
-@pytest.mark.parametrize(("aggregate", "expected"), [
-    ("min", float(LATENCIES.min())),
-    ("max", float(LATENCIES.max())),
-    ("median", float(np.median(LATENCIES))),
-    ("p80", float(np.percentile(LATENCIES, 80))),  # 48 samples: p90 would need 50
-    ("p50", float(np.percentile(LATENCIES, 50))),
-    ("count", 48.0),
-])
+@pytest.mark.parametrize(
+    ("aggregate", "expected"),
+    [
+        ("min", float(LATENCIES.min())),
+        ("max", float(LATENCIES.max())),
+        ("median", float(np.median(LATENCIES))),
+        ("p80", float(np.percentile(LATENCIES, 80))),  # 48 samples: p90 would need 50
+        ("p50", float(np.percentile(LATENCIES, 50))),
+        ("count", 48.0),
+    ],
+)
 def test_responsetime_exact_aggregates(store: SqliteStore, aggregate: str, expected: float) -> None:
     m = LocalSource(store).measure(q("service.responsetime", aggregate))
     assert m.value == expected
@@ -96,10 +124,12 @@ def test_responsetime_exact_aggregates(store: SqliteStore, aggregate: str, expec
 
 def test_responsetime_avg_and_sum(store: SqliteStore) -> None:
     source = LocalSource(store)
-    assert source.measure(q("service.responsetime", "avg")).value == pytest.approx(float(LATENCIES.mean()),
-                                                                                   rel=1e-12)
-    assert source.measure(q("service.responsetime", "sum")).value == pytest.approx(float(LATENCIES.sum()),
-                                                                                   rel=1e-12)
+    assert source.measure(q("service.responsetime", "avg")).value == pytest.approx(
+        float(LATENCIES.mean()), rel=1e-12
+    )
+    assert source.measure(q("service.responsetime", "sum")).value == pytest.approx(
+        float(LATENCIES.sum()), rel=1e-12
+    )
 
 
 def test_noise_latencies_are_far_away(store: SqliteStore) -> None:
@@ -117,23 +147,31 @@ def test_failurerate_avg_is_percent_of_requests(store: SqliteStore) -> None:
     assert m.unit == "%"
 
 
-@pytest.mark.parametrize(("aggregate", "expected"), [
-    ("max", 50.0),  # second 0: 1 of 2
-    ("min", 0.0),
-    ("median", 0.0),
-    # per-second rates sorted: eight 0 %, 10 %, 50 % → p80 = 0 + 0.2 × (10 − 0)
-    ("p80", 2.0),
-])
+@pytest.mark.parametrize(
+    ("aggregate", "expected"),
+    [
+        ("max", 50.0),  # second 0: 1 of 2
+        ("min", 0.0),
+        ("median", 0.0),
+        # per-second rates sorted: eight 0 %, 10 %, 50 % → p80 = 0 + 0.2 × (10 − 0)
+        ("p80", 2.0),
+    ],
+)
 def test_failurerate_over_one_second_buckets(store: SqliteStore, aggregate: str, expected: float) -> None:
-    assert LocalSource(store).measure(q("service.failurerate", aggregate)).value == pytest.approx(expected,
-                                                                                                 abs=1e-9)
+    assert LocalSource(store).measure(q("service.failurerate", aggregate)).value == pytest.approx(
+        expected, abs=1e-9
+    )
 
 
 def test_failurerate_buckets_without_requests_are_left_out(tmp_path: Path) -> None:
     # 25 requests all in second 3, 5 of them failed: the busy buckets only → min = max = 20 %
     with SqliteStore(tmp_path / "s.db") as db:
-        db.add_samples([("r", T0 + 3 + 0.01 * k, SVC, "Staging", INVOKE, 10.0, 0 if k < 5 else 1, 200)
-                        for k in range(25)])
+        db.add_samples(
+            [
+                ("r", T0 + 3 + 0.01 * k, SVC, "Staging", INVOKE, 10.0, 0 if k < 5 else 1, 200)
+                for k in range(25)
+            ]
+        )
         source = LocalSource(db)
         assert source.measure(q("service.failurerate", "min")).value == 20.0
         assert source.measure(q("service.failurerate", "max")).value == 20.0
@@ -147,18 +185,24 @@ def test_requestspermin_count_is_requests_per_window_minute(store: SqliteStore) 
     assert m.value == pytest.approx(48 / (10 / 60), abs=1e-9)  # 288
     assert m.value == pytest.approx(288.0, abs=1e-9)
     assert m.unit == "req/min"
-    assert LocalSource(store).measure(q("service.requestspermin", "avg")).value == pytest.approx(288.0, abs=1e-9)
+    assert LocalSource(store).measure(q("service.requestspermin", "avg")).value == pytest.approx(
+        288.0, abs=1e-9
+    )
 
 
-@pytest.mark.parametrize(("aggregate", "expected"), [
-    ("p50", 120.0),  # nine seconds with 2 requests = 120 req/min, one with 30 = 1800 req/min
-    ("median", 120.0),
-    ("min", 120.0),
-    ("max", 1800.0),
-])
+@pytest.mark.parametrize(
+    ("aggregate", "expected"),
+    [
+        ("p50", 120.0),  # nine seconds with 2 requests = 120 req/min, one with 30 = 1800 req/min
+        ("median", 120.0),
+        ("min", 120.0),
+        ("max", 1800.0),
+    ],
+)
 def test_requestspermin_over_one_second_buckets(store: SqliteStore, aggregate: str, expected: float) -> None:
-    assert LocalSource(store).measure(q("service.requestspermin", aggregate)).value == pytest.approx(expected,
-                                                                                                    abs=1e-9)
+    assert LocalSource(store).measure(q("service.requestspermin", aggregate)).value == pytest.approx(
+        expected, abs=1e-9
+    )
 
 
 def test_requests_count(store: SqliteStore) -> None:
@@ -199,11 +243,17 @@ def test_service_and_env_are_separated(store: SqliteStore) -> None:
 
 def test_window_boundaries_are_inclusive_and_tight(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "edge.db") as db:
-        db.add_samples([("r", ts, SVC, "Staging", INVOKE, 1.0, 1, 200)
-                        for ts in (T0 - 0.001, T0, T0 + 5.0, T0 + 10.0, T0 + 10.001)])
+        db.add_samples(
+            [
+                ("r", ts, SVC, "Staging", INVOKE, 1.0, 1, 200)
+                for ts in (T0 - 0.001, T0, T0 + 5.0, T0 + 10.0, T0 + 10.001)
+            ]
+        )
         m = LocalSource(db, min_samples=1).measure(q("service.requests", "count"))
         assert (m.value, m.samples) == (3.0, 3)
-        later = LocalSource(db, min_samples=1).measure(q("service.requests", "count", window=W.shifted(-0.002)))
+        later = LocalSource(db, min_samples=1).measure(
+            q("service.requests", "count", window=W.shifted(-0.002))
+        )
         assert later.value == 3.0  # T0 + 0.002 .. T0 + 10.002: T0 + 5, T0 + 10, T0 + 10.001
 
 
@@ -258,9 +308,17 @@ def test_p90_needs_50_samples(tmp_path: Path) -> None:
         assert (m.samples, m.value) == (50, pytest.approx(44.1, abs=1e-9))  # 0..49: p90 = 44.1
 
 
-@pytest.mark.parametrize(("aggregate", "floor", "expected"), [
-    ("avg", 20, 20), ("p90", 20, 50), ("p90", 60, 60), ("p95", 1, 100), ("p99", 1, 500), ("p50", 1, 10),
-])
+@pytest.mark.parametrize(
+    ("aggregate", "floor", "expected"),
+    [
+        ("avg", 20, 20),
+        ("p90", 20, 50),
+        ("p90", 60, 60),
+        ("p95", 1, 100),
+        ("p99", 1, 500),
+        ("p50", 1, 10),
+    ],
+)
 def test_required_samples(aggregate: str, floor: int, expected: int) -> None:
     spec = parse_aggregate(aggregate)
     assert spec is not None
@@ -280,7 +338,8 @@ def test_unsupported_and_unknown_metrics(store: SqliteStore) -> None:
     source = LocalSource(store)
     assert source.unsupported_reason("service.responsetime", None) is None
     assert source.unsupported_reason(None, "toRelationships:calls") == (
-        "the local source has no topology (smartscape 'toRelationships:calls')")
+        "the local source has no topology (smartscape 'toRelationships:calls')"
+    )
     source.check_metric("com.dynatrace.builtin:service.failurerate")
     with pytest.raises(SourceError, match=r"the local source has no metric 'service\.cpu' \(known: "):
         source.check_metric("service.cpu")

@@ -106,28 +106,55 @@ def test_log_over_http(served_log: str) -> None:
 
 
 def test_monspec_log_rules() -> None:
-    spec = parse_monspec(json.dumps({"Svc": {
-        "environments": {"Staging": {"log": "logs/app.log"}, "Production": {"log": "http://127.0.0.1:1/log"}},
-        "perfsignature": [{"timeseries": "service.responsetime"}],
-        "logrules": [{"name": "causeerror", "pattern": "causeerror"}, {"pattern": "x", "level": "warning"}]}}),
-        "/etc/perfsig/monspec.json")
+    spec = parse_monspec(
+        json.dumps(
+            {
+                "Svc": {
+                    "environments": {
+                        "Staging": {"log": "logs/app.log"},
+                        "Production": {"log": "http://127.0.0.1:1/log"},
+                    },
+                    "perfsignature": [{"timeseries": "service.responsetime"}],
+                    "logrules": [
+                        {"name": "causeerror", "pattern": "causeerror"},
+                        {"pattern": "x", "level": "warning"},
+                    ],
+                }
+            }
+        ),
+        "/etc/perfsig/monspec.json",
+    )
     checks = plan_log_checks(spec, "Staging")
     assert [c.check_id for c in checks] == ["logrules::causeerror", "logrules::x"]
     assert checks[0].location == "/etc/perfsig/logs/app.log"
     assert plan_log_checks(spec, "Production")[0].location == "http://127.0.0.1:1/log"
     with pytest.raises(MonspecError, match=r"logrules\[0\]\.pattern: not a regular expression"):
-        parse_monspec('{"S": {"environments": {"A": {}}, "perfsignature": [{"timeseries": "service.requests", '
-                      '"aggregate": "count"}], "logrules": [{"pattern": "(("}]}}', "m.json")
+        parse_monspec(
+            '{"S": {"environments": {"A": {}}, "perfsignature": [{"timeseries": "service.requests", '
+            '"aggregate": "count"}], "logrules": [{"pattern": "(("}]}}',
+            "m.json",
+        )
 
 
 @pytest.mark.e2e
-def test_causeerror_during_the_window_fails_the_rule(gate_dir: pytest.Pytester,
-                                                     sample_app: Callable[..., RunningApp]) -> None:
+def test_causeerror_during_the_window_fails_the_rule(
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp]
+) -> None:
     staging = sample_app("Staging", build=1)
-    gate_dir.makefile(".json", monspec=json.dumps({"Svc": {
-        "environments": {"Staging": {"url": staging.url, "log": str(staging.log_file)}},
-        "logrules": [{"name": "causeerror", "pattern": "somebody called /api/causeerror"},
-                     {"name": "build switch", "pattern": "buildNumber", "level": "warning"}]}}))
+    gate_dir.makefile(
+        ".json",
+        monspec=json.dumps(
+            {
+                "Svc": {
+                    "environments": {"Staging": {"url": staging.url, "log": str(staging.log_file)}},
+                    "logrules": [
+                        {"name": "causeerror", "pattern": "somebody called /api/causeerror"},
+                        {"name": "build switch", "pattern": "buildNumber", "level": "warning"},
+                    ],
+                }
+            }
+        ),
+    )
 
     def cause_errors() -> None:
         for _ in range(3):
@@ -135,11 +162,13 @@ def test_causeerror_during_the_window_fails_the_rule(gate_dir: pytest.Pytester,
 
     # Inside the load window: once the load has stored 20 requests, however slow the machine is.
     caller = when_stored(gate_dir.path / ".perfsig" / "perfsig.db", "Staging", 20, cause_errors)
-    result = gate_dir.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--perfsig-duration=5",
-                                           "--perfsig-users=3", "-rA")
+    result = gate_dir.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--perfsig-duration=5", "--perfsig-users=3", "-rA"
+    )
     caller.join()
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*error log 'causeerror' seen 3 times in *, allowed 0*"])
-    again = gate_dir.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--perfsig-duration=3",
-                                          "--perfsig-users=3")
+    again = gate_dir.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--perfsig-duration=3", "--perfsig-users=3"
+    )
     again.assert_outcomes(passed=2)

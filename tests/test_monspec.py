@@ -51,23 +51,47 @@ def test_seed_entity(seed: Monspec) -> None:
     assert entity.owner == "Dev Team A"
     assert seed.environments() == {"Staging", "Production"}
     staging_tag = entity.environments["Staging"].tags[0]
-    assert (staging_tag.context, staging_tag.key, staging_tag.value) == ("CONTEXTLESS", "DeploymentGroup", "Staging")
+    assert (staging_tag.context, staging_tag.key, staging_tag.value) == (
+        "CONTEXTLESS",
+        "DeploymentGroup",
+        "Staging",
+    )
     assert entity.environments["Production"].tags[0].value == "Production"
     assert entity.environments["Staging"].url is None
 
 
 def test_seed_comparisons(seed: Monspec) -> None:
     entity = seed.entities["SampleJSonService"]
-    got = [(c.name, c.source, c.compare, c.scalefactorperc, c.shiftsourcetimeframe, c.shiftcomparetimeframe)
-           for c in entity.comparisons]
+    got = [
+        (c.name, c.source, c.compare, c.scalefactorperc, c.shiftsourcetimeframe, c.shiftcomparetimeframe)
+        for c in entity.comparisons
+    ]
     assert got == [
-        ("StagingToProduction", "Staging", "Production",
-         {"default": 30.0, f"{DT}service.requestspermin": 90.0}, 0, 0),
-        ("StagingToProductionYesterday", "Staging", "Production",
-         {"default": 15.0, f"{DT}service.requestspermin": 90.0}, 60, 86400),
+        (
+            "StagingToProduction",
+            "Staging",
+            "Production",
+            {"default": 30.0, f"{DT}service.requestspermin": 90.0},
+            0,
+            0,
+        ),
+        (
+            "StagingToProductionYesterday",
+            "Staging",
+            "Production",
+            {"default": 15.0, f"{DT}service.requestspermin": 90.0},
+            60,
+            86400,
+        ),
         ("StagingToStagingLastHour", "Staging", "Staging", {"default": 10.0}, 60, 3600),
-        ("ProductionToProductionLastHour", "Production", "Production",
-         {"default": 10.0, f"{DT}service.requestspermin": 30.0}, 60, 3600),
+        (
+            "ProductionToProductionLastHour",
+            "Production",
+            "Production",
+            {"default": 10.0, f"{DT}service.requestspermin": 30.0},
+            60,
+            3600,
+        ),
     ]
     assert all(c.abstolerance == {} for c in entity.comparisons)
     assert entity.comparison("StagingToStagingLastHour") is entity.comparisons[2]
@@ -97,7 +121,9 @@ def test_seed_signature_entries(seed: Monspec) -> None:
     assert len(entries) == 9
     assert len(entity.perfsignature) == 6
     assert [e.smartscape for e in entity.perfsignature if e.smartscape] == [
-        "toRelationships:calls", "fromRelationships:runsOn"]
+        "toRelationships:calls",
+        "fromRelationships:runsOn",
+    ]
     assert [m for m, _ in entries] == [None] * 6 + ["/api/invoke"] * 3
     assert [(e.metric_key, e.aggregate, e.direction) for _, e in entries] == [
         ("service.responsetime", "avg", "upper"),
@@ -129,13 +155,26 @@ def test_comment_keys_are_ignored_at_every_level() -> None:
     doc = {
         "_comment": "top level",
         "Svc": {
-            "_comment_etype": "x", "_comment": 5,
+            "_comment_etype": "x",
+            "_comment": 5,
             "environments": {"A": {"_comment": "x", "tags": [{"key": "k", "_comment": []}]}},
-            "comparisons": [{"name": "c", "source": "A", "compare": "A", "_comment_name": {"nested": 1},
-                             "scalefactorperc": {"default": 5}}],
+            "comparisons": [
+                {
+                    "name": "c",
+                    "source": "A",
+                    "compare": "A",
+                    "_comment_name": {"nested": 1},
+                    "scalefactorperc": {"default": 5},
+                }
+            ],
             "perfsignature": [{"timeseries": "service.responsetime", "_comment_aggregate": "x"}],
-            "servicemethods": [{"name": "/x", "_comment": "x",
-                                "perfsignature": [{"timeseries": "servicemethod.responsetime"}]}],
+            "servicemethods": [
+                {
+                    "name": "/x",
+                    "_comment": "x",
+                    "perfsignature": [{"timeseries": "servicemethod.responsetime"}],
+                }
+            ],
         },
     }
     monspec = parse_monspec(json.dumps(doc), "c.json")
@@ -220,15 +259,27 @@ def _base() -> dict[str, Any]:
         "SampleJSonService": {
             "etype": "SERVICE",
             "environments": {
-                "Staging": {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": "Staging"}]},
-                "Production": {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup",
-                                         "value": "Production"}]},
+                "Staging": {
+                    "tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": "Staging"}]
+                },
+                "Production": {
+                    "tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": "Production"}]
+                },
             },
             "comparisons": [
-                {"name": "StagingToProduction", "source": "Staging", "compare": "Production",
-                 "scalefactorperc": {"default": 30, f"{DT}service.requestspermin": 90}},
-                {"name": "StagingToProductionYesterday", "source": "Staging", "compare": "Production",
-                 "scalefactorperc": {"default": 15}, "shiftcomparetimeframe": 86400},
+                {
+                    "name": "StagingToProduction",
+                    "source": "Staging",
+                    "compare": "Production",
+                    "scalefactorperc": {"default": 30, f"{DT}service.requestspermin": 90},
+                },
+                {
+                    "name": "StagingToProductionYesterday",
+                    "source": "Staging",
+                    "compare": "Production",
+                    "scalefactorperc": {"default": 15},
+                    "shiftcomparetimeframe": 86400,
+                },
             ],
             "perfsignature": [
                 {"timeseries": f"{DT}service.responsetime", "aggregate": "avg", "validate": "upper"},
@@ -236,8 +287,10 @@ def _base() -> dict[str, Any]:
                 {"timeseries": f"{DT}service.requestspermin", "aggregate": "count", "validate": "lower"},
             ],
             "servicemethods": [
-                {"name": "/api/invoke",
-                 "perfsignature": [{"timeseries": f"{DT}servicemethod.responsetime", "aggregate": "p90"}]},
+                {
+                    "name": "/api/invoke",
+                    "perfsignature": [{"timeseries": f"{DT}servicemethod.responsetime", "aggregate": "p90"}],
+                },
             ],
         }
     }
@@ -259,130 +312,253 @@ S = "SampleJSonService"
 # (file name, content: str / bytes / None for "no such file", expected message fragments)
 BAD: list[Any] = [
     # ---- syntax: the line is named
-    pytest.param("trailing_garbage.json", '{\n  "Svc": {}\n}\nxyz\n',
-                 ["line 4", "syntax error", "unexpected 'x'"], id="trailing-garbage"),
-    pytest.param("unclosed.json", '{\n  "Svc": {\n    "etype": "SERVICE"\n',
-                 ["line 4", "syntax error", "unexpected end of input"], id="unclosed-brace"),
-    pytest.param("missing_comma.json",
-                 '{\n  "Svc": {\n    "etype": "SERVICE"\n    "name": "x"\n  }\n}\n',
-                 ["line 4, column 5", "syntax error"], id="missing-comma"),
-    pytest.param("double_comma.json5",
-                 '// json5\n{\n  "Svc": {\n    "etype": "SERVICE",,\n  }\n}\n',
-                 ["line 4", "syntax error"], id="double-comma"),
+    pytest.param(
+        "trailing_garbage.json",
+        '{\n  "Svc": {}\n}\nxyz\n',
+        ["line 4", "syntax error", "unexpected 'x'"],
+        id="trailing-garbage",
+    ),
+    pytest.param(
+        "unclosed.json",
+        '{\n  "Svc": {\n    "etype": "SERVICE"\n',
+        ["line 4", "syntax error", "unexpected end of input"],
+        id="unclosed-brace",
+    ),
+    pytest.param(
+        "missing_comma.json",
+        '{\n  "Svc": {\n    "etype": "SERVICE"\n    "name": "x"\n  }\n}\n',
+        ["line 4, column 5", "syntax error"],
+        id="missing-comma",
+    ),
+    pytest.param(
+        "double_comma.json5",
+        '// json5\n{\n  "Svc": {\n    "etype": "SERVICE",,\n  }\n}\n',
+        ["line 4", "syntax error"],
+        id="double-comma",
+    ),
     pytest.param("empty_file.json", "", ["syntax error"], id="empty-file"),
     # ---- duplicate keys, in JSON and in JSON5
-    pytest.param("dup.json", '{"Svc": {"name": "a", "name": "b", "environments": {}}}',
-                 ["duplicate key 'name'"], id="duplicate-key-json"),
-    pytest.param("dup.json5", '// c\n{"Svc": {"environments": {"A": {}, "A": {}},}}',
-                 ["duplicate key 'A'"], id="duplicate-key-json5"),
+    pytest.param(
+        "dup.json",
+        '{"Svc": {"name": "a", "name": "b", "environments": {}}}',
+        ["duplicate key 'name'"],
+        id="duplicate-key-json",
+    ),
+    pytest.param(
+        "dup.json5",
+        '// c\n{"Svc": {"environments": {"A": {}, "A": {}},}}',
+        ["duplicate key 'A'"],
+        id="duplicate-key-json5",
+    ),
     # ---- top level
     pytest.param("list.json", "[]", ["top level must be an object of entities, got a list"], id="top-list"),
     pytest.param("empty.json", "{}", ["no entity defined"], id="empty-object"),
-    pytest.param("only_comments.json", '{"_comment": "nothing else"}', ["no entity defined"],
-                 id="only-comment-keys"),
+    pytest.param(
+        "only_comments.json", '{"_comment": "nothing else"}', ["no entity defined"], id="only-comment-keys"
+    ),
     pytest.param("entity_number.json", '{"Svc": 5}', ["Svc: ", "got a number"], id="entity-not-object"),
     # ---- wrong types
-    pytest.param("sf_string.json",
-                 _broken(lambda s: s["comparisons"][0]["scalefactorperc"].update(default="30")),
-                 [f"{S}.comparisons[0].scalefactorperc.default", "valid number", "got a string"],
-                 id="scale-factor-string"),
-    pytest.param("shift_string.json", _broken(lambda s: s["comparisons"][1].update(shiftsourcetimeframe="60")),
-                 [f"{S}.comparisons[1].shiftsourcetimeframe", "valid integer", "got a string"], id="shift-string"),
-    pytest.param("tag_key_number.json",
-                 _broken(lambda s: s["environments"]["Staging"]["tags"][0].update(key=5)),
-                 [f"{S}.environments.Staging.tags[0].key", "valid string", "got a number"], id="tag-key-number"),
-    pytest.param("upperlimit_string.json", _broken(lambda s: s["perfsignature"][0].update(_upperlimit="100")),
-                 [f"{S}.perfsignature[0]._upperlimit", "valid number", "got a string"], id="upperlimit-string"),
-    pytest.param("comparisons_object.json", _broken(lambda s: s.update(comparisons={})),
-                 [f"{S}.comparisons", "valid list", "got an object"], id="comparisons-not-list"),
-    pytest.param("etype.json", _broken(lambda s: s.update(etype="MICROSERVICE")),
-                 [f"{S}.etype", "'SERVICE'", "'PROCESS_GROUP_INSTANCE'"], id="unknown-etype"),
+    pytest.param(
+        "sf_string.json",
+        _broken(lambda s: s["comparisons"][0]["scalefactorperc"].update(default="30")),
+        [f"{S}.comparisons[0].scalefactorperc.default", "valid number", "got a string"],
+        id="scale-factor-string",
+    ),
+    pytest.param(
+        "shift_string.json",
+        _broken(lambda s: s["comparisons"][1].update(shiftsourcetimeframe="60")),
+        [f"{S}.comparisons[1].shiftsourcetimeframe", "valid integer", "got a string"],
+        id="shift-string",
+    ),
+    pytest.param(
+        "tag_key_number.json",
+        _broken(lambda s: s["environments"]["Staging"]["tags"][0].update(key=5)),
+        [f"{S}.environments.Staging.tags[0].key", "valid string", "got a number"],
+        id="tag-key-number",
+    ),
+    pytest.param(
+        "upperlimit_string.json",
+        _broken(lambda s: s["perfsignature"][0].update(_upperlimit="100")),
+        [f"{S}.perfsignature[0]._upperlimit", "valid number", "got a string"],
+        id="upperlimit-string",
+    ),
+    pytest.param(
+        "comparisons_object.json",
+        _broken(lambda s: s.update(comparisons={})),
+        [f"{S}.comparisons", "valid list", "got an object"],
+        id="comparisons-not-list",
+    ),
+    pytest.param(
+        "etype.json",
+        _broken(lambda s: s.update(etype="MICROSERVICE")),
+        [f"{S}.etype", "'SERVICE'", "'PROCESS_GROUP_INSTANCE'"],
+        id="unknown-etype",
+    ),
     # ---- aggregates and validate
-    pytest.param("aggregate.json", _broken(lambda s: s["perfsignature"][0].update(aggregate="p100")),
-                 [f"{S}.perfsignature[0].aggregate", "unknown aggregate 'p100'", "pXX"], id="unknown-aggregate"),
-    pytest.param("aggregate_mean.json",
-                 _broken(lambda s: s["servicemethods"][0]["perfsignature"][0].update(aggregate="mean")),
-                 [f"{S}.servicemethods[0].perfsignature[0].aggregate", "unknown aggregate 'mean'"],
-                 id="unknown-aggregate-in-method"),
-    pytest.param("failurerate_sum.json", _broken(lambda s: s["perfsignature"][1].update(aggregate="sum")),
-                 [f"{S}.perfsignature[1]", "aggregate 'sum' means nothing for service.failurerate"],
-                 id="aggregate-meaningless-failurerate-sum"),
-    pytest.param("requests_avg.json",
-                 _broken(lambda s: s["perfsignature"].append({"timeseries": "service.requests", "aggregate": "avg"})),
-                 [f"{S}.perfsignature[3]", "aggregate 'avg' means nothing for service.requests"],
-                 id="aggregate-meaningless-requests-avg"),
-    pytest.param("validate.json", _broken(lambda s: s["perfsignature"][0].update(validate="both")),
-                 [f"{S}.perfsignature[0].validate", "'upper' or 'lower'"], id="unknown-validate"),
+    pytest.param(
+        "aggregate.json",
+        _broken(lambda s: s["perfsignature"][0].update(aggregate="p100")),
+        [f"{S}.perfsignature[0].aggregate", "unknown aggregate 'p100'", "pXX"],
+        id="unknown-aggregate",
+    ),
+    pytest.param(
+        "aggregate_mean.json",
+        _broken(lambda s: s["servicemethods"][0]["perfsignature"][0].update(aggregate="mean")),
+        [f"{S}.servicemethods[0].perfsignature[0].aggregate", "unknown aggregate 'mean'"],
+        id="unknown-aggregate-in-method",
+    ),
+    pytest.param(
+        "failurerate_sum.json",
+        _broken(lambda s: s["perfsignature"][1].update(aggregate="sum")),
+        [f"{S}.perfsignature[1]", "aggregate 'sum' means nothing for service.failurerate"],
+        id="aggregate-meaningless-failurerate-sum",
+    ),
+    pytest.param(
+        "requests_avg.json",
+        _broken(lambda s: s["perfsignature"].append({"timeseries": "service.requests", "aggregate": "avg"})),
+        [f"{S}.perfsignature[3]", "aggregate 'avg' means nothing for service.requests"],
+        id="aggregate-meaningless-requests-avg",
+    ),
+    pytest.param(
+        "validate.json",
+        _broken(lambda s: s["perfsignature"][0].update(validate="both")),
+        [f"{S}.perfsignature[0].validate", "'upper' or 'lower'"],
+        id="unknown-validate",
+    ),
     # ---- references
-    pytest.param("source_env.json", _broken(lambda s: s["comparisons"][1].update(source="Stageing")),
-                 [f"{S}.comparisons[1].source", "unknown environment 'Stageing'", "defined: Production, Staging"],
-                 id="unknown-source-env"),
-    pytest.param("compare_env.json", _broken(lambda s: s["comparisons"][0].update(compare="Prod")),
-                 [f"{S}.comparisons[0].compare", "unknown environment 'Prod'"], id="unknown-compare-env"),
-    pytest.param("dup_comparison.json",
-                 _broken(lambda s: s["comparisons"][1].update(name="StagingToProduction")),
-                 [f"{S}.comparisons[1].name", "duplicate comparison name 'StagingToProduction'"],
-                 id="duplicate-comparison"),
-    pytest.param("dup_method.json",
-                 _broken(lambda s: s["servicemethods"].append(copy.deepcopy(s["servicemethods"][0]))),
-                 [f"{S}.servicemethods[1].name", "duplicate service method '/api/invoke'"], id="duplicate-method"),
-    pytest.param("sf_key.json",
-                 _broken(lambda s: s["comparisons"][1]["scalefactorperc"].update({"service.responsetim": 5})),
-                 [f"{S}.comparisons[1].scalefactorperc.service.responsetim", "names no metric of the perfsignature"],
-                 id="scale-factor-key-no-metric"),
-    pytest.param("abs_key.json",
-                 _broken(lambda s: s["comparisons"][0].update(abstolerance={"servicemethod.failurerat": 1})),
-                 [f"{S}.comparisons[0].abstolerance.servicemethod.failurerat", "names no metric"],
-                 id="abstolerance-key-no-metric"),
+    pytest.param(
+        "source_env.json",
+        _broken(lambda s: s["comparisons"][1].update(source="Stageing")),
+        [f"{S}.comparisons[1].source", "unknown environment 'Stageing'", "defined: Production, Staging"],
+        id="unknown-source-env",
+    ),
+    pytest.param(
+        "compare_env.json",
+        _broken(lambda s: s["comparisons"][0].update(compare="Prod")),
+        [f"{S}.comparisons[0].compare", "unknown environment 'Prod'"],
+        id="unknown-compare-env",
+    ),
+    pytest.param(
+        "dup_comparison.json",
+        _broken(lambda s: s["comparisons"][1].update(name="StagingToProduction")),
+        [f"{S}.comparisons[1].name", "duplicate comparison name 'StagingToProduction'"],
+        id="duplicate-comparison",
+    ),
+    pytest.param(
+        "dup_method.json",
+        _broken(lambda s: s["servicemethods"].append(copy.deepcopy(s["servicemethods"][0]))),
+        [f"{S}.servicemethods[1].name", "duplicate service method '/api/invoke'"],
+        id="duplicate-method",
+    ),
+    pytest.param(
+        "sf_key.json",
+        _broken(lambda s: s["comparisons"][1]["scalefactorperc"].update({"service.responsetim": 5})),
+        [f"{S}.comparisons[1].scalefactorperc.service.responsetim", "names no metric of the perfsignature"],
+        id="scale-factor-key-no-metric",
+    ),
+    pytest.param(
+        "abs_key.json",
+        _broken(lambda s: s["comparisons"][0].update(abstolerance={"servicemethod.failurerat": 1})),
+        [f"{S}.comparisons[0].abstolerance.servicemethod.failurerat", "names no metric"],
+        id="abstolerance-key-no-metric",
+    ),
     # ---- ranges
-    pytest.param("shift_negative.json", _broken(lambda s: s["comparisons"][1].update(shiftcomparetimeframe=-60)),
-                 [f"{S}.comparisons[1].shiftcomparetimeframe", "greater than or equal to 0"], id="negative-shift"),
-    pytest.param("sf_negative.json", _broken(lambda s: s["comparisons"][1].update(scalefactorperc={"default": -1})),
-                 [f"{S}.comparisons[1].scalefactorperc", "between 0 and 1000 percent, got -1"],
-                 id="scale-factor-negative"),
-    pytest.param("sf_huge.json",
-                 _broken(lambda s: s["comparisons"][1]["scalefactorperc"].update(default=5000)),
-                 [f"{S}.comparisons[1].scalefactorperc", "'default' must be between 0 and 1000 percent, got 5000"],
-                 id="scale-factor-5000"),
-    pytest.param("abs_negative.json",
-                 _broken(lambda s: s["comparisons"][0].update(abstolerance={"default": -0.5})),
-                 [f"{S}.comparisons[0].abstolerance", "'default' must not be negative, got -0.5"],
-                 id="comparison-abstolerance-negative"),
-    pytest.param("entry_abs_negative.json", _broken(lambda s: s["perfsignature"][1].update(abstolerance=-1)),
-                 [f"{S}.perfsignature[1].abstolerance", "greater than or equal to 0"],
-                 id="entry-abstolerance-negative"),
+    pytest.param(
+        "shift_negative.json",
+        _broken(lambda s: s["comparisons"][1].update(shiftcomparetimeframe=-60)),
+        [f"{S}.comparisons[1].shiftcomparetimeframe", "greater than or equal to 0"],
+        id="negative-shift",
+    ),
+    pytest.param(
+        "sf_negative.json",
+        _broken(lambda s: s["comparisons"][1].update(scalefactorperc={"default": -1})),
+        [f"{S}.comparisons[1].scalefactorperc", "between 0 and 1000 percent, got -1"],
+        id="scale-factor-negative",
+    ),
+    pytest.param(
+        "sf_huge.json",
+        _broken(lambda s: s["comparisons"][1]["scalefactorperc"].update(default=5000)),
+        [f"{S}.comparisons[1].scalefactorperc", "'default' must be between 0 and 1000 percent, got 5000"],
+        id="scale-factor-5000",
+    ),
+    pytest.param(
+        "abs_negative.json",
+        _broken(lambda s: s["comparisons"][0].update(abstolerance={"default": -0.5})),
+        [f"{S}.comparisons[0].abstolerance", "'default' must not be negative, got -0.5"],
+        id="comparison-abstolerance-negative",
+    ),
+    pytest.param(
+        "entry_abs_negative.json",
+        _broken(lambda s: s["perfsignature"][1].update(abstolerance=-1)),
+        [f"{S}.perfsignature[1].abstolerance", "greater than or equal to 0"],
+        id="entry-abstolerance-negative",
+    ),
     # ---- shape of entries and sections
-    pytest.param("both.json",
-                 _broken(lambda s: s["perfsignature"][0].update(smartscape="toRelationships:calls")),
-                 [f"{S}.perfsignature[0]", "needs exactly one of 'timeseries' or 'smartscape'"],
-                 id="timeseries-and-smartscape"),
-    pytest.param("neither.json", _broken(lambda s: s["perfsignature"][2].pop("timeseries")),
-                 [f"{S}.perfsignature[2]", "needs exactly one of 'timeseries' or 'smartscape'"],
-                 id="neither-timeseries-nor-smartscape"),
-    pytest.param("misspelt.json",
-                 _broken(lambda s: s["comparisons"][0].update(scalefactorpct=s["comparisons"][0].pop("scalefactorperc"))),
-                 [f"{S}.comparisons[0].scalefactorpct", "unknown field"], id="misspelt-field"),
-    pytest.param("missing_source.json", _broken(lambda s: s["comparisons"][0].pop("source")),
-                 [f"{S}.comparisons[0].source", "required field missing"], id="missing-source"),
-    pytest.param("no_envs.json", _broken(lambda s: s.update(environments={})),
-                 [f"{S}.environments", "at least 1 item"], id="empty-environments"),
-    pytest.param("no_signature.json", _broken(lambda s: (s.update(perfsignature=[]), s.pop("servicemethods"))),
-                 [f"{S}.perfsignature", "empty (no metric or log rule to gate on)"], id="empty-perfsignature"),
-    pytest.param("method_no_signature.json",
-                 _broken(lambda s: s["servicemethods"][0].update(perfsignature=[])),
-                 [f"{S}.servicemethods[0].perfsignature", "at least 1 item"], id="servicemethod-empty-perfsignature"),
-    pytest.param("ftp.json", _broken(lambda s: s["environments"]["Production"].update(url="ftp://x")),
-                 [f"{S}.environments.Production.url", "must be an http:// or https:// URL, got 'ftp://x'"],
-                 id="bad-env-url"),
+    pytest.param(
+        "both.json",
+        _broken(lambda s: s["perfsignature"][0].update(smartscape="toRelationships:calls")),
+        [f"{S}.perfsignature[0]", "needs exactly one of 'timeseries' or 'smartscape'"],
+        id="timeseries-and-smartscape",
+    ),
+    pytest.param(
+        "neither.json",
+        _broken(lambda s: s["perfsignature"][2].pop("timeseries")),
+        [f"{S}.perfsignature[2]", "needs exactly one of 'timeseries' or 'smartscape'"],
+        id="neither-timeseries-nor-smartscape",
+    ),
+    pytest.param(
+        "misspelt.json",
+        _broken(
+            lambda s: s["comparisons"][0].update(scalefactorpct=s["comparisons"][0].pop("scalefactorperc"))
+        ),
+        [f"{S}.comparisons[0].scalefactorpct", "unknown field"],
+        id="misspelt-field",
+    ),
+    pytest.param(
+        "missing_source.json",
+        _broken(lambda s: s["comparisons"][0].pop("source")),
+        [f"{S}.comparisons[0].source", "required field missing"],
+        id="missing-source",
+    ),
+    pytest.param(
+        "no_envs.json",
+        _broken(lambda s: s.update(environments={})),
+        [f"{S}.environments", "at least 1 item"],
+        id="empty-environments",
+    ),
+    pytest.param(
+        "no_signature.json",
+        _broken(lambda s: (s.update(perfsignature=[]), s.pop("servicemethods"))),
+        [f"{S}.perfsignature", "empty (no metric or log rule to gate on)"],
+        id="empty-perfsignature",
+    ),
+    pytest.param(
+        "method_no_signature.json",
+        _broken(lambda s: s["servicemethods"][0].update(perfsignature=[])),
+        [f"{S}.servicemethods[0].perfsignature", "at least 1 item"],
+        id="servicemethod-empty-perfsignature",
+    ),
+    pytest.param(
+        "ftp.json",
+        _broken(lambda s: s["environments"]["Production"].update(url="ftp://x")),
+        [f"{S}.environments.Production.url", "must be an http:// or https:// URL, got 'ftp://x'"],
+        id="bad-env-url",
+    ),
     # ---- reading
     pytest.param("does_not_exist.json", None, ["file not found"], id="file-not-found"),
-    pytest.param("latin1.json", '{"Svc": {"name": "Dienst für Zahlungen"}}'.encode("latin-1"),
-                 ["cannot read", "utf-8", "0xfc"], id="not-utf8"),
+    pytest.param(
+        "latin1.json",
+        '{"Svc": {"name": "Dienst für Zahlungen"}}'.encode("latin-1"),
+        ["cannot read", "utf-8", "0xfc"],
+        id="not-utf8",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("filename", "content", "fragments"), BAD)
-def test_bad_monspec(tmp_path: Path, filename: str, content: str | bytes | None, fragments: list[str]) -> None:
+def test_bad_monspec(
+    tmp_path: Path, filename: str, content: str | bytes | None, fragments: list[str]
+) -> None:
     path = tmp_path / filename
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -406,7 +582,10 @@ def test_enough_bad_cases() -> None:
 def test_directory_is_not_a_monspec(tmp_path: Path) -> None:
     with pytest.raises(MonspecError) as info:
         load_monspec(tmp_path)
-    assert str(info.value) == f"{tmp_path}: not a regular file (a FIFO, device or directory): name a monspec file"
+    assert (
+        str(info.value)
+        == f"{tmp_path}: not a regular file (a FIFO, device or directory): name a monspec file"
+    )
 
 
 # ---------------------------------------------------------------------------- known bugs
@@ -445,8 +624,9 @@ def test_nan_static_limit_is_rejected() -> None:
 
 
 def test_aliased_scale_factor_keys_are_a_duplicate() -> None:
-    text = _broken(lambda s: s["comparisons"][0]["scalefactorperc"].update(
-        {"service.requestspermin": 10}))  # the base already has com.dynatrace.builtin:...requestspermin: 90
+    text = _broken(
+        lambda s: s["comparisons"][0]["scalefactorperc"].update({"service.requestspermin": 10})
+    )  # the base already has com.dynatrace.builtin:...requestspermin: 90
     with pytest.raises(MonspecError) as info:
         parse_monspec(text, "alias.json")
     assert "service.requestspermin" in str(info.value)
@@ -469,6 +649,10 @@ def test_monspec_warning_reaches_the_pytest_run(pytester: pytest.Pytester) -> No
     doc = copy.deepcopy(_base())
     doc[S]["comparisons"][0]["scalefactorperc"]["service.requests"] = 90
     pytester.makefile(".json", monspec=json.dumps(doc))
-    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["*scalefactorperc.service.requests: no perfsignature entry uses this metric*"])
+    result = pytester.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(
+        ["*scalefactorperc.service.requests: no perfsignature entry uses this metric*"]
+    )
     assert result.ret == pytest.ExitCode.OK

@@ -234,7 +234,9 @@ def test_options_do_not_clash_with_locusts_plugin(pytester: pytest.Pytester) -> 
     run.stdout.fnmatch_lines(["plugins:*locust-*perfsig-*"])
 
 
-def test_monspec_in_the_ini_file_runs_the_gate_only_when_no_test_path_is_named(pytester: pytest.Pytester) -> None:
+def test_monspec_in_the_ini_file_runs_the_gate_only_when_no_test_path_is_named(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makefile(".json", monspec=SMALL_MONSPEC)
     pytester.makeini("[pytest]\nperfsig_monspec = monspec.json\nperfsig_stage = Staging\n")
     pytester.makepyfile(test_unit="def test_x():\n    pass\n")
@@ -256,8 +258,9 @@ def test_junit_is_valid_for_the_family_in_use(pytester: pytest.Pytester, family:
     from tests.junit_schemas import validate
 
     pytester.makefile(".json", monspec=SMALL_MONSPEC)  # Staging at port 9: every check errors
-    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--junitxml=junit.xml",
-                                           "-o", f"junit_family={family}")
+    result = pytester.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--junitxml=junit.xml", "-o", f"junit_family={family}"
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     validate(pytester.path / "junit.xml", family)
     text = (pytester.path / "junit.xml").read_text()
@@ -294,8 +297,13 @@ def test_load_progress_logs_every_ten_seconds_off_a_terminal_and_redraws_on_one(
         progress(float(second), 60.0, [(spec, second * 10, 0)])
     progress.close()
     assert [line.split("/")[0] for line in log.lines] == [
-        "perfsig: load    2", "perfsig: load   12", "perfsig: load   22", "perfsig: load   32",
-        "perfsig: load   42", "perfsig: load   52"]
+        "perfsig: load    2",
+        "perfsig: load   12",
+        "perfsig: load   22",
+        "perfsig: load   32",
+        "perfsig: load   42",
+        "perfsig: load   52",
+    ]
     tty = Reporter(isatty=True)
     progress = LoadProgress(tty)
     for second in range(2, 62, 2):
@@ -307,26 +315,47 @@ def test_load_progress_logs_every_ten_seconds_off_a_terminal_and_redraws_on_one(
 
 def test_smartscape_without_topology_is_an_error_that_says_how_to_skip_it(pytester: pytest.Pytester) -> None:
     pytester.makefile(".json", monspec=seed_path().read_text())
-    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "-k", "StagingToProduction and not Yesterday",
-                                           "--perfsig-url=Staging=http://127.0.0.1:9", "-rA")
+    result = pytester.runpytest_subprocess(
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        "-k",
+        "StagingToProduction and not Yesterday",
+        "--perfsig-url=Staging=http://127.0.0.1:9",
+        "-rA",
+    )
     text = result.stdout.str()
-    smartscape = [line for line in text.splitlines() if line.startswith("ERROR monspec.json") and "smartscape" in line]
+    smartscape = [
+        line for line in text.splitlines() if line.startswith("ERROR monspec.json") and "smartscape" in line
+    ]
     assert len(smartscape) == 2, text
-    how = ('has no topology (smartscape {!r}): judge it with a source that can, or skip it: mark the entry '
-           '"optional": true in the monspec, or run with --perfsig-optional smartscape')
+    how = (
+        "has no topology (smartscape {!r}): judge it with a source that can, or skip it: mark the entry "
+        '"optional": true in the monspec, or run with --perfsig-optional smartscape'
+    )
     assert how.format("toRelationships:calls") in text and how.format("fromRelationships:runsOn") in text
-    skipped = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "-k", "StagingToProduction and not Yesterday",
-                                            "--perfsig-url=Staging=http://127.0.0.1:9", "-rA",
-                                            "--perfsig-optional=smartscape")
+    skipped = pytester.runpytest_subprocess(
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        "-k",
+        "StagingToProduction and not Yesterday",
+        "--perfsig-url=Staging=http://127.0.0.1:9",
+        "-rA",
+        "--perfsig-optional=smartscape",
+    )
     lines = skipped.stdout.str().splitlines()
-    assert len([line for line in lines if line.startswith("SKIPPED [1]") and line.endswith("(optional)")]) == 2
+    assert (
+        len([line for line in lines if line.startswith("SKIPPED [1]") and line.endswith("(optional)")]) == 2
+    )
     assert not [line for line in lines if line.startswith("ERROR monspec.json") and "smartscape" in line]
 
 
-def test_a_named_locustfile_that_is_missing_is_a_usage_error_before_any_load(pytester: pytest.Pytester) -> None:
+def test_a_named_locustfile_that_is_missing_is_a_usage_error_before_any_load(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makefile(".json", monspec=SMALL_MONSPEC)
-    result = pytester.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging",
-                                           "--perfsig-locustfile=nowhere/locustfile.py")
+    result = pytester.runpytest_subprocess(
+        "--monspec=monspec.json", "--stage=Staging", "--perfsig-locustfile=nowhere/locustfile.py"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "nowhere/locustfile.py" in result.stderr.str() and "perfsig load" not in result.stdout.str()
     assert not (pytester.path / ".perfsig" / "perfsig.db").exists()  # no ERROR gate clutters the history

@@ -321,8 +321,13 @@ def test_monspec_that_is_not_a_regular_file_is_a_usage_error(tmp_path: Path, kin
         path = tmp_path
     with pytest.raises(MonspecError, match="not a regular file"):
         load_monspec(path)
-    result = subprocess.run([sys.executable, "-m", "pytest", f"--monspec={path}", "--stage=Staging", "-p",
-                             "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--monspec={path}", "--stage=Staging", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 4, result.stdout + result.stderr
     assert "not a regular file" in result.stderr and "Traceback" not in result.stderr
 
@@ -331,9 +336,22 @@ def test_unwritable_store_is_one_usage_error_before_any_load(tmp_path: Path) -> 
     (tmp_path / "monspec.json").write_text((ROOT / "monspec.json").read_text())
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's folder should be")
-    result = subprocess.run([sys.executable, "-m", "pytest", "--monspec=monspec.json", "--stage=Staging",
-                             f"--perfsig-store={blocker}/perfsig.db", "-p", "no:cacheprovider"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--monspec=monspec.json",
+            "--stage=Staging",
+            f"--perfsig-store={blocker}/perfsig.db",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 4, result.stdout + result.stderr
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) <= 2 and "cannot open store" in result.stderr, lines

@@ -7,12 +7,30 @@ import pytest
 from pytest_perfsig.report.terminal import Row, render_table
 
 ROWS = [
-    Row("pass", "StagingToProduction::service.responsetime[p90]", "13.1 ms", "14.4 ms", "20.7 ms",
-        "upper: Production × 1.30 + 2 ms abs"),
-    Row("violation", "StagingToProduction::/api/invoke::servicemethod.failurerate[avg]", "48.9 %", "0.0 %",
-        "0.5 %", "upper: Production × 1.30 + 0.5 % abs"),
-    Row("error", "StagingToStagingLastHour::/api/invoke::servicemethod.responsetime[p90]", "n/a", "n/a", "n/a",
-        "no data for Staging /api/invoke in 2026-11-28 03:56:11–03:56:19 UTC"),
+    Row(
+        "pass",
+        "StagingToProduction::service.responsetime[p90]",
+        "13.1 ms",
+        "14.4 ms",
+        "20.7 ms",
+        "upper: Production × 1.30 + 2 ms abs",
+    ),
+    Row(
+        "violation",
+        "StagingToProduction::/api/invoke::servicemethod.failurerate[avg]",
+        "48.9 %",
+        "0.0 %",
+        "0.5 %",
+        "upper: Production × 1.30 + 0.5 % abs",
+    ),
+    Row(
+        "error",
+        "StagingToStagingLastHour::/api/invoke::servicemethod.responsetime[p90]",
+        "n/a",
+        "n/a",
+        "n/a",
+        "no data for Staging /api/invoke in 2026-11-28 03:56:11–03:56:19 UTC",
+    ),
 ]
 
 
