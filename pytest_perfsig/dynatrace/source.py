@@ -324,7 +324,9 @@ class DynatraceSource:
         matched = 0
         described = f"entities {entities} fields {direction}.{name}"
         while True:
-            body = self.client.get_json("/api/v2/entities", params, described=described)
+            body = self.client.get_json(
+                "/api/v2/entities", params, described=described, scope="entities.read"
+            )
             try:
                 for entity in body["entities"]:
                     matched += 1
