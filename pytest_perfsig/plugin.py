@@ -48,6 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
         monspec = load_monspec(monspec_path)
         gate = Gate(monspec, gate_options(config, stage))
         gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
+        if not config.option.collectonly:
+            # Unreachable sources and refused credentials are found now, before any load is sent.
+            gate.probe_sources()
         config.stash[GATE_KEY] = gate
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None

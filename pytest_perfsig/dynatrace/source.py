@@ -141,6 +141,22 @@ class DynatraceSource:
     def close(self) -> None:
         self.client.close()
 
+    def probe(self) -> None:
+        """The token is set and the tenant accepts it for reading metrics: one metric listed
+        (``GET /api/v2/metrics?pageSize=1``, scope ``metrics.read``), or the cluster version
+        for the v1 API (``GET /api/v1/config/clusterversion``, scope ``DataExport``). A refused
+        token says whether it is invalid (401) or lacks the scope (403)."""
+        if not self.client.has_token:
+            raise self.client.missing_token()
+        if self.api == "v1":
+            self.client.get_json(
+                "/api/v1/config/clusterversion", None, described="probe", scope=timeseries_v1.SCOPE
+            )
+        else:
+            self.client.get_json(
+                "/api/v2/metrics", {"pageSize": "1"}, described="probe", scope=metrics_v2.SCOPE
+            )
+
     def __repr__(self) -> str:  # never the token
         return f"DynatraceSource({self.base_url!r}, api={self.api!r})"
 

@@ -70,6 +70,8 @@ def judge_request(request: ValidationRequest, store: SqliteStore) -> tuple[Gate,
         build=request.stage,
     )
     gate = Gate(monspec, options, store=store)
+    # A source that cannot be reached makes the request an error with that reason, never a pass.
+    gate.probe_sources()
     gate.judge_window(Window(*request.window))
     return gate, gate.finish()
 

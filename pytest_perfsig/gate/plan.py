@@ -12,6 +12,7 @@ from ..errors import LoadError, UsageError
 from ..load.runner import LoadSpec
 from ..metrics import DEFAULT_MIN_SAMPLES
 from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
+from ..sources import LOCAL
 from ..store import DEFAULT_STORE_PATH
 
 PRODUCTION_PREFIX = "Production"
@@ -169,6 +170,11 @@ def default_locustfile(env: str, loadtests_dir: Path, open_model: bool = False) 
         return loadtests_dir / "open.py"
     profile = "production.py" if env.startswith(PRODUCTION_PREFIX) else "staging.py"
     return loadtests_dir / profile
+
+
+def source_url(monspec: Monspec, options: GateOptions, service: str, env: str) -> str:
+    """Where an environment's numbers are read: its own source, else --perfsig-source, else local."""
+    return monspec.entities[service].environments[env].source or options.source_url or LOCAL
 
 
 def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]) -> list[LoadSpec]:

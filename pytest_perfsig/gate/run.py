@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import health
-from ..errors import NoDataError, PerfsigError, SourceError, StoreError
+from ..errors import NoDataError, PerfsigError, SourceError, StoreError, UsageError
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import LoadResult, Progress, run_load
 from ..monspec import Monspec
-from ..sources import check_source_url
+from ..sources import MetricSource, check_source_url, display_url
 from ..sources.logs import read_log
 from ..store import SqliteStore
 from ..verdict import Status, Subject, Verdict, not_judged
@@ -30,6 +30,7 @@ from .plan import (
     plan_checks,
     plan_load,
     plan_log_checks,
+    source_url,
 )
 from .status import GateOutcome, decide
 
@@ -90,6 +91,27 @@ class Gate:
         if self._measurer is None:
             self._measurer = Measurer(self.monspec, self.options, self.store, self.gate_id)
         return self._measurer
+
+    def probe_sources(self) -> None:
+        """Ask every metric source the planned checks read, once per URL, whether it can answer
+        at all (``MetricSource.probe``), before any load: one that is unreachable or refuses the
+        credentials is a usage error naming its environments, the URL and the cause."""
+        envs: dict[str, list[str]] = {}
+        opened: dict[str, MetricSource] = {}
+        for check in self.checks:
+            for env in (check.comparison.source, check.comparison.compare):
+                url = source_url(self.monspec, self.options, check.service, env)
+                opened.setdefault(url, self.measurer.source_for(check.service, env))
+                if env not in envs.setdefault(url, []):
+                    envs[url].append(env)
+        for url, source in opened.items():
+            try:
+                source.probe()
+            except SourceError as exc:
+                raise UsageError(
+                    f"{' and '.join(envs[url])} read{'s' if len(envs[url]) == 1 else ''} metrics from "
+                    f"{display_url(url)}, which cannot be used: {exc}"
+                ) from None
 
     # ------------------------------------------------------------------ load
 
