@@ -17,16 +17,18 @@ from ..load.runner import LoadResult, Progress, run_load
 from ..monspec import Monspec
 from ..sources import MetricSource, check_source_url, display_url
 from ..sources.logs import read_log
-from ..store import SqliteStore
+from ..store import RunRecord, SqliteStore
 from ..verdict import Status, Subject, Verdict, not_judged
 from ..windows import Measurement, Window
 from .measure import Measurer
 from .plan import (
+    NOT_LOADED,
     AnyCheck,
     Check,
     GateOptions,
     LogCheck,
     compares_same_window,
+    not_loaded,
     plan_checks,
     plan_load,
     plan_log_checks,
@@ -61,12 +63,17 @@ class Gate:
             e.source for x in monspec.entities.values() for e in x.environments.values()
         }:
             check_source_url(url)
+        unknown = set(options.load_envs) - monspec.environments()
+        if unknown:
+            raise UsageError(f"--perfsig-load-env names unknown environment(s): {', '.join(sorted(unknown))}")
         self.log_checks = plan_log_checks(monspec, options.stage)
         self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
         self._store = store
         self._measurer: Measurer | None = None
         self.gate_id = new_gate_id()
         self.load_results: dict[tuple[str, str], LoadResult] = {}
+        # (service, environment, source URL) judged without synthetic load: real users' traffic
+        self.not_loaded: list[tuple[str, str, str]] = []
         self.load_error: PerfsigError | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.started = False
@@ -115,6 +122,11 @@ class Gate:
 
     # ------------------------------------------------------------------ load
 
+    def unloaded(self, checks: Sequence[AnyCheck]) -> list[tuple[str, str, str]]:
+        """(service, environment, source URL) the selected checks compare with, judged from
+        their monitoring without synthetic load."""
+        return not_loaded(self.monspec, self.options, checks)
+
     def run(self, checks: Sequence[AnyCheck], progress: Progress | None = None) -> None:
         """Drive the load for the selected checks; a failure is kept, not raised: every
         check then reports it as its error."""
@@ -122,10 +134,32 @@ class Gate:
         try:
             self.open()
             specs = plan_load(self.monspec, self.options, checks)
+            self._record_not_loaded(checks)
             results = run_load(specs, self.store, gate_id=self.gate_id, progress=progress)
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc
+
+    def _record_not_loaded(self, checks: Sequence[AnyCheck]) -> None:
+        """A run without samples for each environment judged without synthetic load, kept with
+        the gate's runs so that reports say why it has none and where its numbers came from."""
+        self.not_loaded = self.unloaded(checks)
+        for service, env, url in self.not_loaded:
+            now = time.time()
+            self.store.create_run(
+                RunRecord(
+                    run_id=f"{env}-{uuid.uuid4().hex[:12]}",
+                    service=service,
+                    env=env,
+                    url=self.options.urls.get(env) or self.monspec.entities[service].environments[env].url,
+                    gate_id=self.gate_id,
+                    load_model="none",
+                    started_at=now,
+                    ended_at=now,
+                    status=NOT_LOADED,
+                    detail=f"measured by {display_url(url)}",
+                )
+            )
 
     def open(self) -> None:
         """Record the gate in the store; from now on every verdict is stored as it is made."""
