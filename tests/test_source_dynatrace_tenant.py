@@ -34,7 +34,9 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "dt0c01.TENANTTOKEN.abcdefghijklmnop"
 SVC = "SampleJSonService"
-LOAD = ["--perfsig-duration=6", "--perfsig-warmup=1", "--perfsig-users=3", "--perfsig-spawn-rate=3"]
+# 10 s: Locust takes a second or two to send its first request on a busy machine, and the gate's
+# window (first request + duration) must still end with requests in its last third.
+LOAD = ["--perfsig-duration=10", "--perfsig-warmup=1", "--perfsig-users=3", "--perfsig-spawn-rate=3"]
 _TAG_RE = re.compile(r'tag\("DeploymentGroup:([^"]+)"\)')
 
 

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.e2e
 
 PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 SVC = "SampleJSonService"
-LOAD = ["--perfsig-duration=6", "--perfsig-warmup=1", "--perfsig-users=5", "--perfsig-spawn-rate=5"]
+# 10 s: Locust takes a second or two to send its first request on a busy machine, and the gate's
+# window (first request + duration) must still end with requests in its last third.
+LOAD = ["--perfsig-duration=10", "--perfsig-warmup=1", "--perfsig-users=5", "--perfsig-spawn-rate=5"]
 USER_PATHS = ("/api/invoke", "/", "/api/invoke", "/api/echo?text=user")  # half of them invokes
 USER_PAUSE_S = 0.03  # some 25 requests a second, whatever the gate does
 
