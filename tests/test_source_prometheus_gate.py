@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pytest_perfsig.store import SqliteStore
 from sample_app.launcher import RunningApp, start_app
 from tests.loopback import free_port
 
@@ -149,14 +150,16 @@ def real_users(monitored: Monitored) -> Iterator[list[int]]:
     thread.join(10)
 
 
-def monspec(directory: Path, sources: dict[str, str]) -> Path:
+def monspec(directory: Path, production_url: str, sources: dict[str, str]) -> Path:
     """Failure rate, average response time, request rate, one service method; the smartscape
     entry, which Prometheus cannot answer, is optional. Response times compare a client-side
-    number (local) with a server-side one (Prometheus) in one variant: a wide tolerance."""
+    number (local) with a server-side one (Prometheus) in one variant: a wide tolerance.
+    Production has a URL: with the local source the gate would load it."""
     environments: dict[str, Any] = {
         env: {"tags": [{"context": "CONTEXTLESS", "key": "DeploymentGroup", "value": env}]}
         for env in ("Staging", "Production")
     }
+    environments["Production"]["url"] = production_url
     for env, url in sources.items():
         environments[env]["source"] = url
     path = directory / "monspec.json"
@@ -226,9 +229,12 @@ def run_gate(
 ) -> tuple[pytest.RunResult, str]:
     set_build(monitored.staging, build)
     if how == "--perfsig-source":  # both environments read from Prometheus
-        path, extra = monspec(gate_dir.path, {}), [f"--perfsig-source={monitored.source}"]
+        path, extra = (
+            monspec(gate_dir.path, monitored.production.url, {}),
+            [f"--perfsig-source={monitored.source}"],
+        )
     else:  # only Production's monitoring is Prometheus; Staging is judged from its load's samples
-        path, extra = monspec(gate_dir.path, {"Production": monitored.source}), []
+        path, extra = monspec(gate_dir.path, monitored.production.url, {"Production": monitored.source}), []
     result = gate_dir.runpytest_subprocess(
         f"--monspec={path}",
         "--stage=Staging",
@@ -253,7 +259,7 @@ def test_build_2_is_rejected_on_failure_rate_and_build_1_approved(
     assert outcomes.get("failed") == 2 and "errors" not in outcomes and "error" not in outcomes, out
     assert outcomes.get("skipped") == 1, out  # the optional smartscape entry
     assert f"perfsig: Production: not loaded (its numbers come from {monitored.source})" in out
-    assert "perfsig: Production:" not in out.replace("perfsig: Production: not loaded", "")  # no load run
+    assert "perfsig: Production:" not in out.replace("perfsig: Production: not loaded", "")  # no Locust run
     assert "Production not loaded" in out  # on the progress line too
     assert "for Staging: VIOLATION" in out
     html = (gate_dir.path / "report.html").read_text()
@@ -264,5 +270,8 @@ def test_build_2_is_rejected_on_failure_rate_and_build_1_approved(
     outcomes = approved.parseoutcomes()
     assert outcomes.get("passed") == 5 and outcomes.get("skipped") == 1 and "failed" not in outcomes, out
     assert "for Staging: PASS" in out
-    # Production's traffic was its users' alone, and healthy.
+    # Production's traffic was its users' alone, and healthy: the gates recorded it as not loaded.
     assert len(real_users) > 100 and set(real_users) == {200}
+    with SqliteStore(gate_dir.path / ".perfsig" / "perfsig.db") as store:
+        runs = [(run.env, run.status) for run in store.runs()]
+    assert sorted(runs) == [("Production", "not_loaded")] * 2 + [("Staging", "completed")] * 2
