@@ -51,6 +51,8 @@ NO_AWS = {
 
 
 def without_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3's default session keeps the credentials an earlier test found: start a new one.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     for key, value in NO_AWS.items():
         if value is None:
             monkeypatch.delenv(key, raising=False)
