@@ -5,8 +5,9 @@ server on 127.0.0.1 speaking the documented APIs the source uses:
   ``GET /api/v2/metrics/query`` (``metricSelector``, ``entitySelector``, ``from``, ``to``,
   ``resolution``), answering ``{"totalCount", "nextPageKey", "resolution", "result": [{"metricId",
   "data": [{"dimensions", "dimensionMap", "timestamps", "values"}]}]}``; response times in µs;
-- Entities API v2, ``GET /api/v2/entities`` (``entitySelector``, ``fields`` such as
-  ``toRelationships.calls``, ``from``, ``to``, ``pageSize``; then ``nextPageKey`` alone),
+- Entities API v2, ``GET /api/v2/entities`` (``entitySelector``, ``fields`` =
+  ``toRelationships.<relation>`` or ``fromRelationships.<relation>``, ``from``, ``to``,
+  ``pageSize``; then ``nextPageKey`` alone),
   answering ``{"totalCount", "pageSize", "nextPageKey", "entities": [{"entityId", "type",
   "displayName", "toRelationships": {"calls": [{"id", "type"}]}}]}``. It pages one entity at a
   time, so that paging is exercised;
@@ -38,6 +39,7 @@ SVC = "SampleJSonService"
 # window (first request + duration) must still end with requests in its last third.
 LOAD = ["--perfsig-duration=10", "--perfsig-warmup=1", "--perfsig-users=3", "--perfsig-spawn-rate=3"]
 _TAG_RE = re.compile(r'tag\("DeploymentGroup:([^"]+)"\)')
+_FIELDS_RE = re.compile(r"^(toRelationships|fromRelationships)\.[A-Za-z]+$")
 
 
 def error(status: int, message: str) -> Reply:
@@ -46,11 +48,11 @@ def error(status: int, message: str) -> Reply:
 
 @dataclass
 class Env:
-    """One environment's numbers: metric key -> value (response times in µs), and its services
-    with the services calling each."""
+    """One environment's numbers: metric key -> value (response times in µs), and its services'
+    relationships: ``"toRelationships.calls"`` -> service -> the services calling it."""
 
     metrics: dict[str, float]
-    callers: dict[str, list[str]] = field(default_factory=dict)
+    relations: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,18 +130,18 @@ class FakeTenant:
                 return error(400, "unknown nextPageKey")
             return self.page(key)
         env = self.env(request.param("entitySelector"))
-        fields = request.param("fields")
-        if env is None or self.timeframe(request) is None or fields != "toRelationships.calls":
+        fields = request.param("fields") or ""
+        if env is None or self.timeframe(request) is None or not _FIELDS_RE.match(fields):
             return error(400, f"Constraints violated: {request.query}")
-        entities = [
-            {
-                "entityId": service,
-                "type": "SERVICE",
-                "displayName": service.lower(),
-                "toRelationships": {"calls": [{"id": caller, "type": "SERVICE"} for caller in callers]},
-            }
-            for service, callers in env.callers.items()
-        ]
+        direction, _, relation = fields.partition(".")
+        services = sorted({service for related in env.relations.values() for service in related})
+        entities = []
+        for service in services:
+            related = env.relations.get(fields, {}).get(service, [])
+            entity: dict[str, Any] = {"entityId": service, "type": "SERVICE", "displayName": service.lower()}
+            if related:  # the tenant leaves out relationships an entity does not have
+                entity[direction] = {relation: [{"id": other, "type": "SERVICE"} for other in related]}
+            entities.append(entity)
         key = f"page-{len(self.pages)}"
         self.pages[key] = entities
         return self.page(key)
@@ -162,7 +164,8 @@ def numbers(failed: float, response_us: float, callers: dict[str, list[str]]) ->
             "builtin:service.errors.total.count": failed,
             "builtin:service.response.time": response_us,
         },
-        callers,
+        # Every service calls the same database, in both environments.
+        {"toRelationships.calls": callers, "fromRelationships.calls": {s: ["SERVICE-DB"] for s in callers}},
     )
 
 
@@ -185,6 +188,8 @@ def write_monspec(directory: Path, smartscape: dict[str, Any], signature: bool =
             {"timeseries": "service.failurerate", "aggregate": "avg"},
             {"timeseries": "service.responsetime", "aggregate": "avg"},
         ]
+        # The services the environment's services call: the same in both.
+        entries.append({"smartscape": "fromRelationships:calls", "aggregate": "count", "validate": "lower"})
     path = directory / "monspec.json"
     path.write_text(
         json.dumps(
@@ -246,6 +251,7 @@ def test_gate_judges_failure_rate_response_time_and_callers_from_the_tenant(
             "FAILED *::StagingToProduction::service.failurerate[[]avg[]]*",
             "FAILED *::StagingToProduction::smartscape.toRelationships:calls[[]count[]]*",
             "PASSED *::StagingToProduction::service.responsetime[[]avg[]]*",
+            "PASSED *::StagingToProduction::smartscape.fromRelationships:calls[[]count[]]*",
             "*service.failurerate avg: Staging 5 % > limit 0.5 % (Production 0.0 %*",
             "*smartscape.toRelationships:calls count: Staging 2 < limit 3 (Production 3 *",
             f"perfsig: Production: not loaded (its numbers come from {source})",
@@ -255,7 +261,8 @@ def test_gate_judges_failure_rate_response_time_and_callers_from_the_tenant(
     assert TOKEN not in out
     paths = server.paths()
     assert paths[0] == "/api/v2/metrics"  # the probe, before anything else
-    assert paths.count("/api/v2/entities") == 4  # Staging's 2 services and Production's, a page each
+    # Both relations of Staging's 2 services and Production's 2, a page each.
+    assert paths.count("/api/v2/entities") == 8
 
     # Called by the same services as Production, healthy: approved.
     fake.table["Staging"] = numbers(
@@ -263,7 +270,7 @@ def test_gate_judges_failure_rate_response_time_and_callers_from_the_tenant(
     )
     approved = run_gate(gate_dir, monspec, staging, f"--perfsig-source={source}")
     assert approved.ret == pytest.ExitCode.OK, approved.stdout.str()
-    approved.assert_outcomes(passed=3)
+    approved.assert_outcomes(passed=4)
 
 
 def test_smartscape_on_the_local_source_is_an_error_saying_how_to_skip_it(

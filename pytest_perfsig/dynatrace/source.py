@@ -110,8 +110,8 @@ class DynatraceSource:
         token: str | None = None,
     ) -> DynatraceSource:
         """``dynatrace[+v1][+http|+https]://host[:port][/e/<env-id>]``; the token defaults to
-        ``$DT_API_TOKEN`` (checked when a query is made, so a gate without Dynatrace entries
-        needs none)."""
+        ``$DT_API_TOKEN``, checked by :meth:`probe` before any load (opening makes no call, so
+        a URL no comparison reads needs no token)."""
         parts = urlsplit(url)
         flags = parts.scheme.split("+")
         if (

@@ -115,6 +115,7 @@ class Gate:
             try:
                 source.probe()
             except SourceError as exc:
+                self.measurer.close()  # a worker goes on with other requests: no client left open
                 raise UsageError(
                     f"{' and '.join(envs[url])} read{'s' if len(envs[url]) == 1 else ''} metrics from "
                     f"{display_url(url)}, which cannot be used: {exc}"
