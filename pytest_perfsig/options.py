@@ -172,6 +172,16 @@ OPTIONS: tuple[Option, ...] = (
         "samples), prometheus://HOST:PORT, dynatrace://TENANT, cloudwatch://REGION (default: local)",
     ),
     Option(
+        "--perfsig-load-env",
+        "perfsig_load_envs",
+        "linelist",
+        None,
+        "ENV",
+        "send synthetic load to this compare environment although its numbers come from a remote "
+        "source (by default such an environment is judged from its real traffic); repeatable "
+        "(the monspec's way: environments.ENV.load)",
+    ),
+    Option(
         "--perfsig-html", "perfsig_html", str, None, "PATH", "write the HTML report (gate and history) here"
     ),
     Option("--perfsig-json", "perfsig_json", str, None, "PATH", "write the JSON report here"),
@@ -332,6 +342,7 @@ def gate_options(config: pytest.Config, stage: str, store_path: Path | None = No
         baseline_run=setting(config, "--perfsig-baseline"),
         warmup_s=setting(config, "--perfsig-warmup"),
         source_url=setting(config, "--perfsig-source"),
+        load_envs=tuple(setting(config, "--perfsig-load-env")),
         processes=setting(config, "--perfsig-processes"),
         workers=setting(config, "--perfsig-workers"),
         master_bind=setting(config, "--perfsig-master-bind"),

@@ -24,6 +24,7 @@ from .options import KEPTN_FLAGS, add_options, gate_options, keptn_labels, setti
 from .report.html import write_html_report
 from .report.json_report import write_json_report
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
+from .sources import display_url
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
         location.open()  # an s3:// store is downloaded now, before any load
         config.stash[STORE_KEY] = location
         gate.store  # noqa: B018  (opened now: a store that cannot be written is a usage error before any load)
+        if not config.option.collectonly:
+            # Unreachable sources and refused credentials are found now, before any load is sent.
+            gate.probe_sources()
         config.stash[GATE_KEY] = gate
     except (PerfsigError, ValueError) as exc:
         raise pytest.UsageError(f"perfsig: {exc}") from None
@@ -170,14 +174,16 @@ class LoadProgress:
 
     LOG_EVERY_S = 10.0
 
-    def __init__(self, reporter: Any) -> None:
+    def __init__(self, reporter: Any, notes: list[str] | None = None) -> None:
         self.reporter = reporter
         self.tty = bool(getattr(reporter, "isatty", False))
         self.next_log_s = 0.0
         self.drawn = False
+        self.notes = notes or []  # environments judged without load, shown beside the loaded ones
 
     def __call__(self, elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
         parts = [f"{spec.env} {requests} req ({failures} failed)" for spec, requests, failures in runs]
+        parts += self.notes
         clock = (
             f"{elapsed:4.0f}/{duration:.0f} s"
             if elapsed <= duration
@@ -205,7 +211,8 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         if reporter is not None:
             reporter.write_line(line, **markup)
 
-    progress = LoadProgress(reporter)
+    unloaded = [(env, display_url(url)) for _, env, url in gate.unloaded(checks)]
+    progress = LoadProgress(reporter, [f"{env} not loaded" for env, _ in unloaded])
 
     if reporter is not None:
         reporter.ensure_newline()
@@ -215,6 +222,8 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
         f"{opts.duration_s:g} s of load, store {_store_name(config, gate)}"
     )
+    for env, url in unloaded:
+        write(f"perfsig: {env}: not loaded (its numbers come from {url})")
     gate.run(checks, progress=progress)
     progress.close()
     if gate.load_error is not None:

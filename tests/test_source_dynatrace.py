@@ -320,12 +320,13 @@ def test_http_errors_and_timeouts_never_show_the_token(caplog: pytest.LogCapture
     failures: list[tuple[Any, str]] = [
         (
             httpx.Response(401, json={"error": {"code": 401, "message": f"Token '{TOKEN}' is invalid"}}),
-            r"answered HTTP 401: Token '\*\*\*' is invalid \(check \$DT_API_TOKEN and its scopes: "
-            r"metrics\.read and entities\.read \(DataExport for the v1 API\)\)",
+            r"answered HTTP 401: Token '\*\*\*' is invalid \(\$DT_API_TOKEN is not a valid token for this "
+            r"tenant: check it, and that it has not expired\) \(builtin:service\.requestCount",
         ),
         (
             httpx.Response(403, json={"error": {"code": 403, "message": "Token is missing required scope"}}),
-            r"answered HTTP 403: Token is missing required scope",
+            r"answered HTTP 403: Token is missing required scope \(the token in \$DT_API_TOKEN lacks the "
+            r"scope metrics\.read\)",
         ),
         (httpx.Response(500, text="oops"), r"answered HTTP 500: oops \(builtin:service\.requestCount"),
         (httpx.ReadTimeout("timed out"), r"did not answer within 2 s \(builtin:service\.requestCount"),
@@ -333,11 +334,14 @@ def test_http_errors_and_timeouts_never_show_the_token(caplog: pytest.LogCapture
     ]
     messages = []
     for answer, expected in failures:
-        route.mock(side_effect=[answer])
+        route.mock(side_effect=[answer] * 3)
+        route.reset()
         with pytest.raises(
             DynatraceError, match=rf"^dynatrace at {TENANT}/api/v2/metrics/query {expected}"
         ) as info:
             source(timeout_s=2).measure(q("service.responsetime", "avg"))
+        # A refused connection is retried; an answer, even an error, and a time-out are not.
+        assert route.call_count == (3 if isinstance(answer, httpx.ConnectError) else 1)
         messages.append(str(info.value))
         messages.append(repr(info.value))
     route.mock(

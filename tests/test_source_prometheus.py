@@ -502,7 +502,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
                 str(ROOT / "loadtests" / f"{app.stage.lower()}.py"),
                 users=5,
                 spawn_rate=5,
-                duration_s=5,
+                # Locust may take two seconds to send its first request on a busy machine, and the
+                # window (first request + duration) must still end with requests in its last third.
+                duration_s=10,
                 extra_env=think,
                 build=str(app.build),
             )
@@ -566,7 +568,9 @@ def test_gate_with_prometheus_agrees_with_the_local_source(scraped: Scraped) -> 
         elif "responsetime" in check_id:
             assert lv.status == "pass", table
             if "[avg]" in check_id:
-                assert pv.source_value == pytest.approx(lv.source_value, rel=0.3), table
+                # The server's latency leaves out the network and the client's queueing, which a
+                # busy machine makes long: below the client's (with slack), not far below it.
+                assert lv.source_value / 3 <= pv.source_value <= lv.source_value * 1.3, table
         else:  # requestspermin: the server also counts invoke's downstream calls to its own echo
             assert lv.status == "pass", table
             assert pv.source_value == pytest.approx(lv.source_value, rel=0.3), table
@@ -586,8 +590,10 @@ def test_real_prometheus_bucket_rates_no_data_and_method_counts(scraped: Scraped
         if ep == "/api/invoke"
     )
     assert invoke.value == pytest.approx(local, rel=0.25)
-    low = source.measure(q("service.requestspermin", "min", window=window)).value
-    high = source.measure(q("service.requestspermin", "max", window=window)).value
+    # Buckets wholly inside the load: the first 2 s bucket would also see the time before it.
+    inner = Window(window.start + 2, window.end)
+    low = source.measure(q("service.requestspermin", "min", window=inner)).value
+    high = source.measure(q("service.requestspermin", "max", window=inner)).value
     assert 0 < low <= high
     failures = source.measure(
         q("servicemethod.failurerate", "median", method="/api/invoke", window=window)

@@ -15,7 +15,10 @@ from ..errors import SourceError
 from ..windows import Window
 from .client import DynatraceClient
 
-__all__ = ["FAILURES", "REQUESTS", "RESPONSE_TIME", "Series", "query_metrics"]
+__all__ = ["FAILURES", "REQUESTS", "RESPONSE_TIME", "SCOPE", "Series", "query_metrics"]
+
+#: the token scope the Metrics API v2 needs
+SCOPE = "metrics.read"
 
 # (service, key request) metric keys
 RESPONSE_TIME = ("builtin:service.response.time", "builtin:service.keyRequest.response.time")
@@ -53,7 +56,7 @@ def query_metrics(
         "to": str(ms(window.end)),
         "resolution": resolution,
     }
-    body = client.get_json("/api/v2/metrics/query", params, described=metric_selector)
+    body = client.get_json("/api/v2/metrics/query", params, described=metric_selector, scope=SCOPE)
     try:
         results = body["result"]
         if not isinstance(results, list) or len(results) != len(selectors):

@@ -110,8 +110,8 @@ class DynatraceSource:
         token: str | None = None,
     ) -> DynatraceSource:
         """``dynatrace[+v1][+http|+https]://host[:port][/e/<env-id>]``; the token defaults to
-        ``$DT_API_TOKEN`` (checked when a query is made, so a gate without Dynatrace entries
-        needs none)."""
+        ``$DT_API_TOKEN``, checked by :meth:`probe` before any load (opening makes no call, so
+        a URL no comparison reads needs no token)."""
         parts = urlsplit(url)
         flags = parts.scheme.split("+")
         if (
@@ -140,6 +140,22 @@ class DynatraceSource:
 
     def close(self) -> None:
         self.client.close()
+
+    def probe(self) -> None:
+        """The token is set and the tenant accepts it for reading metrics: one metric listed
+        (``GET /api/v2/metrics?pageSize=1``, scope ``metrics.read``), or the cluster version
+        for the v1 API (``GET /api/v1/config/clusterversion``, scope ``DataExport``). A refused
+        token says whether it is invalid (401) or lacks the scope (403)."""
+        if not self.client.has_token:
+            raise self.client.missing_token()
+        if self.api == "v1":
+            self.client.get_json(
+                "/api/v1/config/clusterversion", None, described="probe", scope=timeseries_v1.SCOPE
+            )
+        else:
+            self.client.get_json(
+                "/api/v2/metrics", {"pageSize": "1"}, described="probe", scope=metrics_v2.SCOPE
+            )
 
     def __repr__(self) -> str:  # never the token
         return f"DynatraceSource({self.base_url!r}, api={self.api!r})"
@@ -324,7 +340,9 @@ class DynatraceSource:
         matched = 0
         described = f"entities {entities} fields {direction}.{name}"
         while True:
-            body = self.client.get_json("/api/v2/entities", params, described=described)
+            body = self.client.get_json(
+                "/api/v2/entities", params, described=described, scope="entities.read"
+            )
             try:
                 for entity in body["entities"]:
                     matched += 1

@@ -9,8 +9,10 @@ from ..windows import Window
 from .client import DynatraceClient
 from .metrics_v2 import ms
 
-__all__ = ["AGGREGATES", "FAILURE_RATE", "REQUESTS", "RESPONSE_TIME", "query_timeseries"]
+__all__ = ["AGGREGATES", "FAILURE_RATE", "REQUESTS", "RESPONSE_TIME", "SCOPE", "query_timeseries"]
 
+#: the token scope the Timeseries API v1 needs
+SCOPE = "DataExport"
 PREFIX = "com.dynatrace.builtin:"
 RESPONSE_TIME = PREFIX + "service.responsetime"
 FAILURE_RATE = PREFIX + "service.failurerate"
@@ -41,7 +43,7 @@ def query_timeseries(
         params.append(("percentile", f"{percentile:g}"))
     params.extend(("tag", tag) for tag in tags)
     described = f"{timeseries} {aggregation}"
-    body = client.get_json(f"/api/v1/timeseries/{timeseries}", params, described=described)
+    body = client.get_json(f"/api/v1/timeseries/{timeseries}", params, described=described, scope=SCOPE)
     try:
         result = body["dataResult"]
         unit = str(result.get("unit") or "")

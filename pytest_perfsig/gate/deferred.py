@@ -225,6 +225,8 @@ def request_gate(request: ValidationRequest, store: SqliteStore) -> Gate:
 def judge_request(request: ValidationRequest, store: SqliteStore) -> tuple[Gate, GateOutcome]:
     """Judge one request's comparison over its window; (gate, its outcome)."""
     gate = request_gate(request, store)
+    # A source that cannot be reached makes the request an error with that reason, never a pass.
+    gate.probe_sources()
     gate.judge_window(Window(*request.window))
     return gate, gate.finish()
 

@@ -13,9 +13,12 @@ from ..load.profiles import BUILTIN_LOCUSTFILE, builtin_endpoints, builtin_env, 
 from ..load.runner import LoadSpec
 from ..metrics import DEFAULT_MIN_SAMPLES
 from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
+from ..sources import LOCAL
 from ..store import DEFAULT_STORE_PATH
 
 PRODUCTION_PREFIX = "Production"
+#: the status of a stored run that stands for an environment judged without synthetic load
+NOT_LOADED = "not_loaded"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class GateOptions:
     warmup_s: float = 2.0
     # Where metrics are read for environments whose monspec names no source.
     source_url: str | None = None
+    # Compare environments that get synthetic load although their numbers come from a remote
+    # source (--perfsig-load-env; the monspec's way: environments.<Env>.load).
+    load_envs: tuple[str, ...] = ()
     # Load topology and model.
     processes: int = 1
     workers: int = 0
@@ -179,21 +185,57 @@ def default_locustfile(env: str, loadtests_dir: Path) -> Path:
     return loadtests_dir / profile
 
 
+def source_url(monspec: Monspec, options: GateOptions, service: str, env: str) -> str:
+    """Where an environment's numbers are read: its own source, else --perfsig-source, else local."""
+    return monspec.entities[service].environments[env].source or options.source_url or LOCAL
+
+
+def takes_load(monspec: Monspec, options: GateOptions, service: str, env: str) -> bool | None:
+    """Whether a compare environment gets synthetic load: True when asked for (--perfsig-load-env,
+    ``load: true``), False when refused (``load: false``) or when its numbers come from a remote
+    source (its real users are the baseline, as in the original pipeline), None (load it if it
+    has a URL) with the local source."""
+    if env in options.load_envs:
+        return True
+    configured = monspec.entities[service].environments[env].load
+    if configured is not None:
+        return configured
+    return None if source_url(monspec, options, service, env) == LOCAL else False
+
+
+def not_loaded(
+    monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]
+) -> list[tuple[str, str, str]]:
+    """(service, environment, source URL) of the compare environments judged in the gate's
+    window that get no synthetic load (``takes_load`` is False)."""
+    found: dict[tuple[str, str, str], None] = {}
+    for check in checks:
+        if isinstance(check, LogCheck):
+            continue
+        comparison, env = check.comparison, check.comparison.compare
+        if (
+            compares_same_window(comparison, options)
+            and env not in {comparison.source, options.stage}
+            and takes_load(monspec, options, check.service, env) is False
+        ):
+            found[(check.service, env, source_url(monspec, options, check.service, env))] = None
+    return list(found)
+
+
 def plan_load(monspec: Monspec, options: GateOptions, checks: Iterable[AnyCheck]) -> list[LoadSpec]:
-    """The stage under test, plus every compare environment judged in the same window
-    that has a URL (the original had real-user traffic on Production all the time)."""
+    """The stage under test, plus every compare environment judged in the same window that
+    takes load (``takes_load``): asked for, or read from the local source and with a URL (the
+    original had real-user traffic on Production all the time)."""
     wanted: dict[tuple[str, str], None] = {}
     for check in checks:
         wanted[(check.service, options.stage)] = None
         if isinstance(check, LogCheck):
             continue
         comparison = check.comparison
-        if (
-            compares_same_window(comparison, options)
-            and comparison.compare != comparison.source
-            and _url(monspec, options, check.service, comparison.compare) is not None
-        ):
-            wanted[(check.service, comparison.compare)] = None
+        if compares_same_window(comparison, options) and comparison.compare != comparison.source:
+            load = takes_load(monspec, options, check.service, comparison.compare)
+            if load or (load is None and _url(monspec, options, check.service, comparison.compare)):
+                wanted[(check.service, comparison.compare)] = None
     rate = options.arrival_rate
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise UsageError(f"--perfsig-arrival-rate must be a positive number of tasks/s, got {rate:g}")

@@ -27,21 +27,24 @@ from ..judges.logrule import judge_log, not_judged_log
 from ..load.runner import Enough, LoadResult, Progress, run_load
 from ..metrics import required_samples
 from ..monspec import Monspec
-from ..sources import check_expression_source, check_source_url
+from ..sources import MetricSource, check_expression_source, check_source_url, display_url
 from ..sources.logs import read_log
-from ..store import SqliteStore
+from ..store import RunRecord, SqliteStore
 from ..verdict import Status, Subject, Verdict, measured_fields, not_judged, subject_fields
 from ..windows import Measurement, Window
 from .measure import Measurer
 from .plan import (
+    NOT_LOADED,
     AnyCheck,
     Check,
     GateOptions,
     LogCheck,
     compares_same_window,
+    not_loaded,
     plan_checks,
     plan_load,
     plan_log_checks,
+    source_url,
 )
 from .status import GateOutcome, decide
 
@@ -104,12 +107,17 @@ class Gate:
             check_source_url(url)
         if monspec.total_score is not None:
             check_slo_gate(monspec, options)
+        unknown = set(options.load_envs) - monspec.environments()
+        if unknown:
+            raise UsageError(f"--perfsig-load-env names unknown environment(s): {', '.join(sorted(unknown))}")
         self.log_checks = plan_log_checks(monspec, options.stage)
         self.checks = plan_checks(monspec, options, allow_empty=bool(self.log_checks))
         self._store = store
         self._measurer: Measurer | None = None
         self.gate_id = new_gate_id()
         self.load_results: dict[tuple[str, str], LoadResult] = {}
+        # (service, environment, source URL) judged without synthetic load: real users' traffic
+        self.not_loaded: list[tuple[str, str, str]] = []
         self.load_error: PerfsigError | None = None
         self.verdicts: dict[str, Verdict] = {}
         self.started = False
@@ -135,7 +143,34 @@ class Gate:
             self._measurer = Measurer(self.monspec, self.options, self.store, self.gate_id)
         return self._measurer
 
+    def probe_sources(self) -> None:
+        """Ask every metric source the planned checks read, once per URL, whether it can answer
+        at all (``MetricSource.probe``), before any load: one that is unreachable or refuses the
+        credentials is a usage error naming its environments, the URL and the cause."""
+        envs: dict[str, list[str]] = {}
+        opened: dict[str, MetricSource] = {}
+        for check in self.checks:
+            for env in (check.comparison.source, check.comparison.compare):
+                url = source_url(self.monspec, self.options, check.service, env)
+                opened.setdefault(url, self.measurer.source_for(check.service, env))
+                if env not in envs.setdefault(url, []):
+                    envs[url].append(env)
+        for url, source in opened.items():
+            try:
+                source.probe()
+            except SourceError as exc:
+                self.measurer.close()  # a worker goes on with other requests: no client left open
+                raise UsageError(
+                    f"{' and '.join(envs[url])} read{'s' if len(envs[url]) == 1 else ''} metrics from "
+                    f"{display_url(url)}, which cannot be used: {exc}"
+                ) from None
+
     # ------------------------------------------------------------------ load
+
+    def unloaded(self, checks: Sequence[AnyCheck]) -> list[tuple[str, str, str]]:
+        """(service, environment, source URL) the selected checks compare with, judged from
+        their monitoring without synthetic load."""
+        return not_loaded(self.monspec, self.options, checks)
 
     def run(self, checks: Sequence[AnyCheck], progress: Progress | None = None) -> None:
         """Drive the load for the selected checks; a failure is kept, not raised: every
@@ -144,6 +179,7 @@ class Gate:
         try:
             self.open()
             specs = plan_load(self.monspec, self.options, checks)
+            self._record_not_loaded(checks)
             results = run_load(
                 specs, self.store, gate_id=self.gate_id, progress=progress, enough=self._enough(checks)
             )
@@ -182,6 +218,27 @@ class Gate:
         any load. A missing URL is left to the checks that need it (they report it)."""
         with contextlib.suppress(LoadError):
             plan_load(self.monspec, self.options, self.planned)
+
+    def _record_not_loaded(self, checks: Sequence[AnyCheck]) -> None:
+        """A run without samples for each environment judged without synthetic load, kept with
+        the gate's runs so that reports say why it has none and where its numbers came from."""
+        self.not_loaded = self.unloaded(checks)
+        for service, env, url in self.not_loaded:
+            now = time.time()
+            self.store.create_run(
+                RunRecord(
+                    run_id=f"{env}-{uuid.uuid4().hex[:12]}",
+                    service=service,
+                    env=env,
+                    url=self.options.urls.get(env) or self.monspec.entities[service].environments[env].url,
+                    gate_id=self.gate_id,
+                    load_model="none",
+                    started_at=now,
+                    ended_at=now,
+                    status=NOT_LOADED,
+                    detail=f"measured by {display_url(url)}",
+                )
+            )
 
     def open(self) -> None:
         """Record the gate in the store; from now on every verdict is stored as it is made."""

@@ -52,6 +52,10 @@ class Environment(_Model):
     locustfile: str | None = None
     # Extension: where this environment's metrics are read (default: --perfsig-source, local).
     source: str | None = None
+    # Extension: whether the gate sends synthetic load to this environment when it is compared
+    # with in the gate's window (default: only when its numbers come from the local source;
+    # with a remote source its real users are the baseline).
+    load: bool | None = None
     # Extension: the environment's log, a file (relative to the monspec) or an http(s) URL.
     log: str | None = None
 

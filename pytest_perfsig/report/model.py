@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..gate.plan import NOT_LOADED
 from ..store.base import ReportSource
 from ..store.gates import GateRecord, StoredVerdict
 from ..store.samples import RunRecord
@@ -203,6 +204,12 @@ class RunInfo:
     @property
     def failure_percent(self) -> float | None:
         return 100.0 * self.failures / self.requests if self.requests else None
+
+    @property
+    def not_loaded(self) -> bool:
+        """An environment the gate judged from its monitoring without sending it load (its
+        ``detail`` says which source measured it)."""
+        return self.run.status == NOT_LOADED
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(  # type: ignore[no-any-return]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..metrics import DEFAULT_MIN_SAMPLES
@@ -18,6 +19,7 @@ __all__ = [
     "SampleReader",
     "TopologySource",
     "check_source_url",
+    "display_url",
     "open_source",
 ]
 
@@ -68,6 +70,14 @@ def _factory(url: str) -> Factory:
             "dynatrace://tenant or cloudwatch://region"
         )
     return factory
+
+
+def display_url(url: str) -> str:
+    """A source URL as messages may show it: without ``user:password@``."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def check_source_url(url: str | None) -> None:

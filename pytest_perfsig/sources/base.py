@@ -22,6 +22,10 @@ class MetricSource(Protocol):
     def measure(self, query: MetricQuery) -> Measurement:
         """The aggregated value; raises NoDataError / SourceError, never returns a guess."""
 
+    def probe(self) -> None:
+        """One cheap call showing that the source can answer at all (reachable, credentials
+        accepted), made before any load is sent; raises SourceError naming the cause."""
+
     def close(self) -> None:
         """Release connections; the source is not used afterwards."""
 

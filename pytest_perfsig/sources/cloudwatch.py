@@ -35,6 +35,7 @@ scale-factor rule.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,7 @@ URL_PARAMS = (
 )
 HIGH_RESOLUTION_PERIODS = (1, 5, 10, 30)
 SHORT_SPANS = (1, 5, 10, 20, 30)  # the periods below a minute GetMetricData accepts
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")  # us-east-1, us-gov-west-1, ap-southeast-2
 LATENCY_STATS = {"avg": "Average", "min": "Minimum", "max": "Maximum", "sum": "Sum", "median": "p50"}
 
 
@@ -157,6 +159,27 @@ class CloudWatchSource:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+
+    def probe(self) -> None:
+        """Credentials, region and endpoint in one cheap call: ``ListMetrics`` of the requests
+        metric in the namespace (the credentials are looked up when the call is signed).
+        botocore's standard retry mode retries it as every other call (``aws/clients.py``)."""
+        cfg = self.config
+        if cfg.endpoint_url is None and not _REGION_RE.match(cfg.region):
+            raise SourceError(
+                f"the {self.name} source: {cfg.region!r} is not an AWS region name (such as us-east-1)"
+            )
+        where = f"in {cfg.region}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
+        try:
+            aws_call(
+                "cloudwatch:ListMetrics",
+                self.client().list_metrics,
+                where=where,
+                Namespace=cfg.namespace,
+                MetricName=cfg.requests,
+            )
+        except AwsError as exc:
+            raise SourceError(f"{exc} (probe)") from None
 
     # ------------------------------------------------------------------ protocol
 

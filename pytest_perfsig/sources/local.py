@@ -27,6 +27,9 @@ class LocalSource:
     def close(self) -> None:
         self._cache.clear()
 
+    def probe(self) -> None:
+        """Nothing to reach: the store was opened when the gate was built."""
+
     def unsupported_reason(self, timeseries: str | None, smartscape: str | None) -> str | None:
         if smartscape is not None:
             return f"the {self.name} source has no topology (smartscape {smartscape!r})"

@@ -187,6 +187,32 @@ class PrometheusSource:
     def close(self) -> None:
         self._client.close()
 
+    def probe(self) -> None:
+        """``GET /api/v1/status/buildinfo``: the server answers and accepts the credentials. A
+        server without that endpoint (404) is asked the constant query ``1`` instead."""
+        for path, params in (("/api/v1/status/buildinfo", None), ("/api/v1/query", {"query": "1"})):
+            url = self.base_url + path
+            response, body = get_json(
+                self._client, url, params, name=self.name, timeout_s=self.timeout_s, described="probe"
+            )
+            if response.status_code == 404:
+                continue
+            if response.status_code in {401, 403}:
+                raise SourceError(
+                    f"{self.name} at {url} answered HTTP {response.status_code}: the credentials "
+                    "(user:password@ in the URL) are missing or refused"
+                )
+            if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+                raise SourceError(
+                    f"{self.name} at {url} answered HTTP {response.status_code}, not as Prometheus's "
+                    "HTTP API does (probe): check the URL and its path prefix"
+                )
+            return
+        raise SourceError(
+            f"{self.name} at {self.base_url}: no Prometheus HTTP API there (HTTP 404 for "
+            "/api/v1/status/buildinfo and /api/v1/query): check the URL and its path prefix"
+        )
+
     # ------------------------------------------------------------------ protocol
 
     def unsupported_reason(self, timeseries: str | None, smartscape: str | None) -> str | None:
