@@ -112,6 +112,7 @@ ALLOWED = {
     MetricKind.FAILURE_RATE: {"avg", "min", "max", "median", "p50", "p90", "p99.9"},
     MetricKind.RATE: {"avg", "count", "sum", "min", "max", "median", "p50", "p90", "p99.9"},
     MetricKind.COUNT: {"count", "sum"},
+    MetricKind.VALUE: set(),  # an SLI's value: its PromQL aggregated it
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_perfsig.errors import MonspecError
 from pytest_perfsig.gate import GateOutcome
-from pytest_perfsig.gate.run import FIRST_RUN_APPROVED
+from pytest_perfsig.gate.policies import FIRST_RUN_APPROVED
 from pytest_perfsig.monspec import parse_monspec
 from pytest_perfsig.report.json_report import write_json_report
 from pytest_perfsig.report.terminal import render_table, verdict_rows

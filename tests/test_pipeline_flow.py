@@ -41,7 +41,7 @@ from moto import mock_aws
 
 from pytest_perfsig.aws import clients
 from pytest_perfsig.cli import main as perfsig
-from pytest_perfsig.gate.run import FIRST_RUN_APPROVED
+from pytest_perfsig.gate.policies import FIRST_RUN_APPROVED
 from sample_app.launcher import RunningApp
 
 pytestmark = pytest.mark.e2e

@@ -5,10 +5,9 @@ the cause, and the outcome (``gate.status``) can never be a pass because of a fa
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,13 +23,12 @@ from ..errors import (
 )
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
-from ..load.runner import Enough, LoadResult, Progress, run_load
-from ..metrics import required_samples
+from ..load.runner import LoadResult, Progress, run_load
 from ..monspec import Monspec
-from ..sources import MetricSource, check_expression_source, check_source_url, display_url
+from ..sources import MetricSource, check_source_url, display_url
 from ..sources.logs import read_log
 from ..store import RunRecord, SqliteStore
-from ..verdict import Status, Subject, Verdict, measured_fields, not_judged, subject_fields
+from ..verdict import Status, Subject, Verdict, not_judged
 from ..windows import Measurement, Window
 from .measure import Measurer
 from .plan import (
@@ -46,9 +44,8 @@ from .plan import (
     plan_log_checks,
     source_url,
 )
+from .policies import check_slo_gate, enough_samples, first_run_verdict
 from .status import GateOutcome, decide
-
-NEED_MARGIN = 1.25  # the judged window is the overlap of the loads: a little less than each run
 
 
 def new_gate_id() -> str:
@@ -64,34 +61,6 @@ def subject_of(check: Check) -> Subject:
         unit=metric.family.unit if metric else "",
         kind=metric.family.kind if metric else None,
         default_abs_tolerance=metric.family.abs_tolerance if metric else 0.0,
-    )
-
-
-def check_slo_gate(monspec: Monspec, options: GateOptions) -> None:
-    """A gate planned from a Keptn SLO file reads PromQL and loads the stage at a URL the file
-    cannot name: both are usage errors before any load."""
-    check_expression_source(options.source_url, monspec.path)
-    if options.stage not in options.urls:
-        raise UsageError(f"{monspec.path} names no URL: pass --perfsig-url {options.stage}=http://HOST:PORT")
-
-
-FIRST_RUN_APPROVED = "first run: no baseline yet, approved by policy (first_run: approve)"
-
-
-def first_run_verdict(subject: Subject, source: Measurement, missing: NoBaselineError) -> Verdict | None:
-    """The verdict of a check whose stored-run baseline does not exist yet, by its comparison's
-    ``first_run`` policy: ``approve`` passes it and says so (``details["first_run"]``);
-    ``error`` (the default) returns None, and the missing baseline stays an error."""
-    if subject.comparison.first_run != "approve":
-        return None
-    return Verdict(
-        status="pass",
-        **subject_fields(subject),
-        message=f"{subject.label}: {FIRST_RUN_APPROVED}",
-        rule=FIRST_RUN_APPROVED,
-        judge=subject.config.type,
-        details={"first_run": True, "policy": "approve", "reason": str(missing)},
-        **measured_fields(source, None),
     )
 
 
@@ -181,37 +150,15 @@ class Gate:
             specs = plan_load(self.monspec, self.options, checks)
             self._record_not_loaded(checks)
             results = run_load(
-                specs, self.store, gate_id=self.gate_id, progress=progress, enough=self._enough(checks)
+                specs,
+                self.store,
+                gate_id=self.gate_id,
+                progress=progress,
+                enough=enough_samples(self.store, self.options, checks),
             )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
             self.load_error = exc
-
-    def _enough(self, checks: Sequence[AnyCheck]) -> Enough:
-        """Whether every selected check's windows hold the samples its aggregate needs yet (a
-        busy machine buys fewer requests per second: the load runs until it has them). Counts
-        leave out each run's warm-up, with a margin for the overlap of the loads."""
-        needs: dict[tuple[str, str], dict[str | None, int]] = {}
-        for check in checks:
-            if not isinstance(check, Check) or check.entry.metric is None:
-                continue
-            need = math.ceil(
-                NEED_MARGIN * required_samples(check.entry.aggregate_spec, self.options.min_samples)
-            )
-            for env in {self.options.stage, check.comparison.compare}:
-                per_endpoint = needs.setdefault((check.service, env), {})
-                per_endpoint[check.method] = max(per_endpoint.get(check.method, 0), need)
-
-        def enough(run_ids: Mapping[tuple[str, str], str]) -> bool:
-            for key, run_id in run_ids.items():
-                counts = self.store.endpoint_counts(run_id, skip_s=self.options.warmup_s)
-                for endpoint, need in needs.get(key, {}).items():
-                    have = sum(counts.values()) if endpoint is None else counts.get(endpoint, 0)
-                    if have < need:
-                        return False
-            return True
-
-        return enough
 
     def check_load_plan(self) -> None:
         """Raise UsageError now for a locustfile named but missing or a bad load option, before
