@@ -273,6 +273,8 @@ def process(
     try:
         try:
             gate = request_gate(request, cast(SqliteStore, _LeasedStore(store, lease)))
+            # A source that cannot be reached makes the request an error with that reason.
+            gate.probe_sources()
             gate.judge_window(Window(*request.window))
             outcome = gate.finish()
             status, reason = outcome.status, _reason(outcome)
