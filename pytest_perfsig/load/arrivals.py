@@ -41,7 +41,7 @@ from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImm
 from locust.runners import MasterRunner, WorkerRunner
 from locust.user.task import TaskSet
 
-from . import capture
+from . import capture, inflight
 from .profiles import (
     ARG_DRAIN,
     ARG_DURATION,
@@ -232,6 +232,7 @@ def run_schedule(environment: Any, source_classes: Sequence[type[User]]) -> None
         stopping = len(in_flight)
         if stopping:
             logger.warning("%d tasks unfinished %g s after the schedule: stopped", stopping, drain)
+        inflight.count_every_stopped()
         in_flight.kill(block=True, timeout=5)  # every stopped task counts itself before the report
         _report(environment, counts)
 

@@ -4,16 +4,32 @@ When Locust stops its users (the run time is over), a request still waiting for 
 killed with the user, and Locust reports nothing for it: a stage that hangs would look like a
 stage that was simply quiet. Every HTTP client request runs through a wrapper here; one killed
 before its answer is reported as a failed request, its latency the time it was outstanding.
-Installed in the Locust process by :mod:`.locust_main`, for any locustfile.
+
+In the closed model every user has one request in flight when the run ends, most of them sent
+a few milliseconds earlier: those were cut off, not left unanswered, and only a request
+outstanding for ``UNANSWERED_AFTER_S`` (``PERFSIG_UNANSWERED_S``) or more counts. The open
+model's scheduler stops its tasks only after their drain time: everything it stops counts
+(:func:`count_every_stopped`). Installed in the Locust process by :mod:`.locust_main`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from greenlet import GreenletExit
+
+UNANSWERED_AFTER_S = float(os.environ.get("PERFSIG_UNANSWERED_S", "2"))
+_every_stopped = False
+
+
+def count_every_stopped() -> None:
+    """From now on, every request stopped before its answer counts (the open model's drain
+    is over: what is still in flight went unanswered)."""
+    global _every_stopped
+    _every_stopped = True
 
 
 class UnansweredRequest(Exception):
@@ -27,6 +43,8 @@ def _wrap(request: Callable[..., Any], events: Any) -> Callable[..., Any]:
             return request(self, method, url, name, *args, **kwargs)
         except GreenletExit:
             outstanding = time.time() - started
+            if outstanding < UNANSWERED_AFTER_S and not _every_stopped:
+                raise  # cut off by the end of the run, not left unanswered
             events.request.fire(
                 request_type=str(method.decode() if isinstance(method, bytes) else method),
                 name=str(name or url),
