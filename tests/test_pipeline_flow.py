@@ -293,7 +293,9 @@ def test_the_pipeline_from_first_deployment_to_a_rejected_build(
     codepipeline: Stubber,
     sample_app: Callable[..., RunningApp],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the verdict table shows its rule column, with the policy note
     shutil_copy(DEPLOY / "pipeline-monspec.json", gate_dir.path / "deploy" / "pipeline-monspec.json")
     running: dict[str, RunningApp] = {}
     deployments: list[tuple[str, str]] = []
