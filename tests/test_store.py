@@ -371,7 +371,9 @@ def test_odd_records_read_as_verdicts(store: SqliteStore) -> None:
 
 
 def test_new_store_is_at_the_current_version(store: SqliteStore) -> None:
-    assert store.schema_version == SCHEMA_VERSION == len(migrations.MIGRATIONS)  # one ordered step per version
+    assert (
+        store.schema_version == SCHEMA_VERSION == len(migrations.MIGRATIONS)
+    )  # one ordered step per version
     assert _rows(store.path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _rows(store.path, "SELECT value FROM meta") == [(str(SCHEMA_VERSION),)]
 
