@@ -35,7 +35,6 @@ from typing import Any
 
 import gevent
 import gevent.pool
-from greenlet import GreenletExit
 from locust import User, constant, task
 from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately, StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -180,11 +179,6 @@ def _run_task(
         item.function(target)
     except _TASK_END:
         pass
-    except GreenletExit:
-        # Stopped after the drain time: counted here, where it ends, so that a task finishing
-        # while the others are being stopped is never counted twice.
-        counts.unfinished += 1
-        raise
     except Exception as exc:
         counts.errors += 1
         environment.events.user_error.fire(user_instance=user, exception=exc, tb=exc.__traceback__)
@@ -233,7 +227,10 @@ def run_schedule(environment: Any, source_classes: Sequence[type[User]]) -> None
         if stopping:
             logger.warning("%d tasks unfinished %g s after the schedule: stopped", stopping, drain)
         inflight.count_every_stopped()
-        in_flight.kill(block=True, timeout=5)  # every stopped task counts itself before the report
+        in_flight.kill(block=True, timeout=5)
+        # Every started task either reached its end (finished, errors included) or not: counted
+        # after the stop, so a task finishing while the others are stopped is counted once.
+        counts.unfinished = counts.started - counts.finished
         _report(environment, counts)
 
 
