@@ -29,6 +29,7 @@ from .profiles import (
     OpenCounts,
 )
 
+OPEN_START_SLACK_S = 30.0
 # Locust needs a moment to start and to stop its users after --run-time.
 STARTUP_GRACE_S = 30.0
 WORKER_WAIT_S = 60.0
@@ -68,8 +69,9 @@ class LoadSpec:
     def run_time_s(self) -> float:
         """What Locust is told to run; the runner may stop it earlier."""
         if self.arrival_rate is not None:
-            # The tasks in flight may still answer for the drain time after the schedule ends.
-            return self.duration_s + self.drain_s + 1
+            # The schedules end the run themselves once they are done and drained; Locust's own
+            # clock starts before they do (much before, on a busy machine), so it only bounds.
+            return self.duration_s + self.drain_s + 1 + OPEN_START_SLACK_S
         return max(self.duration_s, self.max_duration_s or 0.0)
 
     def __post_init__(self) -> None:
