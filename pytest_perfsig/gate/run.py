@@ -34,6 +34,7 @@ from .plan import (
     plan_load,
     plan_log_checks,
 )
+from .sequential import LOOK_EVERY_S, SequentialMonitor
 from .status import GateOutcome, decide
 
 NEED_MARGIN = 1.25  # the judged window is the overlap of the loads: a little less than each run
@@ -78,6 +79,7 @@ class Gate:
         self.selected: list[AnyCheck] = []
         self.store_errors: list[str] = []
         self._health_problems: dict[tuple[str, str, bool], str | None] = {}
+        self.monitor: SequentialMonitor | None = None
 
     @property
     def planned(self) -> list[AnyCheck]:
@@ -105,8 +107,18 @@ class Gate:
         try:
             self.open()
             specs = plan_load(self.monspec, self.options, checks)
+            self.monitor = SequentialMonitor(
+                checks, self.options, self.measurer, self.store, subject_of, self._enough(checks)
+            )
+            watch = self.options.sequential
             results = run_load(
-                specs, self.store, gate_id=self.gate_id, progress=progress, enough=self._enough(checks)
+                specs,
+                self.store,
+                gate_id=self.gate_id,
+                progress=progress,
+                enough=self.monitor if watch else self._enough(checks),
+                enough_from_s=0.0 if watch else None,
+                enough_every_s=LOOK_EVERY_S if watch else 1.0,
             )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
@@ -208,7 +220,11 @@ class Gate:
             return not_ok("error", problem)
         if entry.smartscape is not None:
             return self._judge_smartscape(check, subject)
+        if self.monitor is not None and (skipped := self.monitor.unjudged(check, subject)) is not None:
+            return skipped
         base = self.base_window(check.service)
+        if self.monitor is not None:
+            base = self.monitor.window_for(check, base)
         source_query = self.measurer.source_query(check, base)
         problems: list[str] = []
         source = compare = None
@@ -230,6 +246,8 @@ class Gate:
                 compare=compare,
                 source_window=source_query.window,
             )
+        if self.monitor is not None and self.monitor.handles(check):
+            return self.monitor.verdict(check, subject, source, compare, base.end)
         return judge(subject, source, compare)
 
     def _judge_log(self, check: LogCheck) -> Verdict:

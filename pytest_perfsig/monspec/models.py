@@ -60,15 +60,17 @@ class Environment(_Model):
         return url.rstrip("/") if url else url
 
 
-JUDGES = ("scalefactor", "mannwhitney")
+JUDGES = ("scalefactor", "mannwhitney", "sequential")
 
 
 class JudgeConfig(_Model):
     """How an entry is judged. ``scalefactor``: the aggregate against the scaled baseline.
     ``mannwhitney``: a rank test on the raw samples (a proportions test for failure rates),
-    violated only when the shift is significant *and* larger than the effect-size floor."""
+    violated only when the shift is significant *and* larger than the effect-size floor.
+    ``sequential``: the anytime-valid test of docs/judges.md on the whole window, the scale
+    factor judging what it leaves undecided."""
 
-    type: Literal["scalefactor", "mannwhitney"] = "scalefactor"
+    type: Literal["scalefactor", "mannwhitney", "sequential"] = "scalefactor"
     confidence: float = Field(default=0.98, gt=0.5, lt=1.0)
     # increase / decrease default from `validate` (upper / lower).
     direction: Literal["increase", "decrease", "either"] | None = None
@@ -88,6 +90,13 @@ class BaselineRuns(_Model):
     passed_only: bool = False
 
 
+class SequentialConfig(_Model):
+    """Extension: the sequential gate's false-rejection level for this comparison's checks
+    (split with Bonferroni across the gate's sequentially judged checks)."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+
+
 class Comparison(_Model):
     name: str = Field(min_length=1)
     source: str
@@ -102,6 +111,9 @@ class Comparison(_Model):
     baseline: Literal["latest", "latest_passed"] | BaselineRuns | None = None
     # Extension: the judge of every entry of this comparison (an entry may override it).
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    # Extension: the level of --perfsig-sequential (and of the sequential judge); None: the
+    # option's, else 0.05.
+    sequential: SequentialConfig | None = None
 
     @field_validator("judge", mode="before")
     @classmethod
