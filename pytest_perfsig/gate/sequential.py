@@ -151,6 +151,7 @@ class SequentialMonitor:
         ]
         self.feeds: list[_Feed] = []
         self.starts: dict[str, tuple[float, float]] = {}  # service -> (load start, window start)
+        self.watched: dict[str, Window] = {}  # service -> the window looked at last
         self.stopped: str | None = None  # why the load was stopped early
         self.began: float | None = None  # the first look: the load processes' start
 
@@ -161,7 +162,7 @@ class SequentialMonitor:
         return config.alpha if config is not None else sequential.DEFAULT_ALPHA
 
     def _eligible(self, check: Check, subject: Subject) -> bool:
-        if check.entry.metric is None or sequential.test_for(subject) is None:
+        if check.entry.metric is None or sequential.which_test(subject) is None:
             return False
         if not (self.options.sequential or subject.config.type == sequential.NAME):
             return False
@@ -179,6 +180,9 @@ class SequentialMonitor:
         if self.began is None:
             self.began = now
         self._start(run_ids)
+        for service, (_, start) in self.starts.items():
+            if now - LAG_S > start:
+                self.watched[service] = Window(start, now - LAG_S)
         for track in self.tracks.values():
             if track.decided is None and track.check.service in self.starts:
                 self._look(track, now)
@@ -271,9 +275,17 @@ class SequentialMonitor:
     # ------------------------------------------------------------------ verdicts
 
     def window_for(self, check: AnyCheck, base: Window) -> Window:
-        """The window a check is finally judged on: the one its decision was taken on."""
+        """The window a check is finally judged on: the one its decision was taken on; for
+        the others of a watched load, the window watched. It ends ``LAG_S`` before the load
+        was stopped, so the requests the stop itself cut off (stored as failed, unanswered)
+        are not held against the stage; a request outstanding for longer still counts."""
         track = self.tracks.get(check.check_id)
-        return track.window if track is not None and track.window is not None else base
+        if track is not None and track.window is not None:
+            return track.window
+        watched = self.watched.get(check.service)
+        if self.options.sequential and watched is not None and watched.duration_s > 0:
+            return watched
+        return base
 
     def unjudged(self, check: AnyCheck, subject: Subject) -> Verdict | None:
         """A skipped verdict for a check left undecided when another stopped the load early."""
