@@ -15,6 +15,7 @@ capture's buffer are not missed, and measures with the local source over what it
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, StoreError
 from ..judges import judge as configured_judge
 from ..judges import scalefactor, sequential
 from ..sources.local import LocalSource
@@ -179,13 +180,17 @@ class SequentialMonitor:
         now = self.clock()
         if self.began is None:
             self.began = now
-        self._start(run_ids)
+        with contextlib.suppress(StoreError):  # busy: the next look finds the starts
+            self._start(run_ids)
         for service, (_, start) in self.starts.items():
             if now - LAG_S > start:
                 self.watched[service] = Window(start, now - LAG_S)
         for track in self.tracks.values():
             if track.decided is None and track.check.service in self.starts:
-                self._look(track, now)
+                try:
+                    self._look(track, now)
+                except StoreError:
+                    continue  # the store was busy: the next look reads what this one missed
         if any(t.decided == "violation" for t in self.tracks.values()):
             first = min(
                 (t for t in self.tracks.values() if t.decided == "violation"), key=lambda t: t.at_s or 0

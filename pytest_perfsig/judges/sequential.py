@@ -57,7 +57,7 @@ RATES = "two-rate e-process (violation) / rate confidence sequences (pass)"
 SPLIT = "request-split e-process (share of requests to the source)"
 
 
-def test_for(subject: Subject) -> str | None:
+def which_test(subject: Subject) -> str | None:
     """The sequential test of an entry, or None when it has none (today's rule judges it)."""
     entry, kind = subject.entry, subject.kind
     spec = entry.aggregate_spec
@@ -141,7 +141,7 @@ def evaluate(
 ) -> Evidence | None:
     """The evidence both ways on these samples, or None when the entry has no sequential test
     or the samples do not allow one (no observations, no baseline, unequal windows)."""
-    test = test_for(subject)
+    test = which_test(subject)
     line = limit_line(subject)
     static = subject.entry.static_limit is not None
     if test is None or source.observations is None or (compare is None and not static):
