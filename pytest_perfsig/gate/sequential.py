@@ -163,8 +163,12 @@ class SequentialMonitor:
         return config.alpha if config is not None else sequential.DEFAULT_ALPHA
 
     def _eligible(self, check: Check, subject: Subject) -> bool:
-        if check.entry.metric is None or sequential.which_test(subject) is None:
+        test = sequential.which_test(subject)
+        if check.entry.metric is None or test is None:
             return False
+        stored = check.comparison.baseline is not None or self.options.baseline_run is not None
+        if test == sequential.SPLIT and stored:
+            return False  # a stored run's window is not the source's: no share of one stream
         if not (self.options.sequential or subject.config.type == sequential.NAME):
             return False
         envs = {check.comparison.source, check.comparison.compare}
