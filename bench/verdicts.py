@@ -16,12 +16,31 @@ statistical judge (Mann-Whitney U / Fisher).
 The last line is machine-readable:
     verdicts correct=C/T aa_false_rejections=F/N median_verdict_s=S p95_verdict_s=S
 (for the default judge, the scale-factor rule).
+
+With --sequential the gates judge while the load runs (--perfsig-sequential): the same matrix
+(--duration is then the longest load, default 10 s), plus regression-size cells on Staging
+against Production (build 1), injected through the sample app's /api/regression: A/A
+(nothing), latency +10 % on every request (inside the monspec's 30 % + 2 ms: approve), +50 %
+(outside: reject), failures +0.2 points (inside 30 % + 0.5 points: approve) and +2 points
+(outside: reject), each --cell-repeat times with --cell-duration as the longest load. The
+latency cells run against a second pair of apps answering in --cell-latency-ms (default 40):
+at the default 5 ms the 2-ms absolute tolerance alone is 40 % of a request, and the client's
+own overhead does not grow with the app's work, so +50 % of the work would stay inside the
+limit; much slower, and the monspec's static 100-ms limit on the service's average decides
+instead (a request averages 1.25 base latencies: /api/invoke waits for its downstream call).
+The last line is then:
+    sequential reject_median_s=S approve_median_s=S aa_false_rejections=F/N power_lat50=P/N
+    power_fail2=P/N inside_false_rejections=F/N correct=C/T
+with times from the load's first request to the gate's decision (build 2 at Staging for
+rejections, the matrix's approve cells for approvals), A/A over the A/A cell and the matrix's
+build-1 cells, power as rejections within 30 s of the load's start, and correct over the matrix.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -100,6 +119,7 @@ def run_gate(
         build=str(build),
         loadtests_dir=ROOT / "loadtests",
         baseline_run=baseline_run,
+        warmup_s=args.warmup,
     )
     started = time.monotonic()
     primary = Gate(parse_monspec(monspec_text(JUDGES[0]), "monspec.json"), options, store=store)
@@ -133,15 +153,42 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=10, help="rounds of the whole matrix (default 10)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per gate (default 8)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load per gate (default 8; sequential: at most 10)",
+    )
     parser.add_argument("--users", type=int, default=10, help="Locust users per environment (default 10)")
+    parser.add_argument("--sequential", action="store_true", help="judge while the load runs, with the cells")
+    parser.add_argument(
+        "--cells", default=",".join(CELLS), help=f"regression cells to run (default {','.join(CELLS)})"
+    )
+    parser.add_argument("--cell-repeat", type=int, default=10, help="runs of each cell (default 10)")
+    parser.add_argument(
+        "--cell-duration", type=float, default=30.0, help="longest load of a cell's gate, s (default 30)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=5.0, help="the apps' base latency (default 5)")
+    parser.add_argument(
+        "--cell-latency-ms",
+        type=float,
+        default=40.0,
+        help="base latency of the latency cells' apps (default 40)",
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="--perfsig-warmup of the gates (default 2)")
     args = parser.parse_args()
+    if args.sequential:
+        return sequential_main(args)
+    args.duration = 8.0 if args.duration is None else args.duration
 
     cells = {(b, s): Cell(b, s) for (b, s) in EXPECTED}
     with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
         work = Path(tmp)
         store = SqliteStore(work / "bench.db")
-        with start_app("Staging", 1, work) as staging, start_app("Production", 1, work) as production:
+        with (
+            start_app("Staging", 1, work, latency_ms=args.latency_ms) as staging,
+            start_app("Production", 1, work, latency_ms=args.latency_ms) as production,
+        ):
             urls = {"Staging": staging.url, "Production": production.url}
             for round_no in range(1, args.repeat + 1):
                 switch_build(production.url, 1)
@@ -214,8 +261,220 @@ def _report(cells: dict[tuple[int, str], Cell], repeat: int) -> int:
 
 
 def _p95(values: list[float]) -> float:
+    if not values:
+        return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+# ---------------------------------------------------------------------------- --sequential
+
+# name -> (/api/regression query, approve?); the lat* cells run against the slower apps.
+CELLS: dict[str, tuple[dict[str, float], bool]] = {
+    "aa": ({}, True),
+    "lat10": ({"latencyperc": 10}, True),
+    "lat50": ({"latencyperc": 50}, False),
+    "fail0.2": ({"failureperc": 0.2}, True),
+    "fail2": ({"failureperc": 2}, False),
+}
+
+
+@dataclass
+class Run:
+    """One sequential gate: its status, how and when it was decided."""
+
+    status: str  # the gate's status, with the first reason when it is not a pass
+    verdict_s: float  # from the load's first request to the decision
+    wall_s: float  # from the start of the gate to its verdicts (Locust start and stop included)
+    sequential: bool  # decided by the sequential tests (else: the fixed rule at the longest load)
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def errored(self) -> bool:
+        return self.status.startswith("error")
+
+
+@dataclass
+class SeqCell:
+    name: str
+    expected: bool
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def correct(self) -> int:
+        return sum(not r.errored and r.approved == self.expected for r in self.runs)
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.status.startswith("violation") for r in self.runs)
+
+
+def set_regression(url: str, **values: float) -> None:
+    query = {"latencyperc": 0.0, "failureperc": 0.0, **values}
+    httpx.get(f"{url}/api/regression", params=query, timeout=5).raise_for_status()
+
+
+def run_sequential_gate(
+    stage: str,
+    urls: dict[str, str],
+    store: SqliteStore,
+    args: argparse.Namespace,
+    baseline_run: str | None,
+    build: int,
+    duration: float,
+) -> Run:
+    options = GateOptions(
+        stage=stage,
+        comparisons=(COMPARISON[stage],),
+        urls=urls,
+        users=args.users,
+        spawn_rate=args.users,
+        duration_s=duration,
+        store_path=store.path,
+        build=str(build),
+        loadtests_dir=ROOT / "loadtests",
+        baseline_run=baseline_run,
+        warmup_s=args.warmup,
+        sequential=True,
+    )
+    started = time.monotonic()
+    gate = Gate(parse_monspec(monspec_text("scalefactor"), "monspec.json"), options, store=store)
+    gate.run(gate.checks)
+    verdicts = [gate.verdict(check) for check in gate.checks]
+    wall = time.monotonic() - started
+    status = _status(gate)
+    gate.finish()
+    spans = [r.window for r in gate.load_results.values()]
+    load_s = max(e for _, e in spans) - min(s for s, _ in spans) if spans else math.nan
+    decided: dict[str, list[float]] = {}
+    for verdict in verdicts:
+        at = (verdict.details or {}).get("decided_at_s")
+        if isinstance(at, int | float):
+            decided.setdefault(verdict.status, []).append(float(at))
+    stopped = gate.monitor is not None and gate.monitor.stopped is not None
+    if stopped and status.startswith("violation") and decided.get("violation"):
+        return Run(status, min(decided["violation"]), wall, True)
+    if stopped and status == "pass":
+        return Run(status, max(decided.get("pass") or [load_s]), wall, True)
+    return Run(status, load_s, wall, False)
+
+
+def sequential_main(args: argparse.Namespace) -> int:
+    duration = 10.0 if args.duration is None else args.duration
+    names = [name for name in args.cells.split(",") if name]
+    unknown = sorted(set(names) - set(CELLS))
+    if unknown:
+        raise SystemExit(f"unknown cells: {', '.join(unknown)} (known: {', '.join(CELLS)})")
+    matrix = {key: SeqCell(f"build {key[0]} {key[1]}", expected) for key, expected in EXPECTED.items()}
+    cells = {name: SeqCell(name, CELLS[name][1]) for name in names}
+    entity = next(iter(json5.loads((ROOT / "monspec.json").read_text())))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
+        work = Path(tmp)
+        store = SqliteStore(work / "bench.db")
+        with (
+            start_app("Staging", 1, work / "fast", latency_ms=args.latency_ms) as staging,
+            start_app("Production", 1, work / "fast", latency_ms=args.latency_ms) as production,
+            start_app("Staging", 1, work / "slow", latency_ms=args.cell_latency_ms) as slow_staging,
+            start_app("Production", 1, work / "slow", latency_ms=args.cell_latency_ms) as slow_production,
+        ):
+            urls = {"Staging": staging.url, "Production": production.url}
+            slow = {"Staging": slow_staging.url, "Production": slow_production.url}
+            for round_no in range(1, args.repeat + 1):
+                switch_build(production.url, 1)
+                for build in (1, 2, 3, 4):
+                    switch_build(staging.url, build)
+                    run = run_sequential_gate("Staging", urls, store, args, None, build, duration)
+                    _note(matrix[(build, "Staging")], run)
+                baseline = store.baseline_runs(entity, "Production", 1, passed_only=False)[0].run_id
+                for build in (1, 2, 3, 4):
+                    switch_build(production.url, build)
+                    run = run_sequential_gate("Production", urls, store, args, baseline, build, duration)
+                    _note(matrix[(build, "Production")], run)
+                print(f"matrix round {round_no}/{args.repeat} done", flush=True)
+            switch_build(staging.url, 1)
+            switch_build(production.url, 1)
+            # Cells interleaved, so that a busier spell of the machine touches every cell alike.
+            for repeat_no in range(1, args.cell_repeat + 1):
+                for name, cell in cells.items():
+                    where = slow if name.startswith("lat") else urls
+                    set_regression(where["Staging"], **CELLS[name][0])
+                    run = run_sequential_gate("Staging", where, store, args, None, 1, args.cell_duration)
+                    set_regression(where["Staging"])
+                    _note(cell, run)
+                print(f"cells {repeat_no}/{args.cell_repeat} done", flush=True)
+        store.close()
+    print(
+        f"(bench took {time.monotonic() - started:.0f} s; apps answer in {args.latency_ms:g} ms, "
+        f"{args.cell_latency_ms:g} ms for the latency cells)"
+    )
+    return _sequential_report(matrix, cells, duration, args)
+
+
+def _note(cell: SeqCell, run: Run) -> None:
+    cell.runs.append(run)
+    how = "sequential" if run.sequential else "fixed rule at the longest load"
+    line = f"  {cell.name}: {run.status} after {run.verdict_s:.1f} s ({how}; gate {run.wall_s:.1f} s)"
+    print(line, flush=True)
+
+
+def _sequential_report(
+    matrix: dict[tuple[int, str], SeqCell],
+    cells: dict[str, SeqCell],
+    duration: float,
+    args: argparse.Namespace,
+) -> int:
+    print()
+    print(
+        f"{'cell':<22} {'expected':<8} {'correct':>8} {'seq.':>5} {'median s':>9} {'p95 s':>6} {'gate s':>7}"
+    )
+    for cell in [*matrix.values(), *cells.values()]:
+        if not cell.runs:
+            continue
+        seconds = [r.verdict_s for r in cell.runs]
+        print(
+            f"{cell.name:<22} {'approve' if cell.expected else 'reject':<8} "
+            f"{cell.correct:>5}/{len(cell.runs):<2} {sum(r.sequential for r in cell.runs):>5} "
+            f"{_median(seconds):9.1f} {_p95(seconds):6.1f} {_median([r.wall_s for r in cell.runs]):7.1f}"
+        )
+    for cell in [*matrix.values(), *cells.values()]:
+        for run in cell.runs:
+            if run.errored or run.approved != cell.expected:
+                print(f"  wrong: {cell.name}: {run.status}")
+    rejects = [r.verdict_s for r in matrix[(2, "Staging")].runs]
+    approves = [r.verdict_s for key, c in matrix.items() if EXPECTED[key] for r in c.runs]
+    aa_cells = (matrix[(1, "Staging")], matrix[(1, "Production")], cells.get("aa"))
+    aa = [r for c in aa_cells if c for r in c.runs]
+    inside = [r for name in ("lat10", "fail0.2") if name in cells for r in cells[name].runs]
+
+    def power(name: str) -> str:
+        cell = cells.get(name)
+        if cell is None:
+            return "0/0"
+        within = sum(r.status.startswith("violation") and r.verdict_s <= 30.0 for r in cell.runs)
+        return f"{within}/{len(cell.runs)}"
+
+    correct = sum(c.correct for c in matrix.values())
+    total = sum(len(c.runs) for c in matrix.values())
+    print(
+        f"(matrix: longest load {duration:g} s; cells: {args.cell_duration:g} s; "
+        f"power counts rejections within 30 s of the load's start)"
+    )
+    print(
+        f"sequential reject_median_s={_median(rejects):.1f} approve_median_s={_median(approves):.1f} "
+        f"aa_false_rejections={sum(not r.approved for r in aa)}/{len(aa)} "
+        f"power_lat50={power('lat50')} power_fail2={power('fail2')} "
+        f"inside_false_rejections={sum(not r.approved for r in inside)}/{len(inside)} "
+        f"correct={correct}/{total}"
+    )
+    return 0 if correct == total else 1
 
 
 if __name__ == "__main__":

@@ -80,6 +80,25 @@ OPTIONS: tuple[Option, ...] = (
         "the samples its aggregate needs (default: 3 × --perfsig-duration)",
     ),
     Option(
+        "--perfsig-sequential",
+        "perfsig_sequential",
+        bool,
+        False,
+        "",
+        "judge while the load runs and stop it as soon as a check is conclusively outside its limit "
+        "or every check conclusively within it (anytime-valid tests, docs/judges.md); "
+        "--perfsig-duration is then the longest the checks are watched",
+    ),
+    Option(
+        "--perfsig-alpha",
+        "perfsig_alpha",
+        float,
+        None,
+        "A",
+        "false-rejection level of the sequential tests per gate, split across its checks "
+        '(default: each comparison\'s "sequential": {"alpha"}, else 0.05)',
+    ),
+    Option(
         "--perfsig-warmup",
         "perfsig_warmup",
         float,
@@ -348,6 +367,8 @@ def gate_options(config: pytest.Config, stage: str, store_path: Path | None = No
         master_bind=setting(config, "--perfsig-master-bind"),
         arrival_rate=setting(config, "--perfsig-arrival-rate"),
         optional=tuple(setting(config, "--perfsig-optional")),
+        sequential=setting(config, "--perfsig-sequential"),
+        alpha=_level(setting(config, "--perfsig-alpha")),
     )
 
 
@@ -365,6 +386,12 @@ def keptn_labels(values: list[str]) -> dict[str, str]:
             )
         labels[name] = text
     return labels
+
+
+def _level(value: float | None) -> float | None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise ValueError(f"--perfsig-alpha must be between 0 and 1 (exclusive), got {value:g}")
+    return value
 
 
 def loadtests_dir(config: pytest.Config) -> Path:

@@ -218,9 +218,14 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
         reporter.ensure_newline()
         reporter.section("perfsig load", sep="-")
     opts = gate.options
+    load = (
+        f"at most {opts.duration_s:g} s of load, judged as it runs"
+        if opts.sequential
+        else (f"{opts.duration_s:g} s of load")
+    )
     write(
         f"perfsig: gate {gate.gate_id}: {opts.stage}, {len(checks)} checks, {opts.users} users, "
-        f"{opts.duration_s:g} s of load, store {_store_name(config, gate)}"
+        f"{load}, store {_store_name(config, gate)}"
     )
     for env, url in unloaded:
         write(f"perfsig: {env}: not loaded (its numbers come from {url})")
@@ -229,6 +234,8 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
     if gate.load_error is not None:
         write(f"perfsig: load failed: {gate.load_error}", red=True, bold=True)
         return
+    if gate.monitor is not None and gate.monitor.stopped:
+        write(f"perfsig: load stopped early: {gate.monitor.stopped}")
     for (_, env), result in gate.load_results.items():
         write(
             f"perfsig: {env}: {result.detail or f'{result.requests} requests, {result.failures} failed'}, "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -31,6 +32,8 @@ from sample_app.urls import format_host, parse_loopback_url
 DOWNSTREAM_TIMEOUT_S = 5.0
 # Caps the demo "minimum sleep" so one request cannot wedge the app for hours.
 MAX_MIN_SLEEP_MS = 60_000.0
+# Caps the injected slowdown (percent more latency on every request).
+MAX_LATENCY_PERC = 1000.0
 # Guards against /api/invoke?url=<this app>/api/invoke recursing forever.
 HOP_HEADER = "x-sample-app-hops"
 MAX_HOPS = 3
@@ -73,6 +76,10 @@ class AppState:
 
     build: int
     min_sleep_ms: float = 0.0
+    # Injected regressions (/api/regression): percent more latency on every request, and the
+    # percentage of requests that fail with HTTP 500.
+    latency_perc: float = 0.0
+    failure_perc: float = 0.0
     requests_served: int = 0
     invoke_count: int = 0
     client: httpx.AsyncClient | None = None
@@ -125,11 +132,15 @@ def create_app(config: AppConfig) -> Starlette:
     def policy() -> BuildPolicy:
         return BuildPolicy.for_build(state.build, config.production)
 
-    async def simulate_work() -> None:
+    async def simulate_work(injected: bool = True) -> None:
         # Sleeping on every request (not only when asked, as the original
         # did) is what makes build 4's production slowdown measurable.
-        computed = config.latency_ms * policy().latency_factor * state.rng.uniform(0.8, 1.2)
+        factor = policy().latency_factor * (1.0 + state.latency_perc / 100.0) if injected else 1.0
+        computed = config.latency_ms * factor * state.rng.uniform(0.8, 1.2)
         await asyncio.sleep(max(state.min_sleep_ms, computed) / 1000.0)
+        # After the work, as build 2's failures: a failing request is not a fast one.
+        if injected and state.failure_perc and state.rng.random() * 100.0 < state.failure_perc:
+            raise HTTPException(500, f"injected failure ({state.failure_perc:g} % of requests)")
         state.requests_served += 1
         if state.requests_served % REQUESTS_LOG_EVERY == 0:
             logger.info("Just served another %d requests!", REQUESTS_LOG_EVERY)
@@ -200,7 +211,7 @@ def create_app(config: AppConfig) -> Starlette:
         return JSONResponse({"url": str(target), "status": downstream.status_code, "build": state.build})
 
     async def sleeptime(request: Request) -> Response:
-        await simulate_work()
+        await simulate_work(injected=False)
         raw = request.query_params.get("min")
         try:
             value = float(raw) if raw is not None else float("nan")
@@ -220,7 +231,7 @@ def create_app(config: AppConfig) -> Starlette:
         Lets the demo flip a deployed app into a bad build without a
         redeploy; a real service must never expose this.
         """
-        await simulate_work()
+        await simulate_work(injected=False)
         raw = request.query_params.get("newBuildNumber", "")
         try:
             new_build = int(raw)
@@ -232,6 +243,36 @@ def create_app(config: AppConfig) -> Starlette:
         state.invoke_count = 0
         logger.warning("Somebody is changing! buildNumber from %d to %d", old_build, new_build)
         return JSONResponse({"build": new_build, "previousBuild": old_build})
+
+    async def regression(request: Request) -> Response:
+        """Inject a regression of a chosen size. DEMO feature only, like the build switch.
+
+        ``latencyperc``: percent more latency on every request (0 to 1000);
+        ``failureperc``: percent of requests that fail with HTTP 500 (0 to 100). A parameter
+        left out keeps its value; none at all reports the current ones.
+        """
+        wanted = {"latencyperc": MAX_LATENCY_PERC, "failureperc": 100.0}
+        values: dict[str, float] = {}
+        for name, ceiling in wanted.items():
+            raw = request.query_params.get(name)
+            if raw is None:
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not 0.0 <= value <= ceiling:  # also rejects NaN
+                return _error(400, f"{name} must be a number between 0 and {ceiling:g}")
+            values[name] = value
+        if values:
+            state.latency_perc = values.get("latencyperc", state.latency_perc)
+            state.failure_perc = values.get("failureperc", state.failure_perc)
+            logger.warning(
+                "Somebody injected a regression: %g %% more latency, %g %% of requests failing",
+                state.latency_perc,
+                state.failure_perc,
+            )
+        return JSONResponse({"latencyPerc": state.latency_perc, "failurePerc": state.failure_perc})
 
     async def cause_error(request: Request) -> Response:
         await simulate_work()
@@ -263,6 +304,7 @@ def create_app(config: AppConfig) -> Starlette:
         Route("/api/invoke", invoke),
         Route("/api/sleeptime", sleeptime),
         Route("/api/version", switch_version),
+        Route("/api/regression", regression),
         Route("/api/causeerror", cause_error),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -54,6 +54,12 @@ class GateOptions:
     # Entries skipped, not errors, when their source cannot answer them: "smartscape" or a
     # metric key (for monspecs that must stay unchanged; the monspec's own way is "optional").
     optional: tuple[str, ...] = ()
+    # Judge while the load runs and stop it once every check is decided (gate/sequential.py);
+    # duration_s is then the longest the checks are watched.
+    sequential: bool = False
+    # The sequential tests' false-rejection level for every comparison (None: each
+    # comparison's "sequential": {"alpha"}, else 0.05), split across the gate's checks.
+    alpha: float | None = None
 
     @property
     def max_duration(self) -> float:

@@ -45,6 +45,7 @@ from .plan import (
     source_url,
 )
 from .policies import check_slo_gate, enough_samples, first_run_verdict
+from .sequential import LOOK_EVERY_S, SequentialMonitor
 from .status import GateOutcome, decide
 
 
@@ -94,6 +95,7 @@ class Gate:
         self.selected: list[AnyCheck] = []
         self.store_errors: list[str] = []
         self._health_problems: dict[tuple[str, str, bool], str | None] = {}
+        self.monitor: SequentialMonitor | None = None
 
     @property
     def planned(self) -> list[AnyCheck]:
@@ -149,12 +151,19 @@ class Gate:
             self.open()
             specs = plan_load(self.monspec, self.options, checks)
             self._record_not_loaded(checks)
+            enough = enough_samples(self.store, self.options, checks)
+            self.monitor = SequentialMonitor(
+                checks, self.options, self.measurer, self.store, subject_of, enough
+            )
+            watch = self.options.sequential
             results = run_load(
                 specs,
                 self.store,
                 gate_id=self.gate_id,
                 progress=progress,
-                enough=enough_samples(self.store, self.options, checks),
+                enough=self.monitor if watch else enough,
+                enough_from_s=0.0 if watch else None,
+                enough_every_s=LOOK_EVERY_S if watch else 1.0,
             )
             self.load_results = {(r.spec.service, r.spec.env): r for r in results}
         except PerfsigError as exc:
@@ -251,7 +260,11 @@ class Gate:
             return not_ok("error", problem)
         if entry.smartscape is not None:
             return self._judge_smartscape(check, subject)
+        if self.monitor is not None and (skipped := self.monitor.unjudged(check, subject)) is not None:
+            return skipped
         base = self.base_window(check.service)
+        if self.monitor is not None:
+            base = self.monitor.window_for(check, base)
         source_query = self.measurer.source_query(check, base)
         problems: list[str] = []
         source = compare = None
@@ -280,7 +293,10 @@ class Gate:
                 compare=compare,
                 source_window=source_query.window,
             )
-        verdict = judge(subject, source, compare)
+        if self.monitor is not None and self.monitor.handles(check):
+            verdict = self.monitor.verdict(check, subject, source, compare, base.end)
+        else:
+            verdict = judge(subject, source, compare)
         if no_baseline and verdict.status == "error":  # say why the baseline was missing
             verdict = replace(verdict, message=f"{verdict.message}: {no_baseline}")
         return verdict

@@ -279,11 +279,15 @@ def run_load(
     progress: Progress | None = None,
     progress_every_s: float = 2.0,
     enough: Enough | None = None,
+    enough_from_s: float | None = None,
+    enough_every_s: float = 1.0,
 ) -> list[LoadResult]:
     """Drive every spec at once and wait for all; raise LoadError naming what went wrong.
 
     With ``enough``, loads whose spec has a ``max_duration_s`` go on past their duration until
-    ``enough`` says the samples suffice (asked about once a second), then stop together.
+    ``enough`` says the samples suffice (asked every ``enough_every_s``), then stop together.
+    With ``enough_from_s`` it is asked from that many seconds on instead of from the duration
+    on, so a sequential gate can stop the loads before their duration.
 
     Runs are recorded in the store before they start and closed with their outcome, and
     samples are stored as they arrive, so a failed load still leaves its data behind.
@@ -314,7 +318,7 @@ def run_load(
                 )
             )
             children.append(_Child(spec, run_id, store.path, log_dir))
-        _wait(children, store, progress, progress_every_s, enough)
+        _wait(children, store, progress, progress_every_s, enough, enough_from_s, enough_every_s)
     except BaseException as exc:
         for child in children:
             child.stop()
@@ -329,14 +333,16 @@ def _wait(
     progress: Progress | None,
     every_s: float,
     enough: Enough | None = None,
+    enough_from_s: float | None = None,
+    enough_every_s: float = 1.0,
 ) -> None:
     duration = max(child.spec.duration_s for child in children)
     run_time = max(child.spec.run_time_s for child in children)
     started = time.monotonic()
     grace = max(child.spec.grace_s for child in children)
     deadline = started + run_time + grace
-    next_enough = started + duration
-    stopping = enough is None or run_time <= duration
+    next_enough = started + (duration if enough_from_s is None else enough_from_s)
+    stopping = enough is None or (run_time <= duration and enough_from_s is None)
     next_report = started + every_s
     next_checkpoint = started + CHECKPOINT_EVERY_S
     while not _note_exits(children):
@@ -350,7 +356,7 @@ def _wait(
             next_checkpoint = now + CHECKPOINT_EVERY_S
             store.checkpoint()  # the Locust processes leave this to us (no stalls in their hub)
         if not stopping and enough is not None and now >= next_enough:
-            next_enough = now + 1.0
+            next_enough = now + enough_every_s
             if enough({(c.spec.service, c.spec.env): c.run_id for c in children}):
                 stopping = True
                 for child in children:

@@ -67,16 +67,18 @@ class Environment(_Model):
         return url.rstrip("/") if url else url
 
 
-JUDGES = ("scalefactor", "mannwhitney")  # what a monspec may name; "keptn" comes with SLO files
+JUDGES = ("scalefactor", "mannwhitney", "sequential")  # what a monspec may name; "keptn" comes with SLO files
 
 
 class JudgeConfig(_Model):
     """How an entry is judged. ``scalefactor``: the aggregate against the scaled baseline.
     ``mannwhitney``: a rank test on the raw samples (a proportions test for failure rates),
     violated only when the shift is significant *and* larger than the effect-size floor.
-    ``keptn``: the pass / warning criteria of a Keptn SLO objective (``KeptnJudge``)."""
+    ``sequential``: the anytime-valid test of docs/judges.md on the whole window, the scale
+    factor judging what it leaves undecided. ``keptn``: the pass / warning criteria of a Keptn
+    SLO objective (``KeptnJudge``)."""
 
-    type: Literal["scalefactor", "mannwhitney", "keptn"] = "scalefactor"
+    type: Literal["scalefactor", "mannwhitney", "sequential", "keptn"] = "scalefactor"
     confidence: float = Field(default=0.98, gt=0.5, lt=1.0)
     # increase / decrease default from `validate` (upper / lower).
     direction: Literal["increase", "decrease", "either"] | None = None
@@ -106,6 +108,13 @@ class BaselineRuns(_Model):
     passed_only: bool = False
 
 
+class SequentialConfig(_Model):
+    """Extension: the sequential gate's false-rejection level for this comparison's checks
+    (split with Bonferroni across the gate's sequentially judged checks)."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+
+
 class Comparison(_Model):
     name: str = Field(min_length=1)
     source: str
@@ -123,6 +132,9 @@ class Comparison(_Model):
     first_run: Literal["error", "approve"] = "error"
     # Extension: the judge of every entry of this comparison (an entry may override it).
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    # Extension: the level of --perfsig-sequential (and of the sequential judge); None: the
+    # option's, else 0.05.
+    sequential: SequentialConfig | None = None
 
     @field_validator("judge", mode="before")
     @classmethod

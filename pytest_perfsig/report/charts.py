@@ -271,3 +271,65 @@ def bullet(verdict: VerdictRow, width: int = 120, height: int = 18) -> Bullet | 
         x(source),
         title,
     )
+
+
+@dataclass
+class EvidenceChart:
+    """A sequential check's evidence over time: one path per side (outside its limit, within
+    it) against the level at which a side decides, on a log scale."""
+
+    width: int
+    height: int
+    outside: str  # SVG path data
+    within: str
+    threshold_y: float
+    decided_x: float | None
+    title: str
+    x_label: str
+    y_top: str
+    y_bottom: str
+
+
+def evidence_chart(verdict: VerdictRow, width: int = 260, height: int = 64) -> EvidenceChart | None:
+    """None unless the verdict's details hold a sequential trajectory ([s, log10 outside,
+    log10 within] points) and the level it was judged at."""
+    details = verdict.verdict.details or {}
+    points = details.get("trajectory")
+    threshold = finite(details.get("threshold"))
+    if not isinstance(points, list) or not points or threshold is None or threshold <= 1:
+        return None
+    rows: list[list[float]] = [
+        [float(v) for v in p]
+        for p in points
+        if isinstance(p, list) and len(p) == 3 and all(finite(v) is not None for v in p)
+    ]
+    if not rows:
+        return None
+    level = math.log10(threshold)
+    top = max(level * 1.5, *(min(max(r[1], r[2]), 12.0) for r in rows))
+    bottom = -2.0
+    x_max = max(max(r[0] for r in rows), 1.0)
+    pad_l, pad_r, pad_t, pad_b = 4.0, 4.0, 4.0, 4.0
+
+    def x(seconds: float) -> float:
+        return pad_l + (width - pad_l - pad_r) * seconds / x_max
+
+    def y(log10: float) -> float:
+        clipped = min(max(log10, bottom), top)
+        return pad_t + (height - pad_t - pad_b) * (top - clipped) / (top - bottom)
+
+    xs = [x(r[0]) for r in rows]
+    decided = finite(details.get("decided_at_s"))
+    return EvidenceChart(
+        width,
+        height,
+        _path(xs, [y(r[1]) for r in rows]),
+        _path(xs, [y(r[2]) for r in rows]),
+        y(level),
+        None if decided is None else x(min(decided, x_max)),
+        f"evidence over {x_max:.1f} s of load: outside the limit (red) and within it (green), "
+        f"log scale; a side decides at {format_value(threshold)} (dashed)",
+        f"{x_max:.0f} s",
+        f"1e{top:.0f}",
+        "1e-2",
+    )

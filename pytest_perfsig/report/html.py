@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from ..store.base import ReportSource
 from ..verdict import STATUSES
-from .charts import bullet, failure_chart, latency_chart, side_names
+from .charts import bullet, evidence_chart, failure_chart, latency_chart, side_names
 from .gate_report import GateReport, build_gate_report
 from .history import History, build_history
 from .json_report import generator
@@ -67,9 +67,15 @@ def format_extra(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+CHARTED = frozenset({"trajectory"})
+"""Detail keys drawn as a chart (``evidence_chart``), not written out as text."""
+
+
 def extra_items(value: Any) -> list[tuple[str, str]]:
     """(key, text) pairs of an unknown record key: a dict is spread one level deep."""
-    return [(str(k), format_extra(v)) for k, v in value.items()] if isinstance(value, dict) else []
+    if not isinstance(value, dict):
+        return []
+    return [(str(k), format_extra(v)) for k, v in value.items() if k not in CHARTED]
 
 
 def script_json(data: Any) -> Markup:
@@ -171,6 +177,7 @@ def _environment() -> Environment:
         failure_chart=failure_chart,
         side_names=side_names,
         bullet=bullet,
+        evidence_chart=evidence_chart,
         statuses=STATUSES,
     )
     return env
