@@ -38,6 +38,20 @@ class RunReader(Protocol):
         run_ids: Sequence[str] | None = None,
     ) -> SampleColumns: ...
 
+    def counts(
+        self, service: str, env: str, edges: Any, endpoint: str | None = None, run_ids: Any = None
+    ) -> tuple[Any, Any]: ...
+
+    def latencies(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Any = None,
+    ) -> Any: ...
+
 
 class GateRecorder(Protocol):
     """What a gate writes as it runs (``gate.run``)."""

@@ -12,6 +12,12 @@ a new migration.
 Version 2: verdicts stored with structure (service, comparison, judge, windows as numbers,
 values as columns beside the full record), and finished validation requests say ``pass``
 instead of ``ok``.
+
+Version 3 (long gates and long-lived stores): a finished run's samples are column chunks of
+bounded size (``sample_chunks``, replacing one block per run), each run keeps per-second
+aggregates (``sample_seconds``) that outlive its raw samples, runs record how many samples the
+capture dropped and when their raw samples were collected, and pinned baseline runs are kept
+in ``pins``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from .migration_v3 import chunked_samples_and_retention
 
 # ---------------------------------------------------------------------------- version 1
 
@@ -304,7 +312,11 @@ def _structured_verdicts(db: sqlite3.Connection) -> None:
 
 # ---------------------------------------------------------------------------- running them
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_tables, _structured_verdicts)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_tables,
+    _structured_verdicts,
+    chunked_samples_and_retention,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
