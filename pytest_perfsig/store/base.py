@@ -11,7 +11,8 @@ from ..verdict import Verdict
 from .events import DeploymentEvent
 from .gates import GateOutcomeLike, GateRecord, StoredVerdict
 from .requests import RequestRow
-from .samples import RunRecord, SampleColumns
+from .retention import StoreUsage
+from .samples import RunRecord, SampleColumns, SecondRow
 
 
 class RunReader(Protocol):
@@ -84,6 +85,12 @@ class ReportSource(Protocol):
     def run_window(self, run_id: str) -> tuple[float, float] | None: ...
 
     def run_samples(self, run: RunRecord) -> SampleColumns: ...
+
+    def run_seconds(self, run_id: str) -> list[SecondRow]: ...
+
+    def window_seconds(self, service: str, env: str, start: float, end: float) -> list[SecondRow]: ...
+
+    def store_usage(self) -> StoreUsage: ...
 
     def samples(
         self,
