@@ -178,3 +178,16 @@ def test_a_gate_whose_capture_fell_behind_errors_its_checks(
     assert dropped["Staging"] > 0, text
     assert f"capture fell behind: {sum(dropped.values())} samples dropped" in text, text
     result.stdout.fnmatch_lines(["*gate * for Staging: ERROR*"])
+
+
+def test_requests_finishing_after_the_close_are_stored_at_the_next(tmp_path: Path) -> None:
+    """Locust fires ``quitting`` before it stops its users: requests in flight finish after
+    the capture's first close and are stored by the last one (at exit)."""
+    path = tmp_path / "perfsig.db"
+    capture = SampleCapture(str(path), "run-1", SVC, "Staging")
+    _fire(capture, 0)
+    assert capture.close()
+    _fire(capture, 1)
+    assert capture.close()
+    with SqliteStore(path) as store:
+        assert store.run_counts("run-1") == (2, 0) and capture.dropped == 0

@@ -105,7 +105,7 @@ class SampleWriter:
         self._queue: deque[list[SampleRow]] = deque()
         self.submitted = self.written = self.dropped = self.recorded = 0
         self.failed_writes = 0
-        self._closing = self._done = self._full = False
+        self._closing = self._running = self._full = False
         self._pid = 0
         self.store: SqliteStore | None = None  # the writer thread's connection
 
@@ -134,14 +134,16 @@ class SampleWriter:
         return True
 
     def _start(self) -> None:
-        if self._pid == os.getpid():
-            return
-        # First batch of this process (a fork, --processes, has no thread of its parent's).
-        self._queue.clear()
-        self.submitted = self.written = self.dropped = self.recorded = 0
-        self._closing = self._done = False
-        self._pid = os.getpid()
-        _native("_thread", "start_new_thread")(self._run, ())
+        if self._pid != os.getpid():
+            # First batch of this process (a fork, --processes, has no thread of its parent's).
+            self._queue.clear()
+            self.submitted = self.written = self.dropped = self.recorded = 0
+            self._running = False
+            self._pid = os.getpid()
+        if not self._running:
+            # Also after a close: requests still in flight when Locust quits finish later.
+            self._running, self._closing = True, False
+            _native("_thread", "start_new_thread")(self._run, ())
 
     def _run(self) -> None:
         sleep = _native("time", "sleep")
@@ -165,10 +167,10 @@ class SampleWriter:
                         return
                     sleep(POLL_S)
         finally:
-            self._done = True
             if self.store is not None:
                 self.store.close()
                 self.store = None
+            self._running = False
 
     def _write(self, rows: list[SampleRow]) -> bool:
         try:
@@ -207,13 +209,17 @@ class SampleWriter:
         store did not take it in time (what was left is counted as dropped)."""
         if self._pid != os.getpid():
             return True  # nothing was ever queued in this process
-        self._closing = True
         sleep = _native("time", "sleep")
         deadline = time.monotonic() + (_store_timeout_s() + CLOSE_GRACE_S if timeout_s is None else timeout_s)
-        while not self._done and time.monotonic() < deadline:
-            sleep(0.01)
-        if self._done and self.queued == 0 and self.recorded == self.dropped:
-            return True
+        while True:
+            self._closing = True
+            while self._running and time.monotonic() < deadline:
+                sleep(0.01)
+            if self.queued == 0 and self.recorded == self.dropped:
+                return True
+            if self._running or time.monotonic() >= deadline:
+                break
+            self._start()  # rows came after the thread had finished: one more round
         lost = self.queued
         self.dropped += lost
         sys.stderr.write(
