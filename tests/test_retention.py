@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ V1_STORE = Path(__file__).parent / "data" / "store-v1.db"
 
 def fill(store: SqliteStore, run_id: str, env: str, gate_id: str | None, start: float, n: int) -> None:
     """``n`` samples over 60 s, as a load run leaves them (rows, then compacted)."""
-    rng = np.random.default_rng(abs(hash(run_id)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(run_id.encode()))
     store.create_run(RunRecord(run_id, SVC, env, gate_id=gate_id, started_at=start, status="completed"))
     ts = start + np.sort(rng.random(n)) * 60.0
     latency = rng.lognormal(2.0, 0.4, n)

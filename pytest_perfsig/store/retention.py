@@ -194,7 +194,7 @@ class RetentionTables(SampleTables):
             )
             self._add_seconds(db, run_id, sorted_columns)
         if not chunks:
-            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run "
+            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
             for rows in self._stream(sql + "WHERE run_id = ? ORDER BY ts", (run_id,)):
                 self._add_seconds(db, run_id, columns_of_rows(rows))
 

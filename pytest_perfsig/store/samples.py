@@ -365,7 +365,7 @@ class SampleTables(Database):
         live = [str(run_id) for (run_id,) in self._query(sql, (service, env))]
         for run_id in live if run_ids is None else [r for r in live if r in run_ids]:
             params: list[Any] = [run_id, service, env, start, end]
-            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run "
+            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
             sql += "WHERE run_id = ? AND service = ? AND env = ? AND ts >= ? AND ts <= ?"
             if endpoint is not None:
                 sql += " AND endpoint = ?"
