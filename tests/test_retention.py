@@ -20,6 +20,8 @@ from pytest_perfsig.gate.status import GateOutcome
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.monspec import load_monspec
 from pytest_perfsig.report.gate_report import build_gate_report
+from pytest_perfsig.report.history import build_history
+from pytest_perfsig.report.html import render_html
 from pytest_perfsig.report.json_report import build_json_report
 from pytest_perfsig.store import RunRecord, SqliteStore
 from pytest_perfsig.verdict import Verdict
@@ -126,6 +128,9 @@ def test_gc_shrinks_the_store_and_the_kept_gates_report_is_unchanged(store: Sqli
     assert len(store.samples(SVC, "Staging", T0, T0 + 60)) == 0
     usage = store.store_usage()
     assert (usage.samples, usage.runs_with_samples, usage.runs_collected) == (4_000, 2, 2)
+    assert after["store_size"]["samples"] == 4_000 and after["store_size"]["bytes_per_sample"] > 0
+    html = render_html(report, build_history(store), str(store.path), usage)
+    assert "raw samples collected" in html and 'id="store-size"' in html and "4,000 raw samples" in html
     assert store.collect_samples(keep_gates=1).collected == []  # nothing left to collect
 
 
