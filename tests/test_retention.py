@@ -269,3 +269,16 @@ def test_the_plugin_collects_after_a_gate_with_perfsig_keep_gates_and_keeps_its_
         if old_staging.run_id not in opened.latest_passed_runs():  # the second gate passed
             assert old_staging.samples_collected_at is not None, text
             assert opened.run_counts(old_staging.run_id)[0] > 0  # its counts stay
+
+
+def test_a_run_never_compacted_keeps_its_counts_when_collected(store: SqliteStore) -> None:
+    """A run whose Locust process crashed: rows only, no chunks, no aggregates yet."""
+    store.create_run(RunRecord("crashed", SVC, "Staging", started_at=T0, status="error"))
+    store.add_samples(
+        [("crashed", T0 + k / 10, SVC, "Staging", "/", 2.0, int(k % 4 > 0), 200) for k in range(40)]
+    )
+    bare_gate(store, "later", "Staging", "violation", {"Staging": T0 + 600})
+    window = store.run_window("crashed")
+    assert store.collect_samples(keep_gates=1).collected == ["crashed"]
+    assert (store.run_counts("crashed"), store.run_window("crashed")) == ((40, 10), window)
+    assert sum(second[3] for second in store.run_seconds("crashed")) == pytest.approx(80.0)

@@ -185,14 +185,17 @@ class RetentionTables(SampleTables):
         run = self.run(run_id)
         if run is None:
             return
+        import numpy as np
+
         chunks = list(self._chunks(run.service, run.env, float("-inf"), float("inf"), [run_id], None))
         for chunk in chunks:
             columns = self._chunk_columns(chunk, ("ts", "latency_ms", "success"))
-            codes = columns["ts"].astype("i4") * 0  # the aggregates do not look at endpoints
-            sorted_columns = SampleColumns(
-                columns["ts"], columns["latency_ms"], columns["success"], codes, ()
+            no_codes = np.zeros(chunk.n, dtype=np.int32)  # per-second aggregates span endpoints
+            self._add_seconds(
+                db,
+                run_id,
+                SampleColumns(columns["ts"], columns["latency_ms"], columns["success"], no_codes, ()),
             )
-            self._add_seconds(db, run_id, sorted_columns)
         if not chunks:
             sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
             for rows in self._stream(sql + "WHERE run_id = ? ORDER BY ts", (run_id,)):
