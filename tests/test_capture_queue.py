@@ -147,7 +147,7 @@ def test_a_gate_whose_capture_fell_behind_errors_its_checks(
 ) -> None:
     """Real Locust, real capture, real store: another process holds the store's lock for longer
     than the capture's queue lasts."""
-    monkeypatch.setenv(capture_module.ENV_QUEUE, "100")
+    monkeypatch.setenv(capture_module.ENV_QUEUE, "40")
     gate_dir.makefile(".json", monspec=json.dumps(MONSPEC))
     staging, production = sample_app("Staging"), sample_app("Production")
     db = gate_dir.path / ".perfsig" / "perfsig.db"
@@ -156,7 +156,7 @@ def test_a_gate_whose_capture_fell_behind_errors_its_checks(
     def hold() -> None:
         with locked(db):
             held.set()
-            time.sleep(7.0)  # 100 samples last about 4 s at 5 users and 0.2 s think time
+            time.sleep(8.0)  # 40 samples last 2 s at 5 users and 0.2 s think time (less when busy)
 
     locker = when_stored(db, "Staging", 50, hold)
     result = gate_dir.runpytest_subprocess(

@@ -268,8 +268,8 @@ class SampleTables(Database):
         run_ids: Sequence[str] | None = None,
     ) -> tuple[Any, Any]:
         """(requests, failures) per time bin, binned as ``numpy.histogram`` does ([e0, e1), ...,
-        the last bin closed): one pass, one bin at a time in memory; a chunk that lies inside
-        one bin is counted from its totals without reading a column."""
+        the last bin closed), one chunk at a time; a chunk that lies inside one bin is counted
+        from its stored totals without reading a column."""
         import numpy as np
 
         edges = np.asarray(edges, dtype=np.float64)
