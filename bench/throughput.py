@@ -45,11 +45,17 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   target's one worker, not Locust, sets the rate. On a target with more cores, or on another
   machine, Locust's ~220 us per request (about 4,500 req/s per process) would be the limit;
 - ``harness_vs_locust`` and ``capture_overhead``: the capture costs the Locust process about
-  6 us of CPU per request (a listener call, and SQLite inserts in batches of FLUSH_EVERY_ROWS
-  = 500 or every FLUSH_EVERY_S = 0.5 s, on the hub thread), about 2-4 % of its CPU; with the
-  generator's core full, that is taken straight off the rate. Against a real service (think
-  time, latency) the generator is mostly idle and the same capture costs no throughput;
-  ``nocapture`` runs the same child without the capture and should match ``locust``;
+  6 us of CPU per request (a listener call on the hub, handing batches of FLUSH_EVERY_ROWS =
+  500 or every FLUSH_EVERY_S = 0.5 s to a writer thread, and the writer's SQLite inserts),
+  a few % of its CPU; with the generator's core full, that is taken straight off the rate.
+  Against a real service (think time, latency) the generator is mostly idle and the same
+  capture costs no throughput; ``nocapture`` runs the same child without the capture and
+  should match ``locust``;
+- ``tail_p999_ratio``: the 99.9th percentile of Locust's own response times (exact: every
+  response time of the run, kept in memory by the tight locustfile and written out when Locust
+  quits) in the ``harness`` runs over the ``locust`` runs, at the tight runs' rate, the
+  highest of the bench. A capture that stalled the hub (a SQLite write or checkpoint on it)
+  would show here first: every request in flight during a stall waits for it;
 - ``processes2_vs_1``: ``--processes 2`` forks 2 workers plus a master (the master aggregates
   stats and, with the capture, stores the workers' sample batches in SQLite). Two workers at
   full speed want 2 cores; the target (a small fraction of a core at these rates: the
@@ -65,15 +71,17 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
 
 wrk comes from the Debian package (``apt-get install wrk``); without it the wrk measurement is
 skipped with a message and its ratio is ``nan``. The last line is machine-readable:
-    throughput harness_vs_locust=R locust_vs_wrk=R capture_overhead=R processes2_vs_1=R
+    throughput harness_vs_locust=R locust_vs_wrk=R capture_overhead=R processes2_vs_1=R tail_p999_ratio=R
 harness_vs_locust = harness / locust, locust_vs_wrk = locust / wrk, capture_overhead =
 harness / nocapture (below 1: slower with the capture), processes2_vs_1 = processes2 /
-processes1, each from the median rates, to 2 decimals.
+processes1, each from the median rates, to 2 decimals; tail_p999_ratio = harness p99.9 /
+locust p99.9 (medians over the rounds; above 1: a longer tail with the capture).
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import math
 import os
 import re
@@ -101,9 +109,28 @@ MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processe
 NOISY_OTHER_CPU = 10.0  # % of a core used by other processes: above it, warn
 PAUSE_S = 1.0  # between measurements: let the previous run's sockets and processes go
 
-TIGHT = '''"""Tight loop: no think time, one cheap endpoint (written by bench/throughput.py)."""
+TIGHT = '''"""Tight loop: no think time, one cheap endpoint (written by bench/throughput.py).
+Every response time is kept and written to $BENCH_LATENCY_FILE when Locust quits."""
 
-from locust import FastHttpUser, constant, task
+import array
+import os
+
+from locust import FastHttpUser, constant, events, task
+
+_TIMES = array.array("d")
+_OUT = os.environ.get("BENCH_LATENCY_FILE")
+
+
+@events.request.add_listener
+def _keep(response_time, **_):
+    _TIMES.append(response_time)
+
+
+@events.quitting.add_listener
+def _save(**_):
+    if _OUT:
+        with open(_OUT, "wb") as out:
+            _TIMES.tofile(out)
 
 
 class Tight(FastHttpUser):
@@ -177,6 +204,7 @@ class Sample:
     seconds: float = math.nan  # the tool's measured run time
     wall_s: float = math.nan
     captured: int | None = None  # samples the capture stored (harness with capture)
+    p999_ms: float = math.nan  # 99.9th percentile of Locust's response times (tight runs)
     target_cpu: float = math.nan  # % of one core
     load_cpu: float = math.nan
     other_cpu: float = math.nan
@@ -265,7 +293,8 @@ class Bench:
     def harness(self, locustfile: Path, *, processes: int = 1, no_capture: bool = False) -> Sample:
         self.runs += 1
         log_dir = self.work_dir / "logs" / f"run{self.runs}"
-        extra_env = {"BENCH_WORK_ITERS": str(self.iters)}
+        times = self.work_dir / f"times{self.runs}.bin"
+        extra_env = {"BENCH_WORK_ITERS": str(self.iters), "BENCH_LATENCY_FILE": str(times)}
         if no_capture:
             extra_env[capture.ENV_NO_CAPTURE] = "1"
         spec = LoadSpec(
@@ -289,7 +318,7 @@ class Bench:
                 raise
         (log,) = log_dir.glob("*.log")
         requests, failures, rps, seconds = parse_locust(log.read_text(errors="replace"))
-        return Sample(rps, requests, failures, seconds, captured=captured)
+        return Sample(rps, requests, failures, seconds, captured=captured, p999_ms=p999(times))
 
     def locust(self) -> Sample:
         duration = max(1, round(self.args.duration))
@@ -310,13 +339,21 @@ class Bench:
             self.url,
             "--only-summary",
         ]
+        self.runs += 1
+        times = self.work_dir / f"times{self.runs}.bin"
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=duration + 60, cwd=self.work_dir, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            cwd=self.work_dir,
+            check=False,
+            env={**os.environ, "BENCH_LATENCY_FILE": str(times)},
         )
         if done.returncode != 0:
             raise RuntimeError(f"locust exited with {done.returncode}:\n{done.stderr[-2000:]}")
         requests, failures, rps, seconds = parse_locust(done.stdout + done.stderr)
-        return Sample(rps, requests, failures, seconds)
+        return Sample(rps, requests, failures, seconds, p999_ms=p999(times))
 
     def wrk_run(self) -> Sample:
         if self.wrk is None:
@@ -354,6 +391,23 @@ class Bench:
         raise ValueError(name)
 
 
+def p999(path: Path) -> float:
+    """The 99.9th percentile (ms, exact) of the response times a tight run wrote; nan when the
+    run wrote none (the busy locustfile keeps none)."""
+    if not path.exists():
+        return math.nan
+    times = array.array("d")
+    times.frombytes(path.read_bytes())
+    path.unlink()
+    if not times:
+        return math.nan
+    ordered = sorted(times)
+    rank = 0.999 * (len(ordered) - 1)  # linear between the closest ranks, as numpy's default
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
@@ -362,11 +416,11 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
     print()
     print(
         f"{'':<11} {'req/s':>6} {'min':>6} {'max':>6} {'requests':>8} {'fails':>5} {'run s':>6} "
-        f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^13}"
+        f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^13}  {'p99.9':>6}"
     )
     print(
         f"{'measurement':<11} {'median':>6} {'':>6} {'':>6} {'':>8} {'':>5} {'':>6} {'':>6} {'':>8}  "
-        f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6}"
+        f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6}  {'ms':>6}"
     )
     for s in series.values():
         rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
@@ -381,7 +435,7 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
             f"{s.median('requests'):8.0f} {s.median('failures'):5.0f} {s.median('seconds'):6.2f} "
             f"{s.median('wall_s'):6.1f} {kept:>8}  "
             f"{s.median('target_cpu'):6.0f} {s.median('load_cpu'):5.0f} {s.median('other_cpu'):5.0f}  "
-            f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f}"
+            f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f}  {s.median('p999_ms'):6.1f}"
         )
     noise = max((s.median("other_cpu") for s in series.values()), default=0.0)
     if noise > NOISY_OTHER_CPU:
@@ -404,12 +458,14 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
         "locust_vs_wrk": ratio(m["locust"], m["wrk"]),
         "capture_overhead": ratio(m["harness"], m["nocapture"]),
         "processes2_vs_1": ratio(m["processes2"], m["processes1"]),
+        "tail_p999_ratio": ratio(series["harness"].median("p999_ms"), series["locust"].median("p999_ms")),
     }
     print(
-        f"harness / locust      {ratios['harness_vs_locust']:.2f}  (target >= 0.95)\n"
+        f"harness / locust      {ratios['harness_vs_locust']:.2f}  (target >= 0.97)\n"
         f"locust / wrk          {ratios['locust_vs_wrk']:.2f}\n"
-        f"harness / nocapture   {ratios['capture_overhead']:.2f}  (capture overhead; < 1: slower)\n"
-        f"processes 2 / 1       {ratios['processes2_vs_1']:.2f}  (target >= 1.3, generator-bound)"
+        f"harness / nocapture   {ratios['capture_overhead']:.2f}  (capture overhead, target >= 0.98)\n"
+        f"processes 2 / 1       {ratios['processes2_vs_1']:.2f}  (target >= 1.3, generator-bound)\n"
+        f"p99.9 harness / locust {ratios['tail_p999_ratio']:.2f}  (tail with the capture; target <= 1.10)"
     )
     print("throughput " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
 
@@ -471,7 +527,8 @@ def main() -> int:
                             f"({sample.requests} requests in {sample.seconds:.2f} s; CPU % target "
                             f"{sample.target_cpu:.0f}, load {sample.load_cpu:.0f}, other "
                             f"{sample.other_cpu:.0f}; CPU us/request target {sample.target_us:.0f}, "
-                            f"load {sample.load_us:.0f})"
+                            f"load {sample.load_us:.0f}"
+                            + (f"; p99.9 {sample.p999_ms:.1f} ms)" if not math.isnan(sample.p999_ms) else ")")
                             + (" noisy" + (", again" if attempt < args.retries else "") if noisy else ""),
                             flush=True,
                         )

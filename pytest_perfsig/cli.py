@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_store import add_store_commands
 from .errors import MonspecError, PerfsigError, UsageError
 from .gate.storage import is_remote, opened_store
 from .monspec import load_monspec
@@ -48,18 +49,6 @@ def _gates(args: argparse.Namespace) -> int:
                 f"{gate.gate_id}  {started}  {gate.stage:<12} build={gate.build or '-':<8} "
                 f"{gate.status.upper()}"
             )
-    return 0
-
-
-def _runs(args: argparse.Namespace) -> int:
-    with opened_store(args.store, write=False) as store:
-        runs = store.runs(args.limit)
-    for run in runs:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
-        print(
-            f"{run.run_id:<28} {started}  {run.service}/{run.env:<12} build={run.build or '-':<8} "
-            f"{run.status:<10} gate={run.gate_id or '-'}  {run.detail or ''}"
-        )
     return 0
 
 
@@ -265,10 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--store", default=DEFAULT_STORE_PATH)
     gates.add_argument("--limit", type=int, default=20)
     gates.set_defaults(handler=_gates)
-    runs = sub.add_parser("runs", help="list the most recent load runs (ids for --perfsig-baseline)")
-    runs.add_argument("--store", default=DEFAULT_STORE_PATH)
-    runs.add_argument("--limit", type=int, default=20)
-    runs.set_defaults(handler=_runs)
+    add_store_commands(sub)
     report = sub.add_parser("report", help="write the HTML or JSON report of a gate and its history")
     report.add_argument("--out", help="file to write (default perfsig-report.html / .json)")
     report.add_argument("--format", choices=("html", "json"), default="html")

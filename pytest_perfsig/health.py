@@ -64,16 +64,27 @@ def assess(ts: Any, success: Any, window: Window, *, silence_s: float | None = N
     ``silence_s`` after the environment's last answered request before its load ended; None
     when the window holds too few samples to tell."""
     times = np.asarray(ts, dtype=float)
-    ok = np.asarray(success, dtype=bool)
-    inside = (times >= window.start) & (times <= window.end)
-    times, ok = times[inside], ok[inside]
-    if times.size < MIN_SAMPLES:
-        return None
+    failed = ~np.asarray(success, dtype=bool)
+    requests, _ = np.histogram(times, bins=thirds(window))
+    failures, _ = np.histogram(times, bins=thirds(window), weights=failed.astype(float))
+    return assess_counts(requests, failures.astype(int), window, silence_s=silence_s)
+
+
+def thirds(window: Window) -> Any:
+    """Bin edges of the window's first third, middle and last third (the last bin closed)."""
     third = window.duration_s / 3.0
-    first = times < window.start + third
-    last = times >= window.end - third
-    counts = (int(first.sum()), int(last.sum()))
-    failed = (int((~ok[first]).sum()), int((~ok[last]).sum()))
+    return np.array([window.start, window.start + third, window.end - third, window.end])
+
+
+def assess_counts(
+    requests: Any, failures: Any, window: Window, *, silence_s: float | None = None
+) -> Health | None:
+    """:func:`assess` from the requests and failures counted in the :func:`thirds` of the
+    window (what a store counts without loading the samples)."""
+    if int(np.sum(requests)) < MIN_SAMPLES:
+        return None
+    counts = (int(requests[0]), int(requests[2]))
+    failed = (int(failures[0]), int(failures[2]))
     pct = tuple(100.0 * f / n if n else 0.0 for f, n in zip(failed, counts, strict=True))
     p_value = 1.0
     if counts[0] and counts[1]:

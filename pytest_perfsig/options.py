@@ -125,6 +125,15 @@ OPTIONS: tuple[Option, ...] = (
         "(downloaded before the gate, saved after it with a conditional write)",
     ),
     Option(
+        "--perfsig-keep-gates",
+        "perfsig_keep_gates",
+        int,
+        None,
+        "N",
+        "after the gate, delete the raw samples of runs older than the newest N gates and shrink "
+        "the store (as `perfsig gc --keep-gates N`; pinned and latest passed runs stay)",
+    ),
+    Option(
         "--perfsig-min-samples",
         "perfsig_min_samples",
         int,
@@ -146,7 +155,8 @@ OPTIONS: tuple[Option, ...] = (
         str,
         None,
         "RUN_ID",
-        "compare every comparison with this stored run (see `perfsig runs`)",
+        "compare every comparison with this stored run (see `perfsig runs`); the store pins it, "
+        "so gc keeps it",
     ),
     Option(
         "--perfsig-processes",

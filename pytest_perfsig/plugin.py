@@ -23,6 +23,7 @@ from .monspec import Monspec, is_slo_file, load_monspec, load_slo
 from .options import KEPTN_FLAGS, add_options, gate_options, keptn_labels, setting
 from .report.html import write_html_report
 from .report.json_report import write_json_report
+from .report.storage import describe_collection
 from .report.terminal import STATUS_MARKUP, render_table, verdict_rows
 from .sources import display_url
 
@@ -229,6 +230,11 @@ def _run_load(config: pytest.Config, gate: Gate, checks: list[AnyCheck]) -> None
     )
     for env, url in unloaded:
         write(f"perfsig: {env}: not loaded (its numbers come from {url})")
+    if opts.baseline_run is not None:
+        try:
+            gate.store.pin_run(opts.baseline_run, gate.gate_id)  # gc never collects it
+        except PerfsigError as exc:
+            write(f"perfsig: could not pin the baseline run {opts.baseline_run}: {exc}", red=True)
     gate.run(checks, progress=progress)
     progress.close()
     if gate.load_error is not None:
@@ -267,10 +273,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             lines.append(f"perfsig: could not write the {kind} report {target}: {exc}")
     action = setting(session.config, "--perfsig-approve")
     sent = _approve(session, gate, action, lines) if action else True
+    keep = setting(session.config, "--perfsig-keep-gates")
+    if keep is not None:
+        lines += _collect(gate, keep)
     # A gate that did not pass (nothing judged, incomplete) or whose approval failed is never green.
     if (not sent or gate.status() != "pass") and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     session.config.stash[REPORTS_KEY] = lines
+
+
+def _collect(gate: Gate, keep_gates: int) -> list[str]:
+    """Retention after the gate (ini ``perfsig_keep_gates``): its outcome is decided already;
+    a store that cannot be collected is reported, it does not change the gate."""
+    try:
+        done = gate.store.collect_samples(keep_gates=max(0, keep_gates))
+    except (PerfsigError, ValueError) as exc:
+        return [f"perfsig: gc failed, nothing changed in the gate: {exc}"]
+    return [f"perfsig: {line}" for line in describe_collection(done)]
 
 
 def _approve(session: pytest.Session, gate: Gate, action: str, lines: list[str]) -> bool:

@@ -128,7 +128,9 @@ def test_top_level_must_be_an_object(text: str, kind: str) -> None:
         (
             "Svc.comparisons.0.judge",
             {"type": "bogus"},
-            ["Svc.comparisons[0].judge.type: Input should be 'scalefactor', 'mannwhitney', 'sequential' or 'keptn'"],
+            [
+                "Svc.comparisons[0].judge.type: Input should be 'scalefactor', 'mannwhitney', 'sequential' or 'keptn'"
+            ],
         ),
         (
             "Svc.comparisons.0.judge",
@@ -148,7 +150,9 @@ def test_top_level_must_be_an_object(text: str, kind: str) -> None:
         (
             "Svc.perfsignature.0.judge",
             "bogus",
-            ["Svc.perfsignature[0].judge.type: Input should be 'scalefactor', 'mannwhitney', 'sequential' or 'keptn'"],
+            [
+                "Svc.perfsignature[0].judge.type: Input should be 'scalefactor', 'mannwhitney', 'sequential' or 'keptn'"
+            ],
         ),
     ],
 )

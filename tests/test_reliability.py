@@ -272,13 +272,16 @@ def test_capture_keeps_samples_while_the_store_is_locked(tmp_path: Path) -> None
             capture.on_request(
                 request_type="GET", name="/", response_time=1.0, response_length=0, start_time=1.0 + k
             )
-        capture.flush()
-        assert len(capture.buffer) == 5 and capture.failed_flushes >= 1
+        capture.flush()  # handed to the writer thread at once: Locust never waits
+        deadline = time.monotonic() + 2.0
+        while not capture.writer.failed_writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert capture.buffer == [] and capture.writer.failed_writes >= 1 and capture.writer.queued == 5
         holder.wait()
-        capture.flush()
+        assert capture.close()  # the writer kept the rows and stored them once the lock was gone
     finally:
         del os.environ["PERFSIG_STORE_TIMEOUT"]
-    assert capture.buffer == [] and SqliteStore(path).run_counts("r") == (5, 0)
+    assert capture.dropped == 0 and SqliteStore(path).run_counts("r") == (5, 0)
 
 
 def test_gate_whose_verdicts_cannot_be_stored_is_an_error(tmp_path: Path) -> None:

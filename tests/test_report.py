@@ -478,6 +478,7 @@ def test_json_report_has_every_gate_verdict_value_and_run(
     assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert list(doc) == [
         "schema_version", "generator", "generated_at", "store", "gate_id", "history_limit", "gate", "gates", "checks",
+        "store_size",
     ]  # fmt: skip
     # The newest gate is the default; the history is newest first.
     assert doc["gate_id"] == violation.gate_id == doc["gate"]["gate_id"]

@@ -609,6 +609,7 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
     assert store.run_counts("run-1") == (0, 0)  # buffered, not yet written
     capture.flush(environment=object())  # Locust's test_stop / quitting pass keyword arguments
     assert capture.buffer == []
+    assert capture.writer.drain()  # the writer thread stores what the flush handed it
     assert capture.captured == 3
     assert _rows(db_path) == [
         ("run-1", T0 + 0.125, SVC, "Staging", "/api/invoke", 12.3456, 1, 200),
@@ -618,6 +619,7 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
     assert store.run_counts("run-1") == (3, 2)
     capture.flush()  # nothing buffered: nothing written
     assert capture.captured == 3 and store.run_counts("run-1") == (3, 2)
+    assert capture.close()
 
 
 @pytest.mark.usefixtures("no_auto_flush")
@@ -639,22 +641,26 @@ def test_capture_flushes_every_n_rows(
         _fire(capture, "/x", 1.0, T0 + k, 200)
     assert store.run_counts("run-1") == (0, 0)
     _fire(capture, "/x", 1.0, T0 + 2, 200)
+    assert capture.writer.drain()
     assert store.run_counts("run-1") == (3, 0)
     assert capture.buffer == [] and capture.captured == 3
+    assert capture.close()
 
 
 def test_capture_flushes_after_an_interval(store: SqliteStore) -> None:
     capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     capture.last_flush = time.monotonic() - capture_module.FLUSH_EVERY_S - 0.01
     _fire(capture, "/x", 1.0, T0, 200)
+    assert capture.writer.drain()
     assert store.run_counts("run-1") == (1, 0)
+    assert capture.close()
 
 
 def test_second_store_on_the_same_file_sees_rows(db_path: Path, store: SqliteStore) -> None:
     """The Locust process writes while pytest reads: two connections, one WAL file."""
     capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     _fire(capture, "/api/invoke", 12.3456, T0, 200)
-    capture.flush()
+    assert capture.close()
     with SqliteStore(db_path) as reader:
         assert reader.run_counts("run-1") == (1, 0)
         cols = reader.samples(SVC, "Staging", T0 - 1, T0 + 1)
@@ -689,7 +695,7 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
         assert events.request.listeners == [installed.on_request]
         assert events.init.listeners == [installed.on_init]
         assert events.test_stop.listeners == [installed.flush]
-        assert events.quitting.listeners == [installed.flush]
+        assert events.quitting.listeners == [installed.close]
         events.request.listeners[0](
             request_type="GET",
             name="/",
@@ -701,10 +707,10 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
             start_time=T0,
             url="http://127.0.0.1:8082/",
         )
-        events.quitting.listeners[0](environment=None)
+        events.quitting.listeners[0](environment=None)  # waits until the writer stored the rows
         assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
     finally:
-        installed.store.close()
+        installed.close()
 
 
 class _FakeWorker:
@@ -732,6 +738,7 @@ def test_worker_sends_batches_to_the_master_which_stores_them(store: SqliteStore
     msg.data = data  # type: ignore[attr-defined]
     master = SampleCapture(str(store.path), "run-1", SVC, "Staging")
     master.on_worker_batch(environment=None, msg=msg)
+    assert master.close()
     assert store.run_counts("run-1") == (1, 0) and master.captured == 1
 
 

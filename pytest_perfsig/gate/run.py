@@ -256,6 +256,8 @@ class Gate:
             return not_ok("error", str(self.load_error))
         if self.fixed_window is None and (check.service, self.options.stage) not in self.load_results:
             return not_ok("error", "no load ran for this gate")
+        if problem := self._capture_problem(check):
+            return not_ok("error", problem)
         if problem := self._unhealthy(check):
             return not_ok("error", problem)
         if entry.smartscape is not None:
@@ -347,6 +349,21 @@ class Gate:
         source, compare = counts
         return judge(subject, source, compare)
 
+    def _capture_problem(self, check: Check) -> str | None:
+        """Samples the capture had to drop (it fell behind the load) in a run this check reads:
+        its numbers would be of an incomplete window, so the check is an error."""
+        envs = {check.comparison.source, check.comparison.compare}
+        run_ids = [
+            r.run_id for (svc, env), r in self.load_results.items() if svc == check.service and env in envs
+        ]
+        if self.options.baseline_run is not None:
+            run_ids.append(self.options.baseline_run)
+        lost = [(run.dropped, run) for run_id in run_ids if (run := self.store.run(run_id)) and run.dropped]
+        if not lost:
+            return None
+        runs = ", ".join(f"{run.env} run {run.run_id}: {dropped}" for dropped, run in lost)
+        return f"capture fell behind: {sum(d for d, _ in lost)} samples dropped ({runs})"
+
     def _unhealthy(self, check: Check) -> str | None:
         """Why a side this gate loaded cannot be trusted over the window (``health``): the
         stage stopped answering, or the baseline broke or stopped during its own window."""
@@ -368,10 +385,10 @@ class Gate:
         key = (service, env, baseline)
         if key not in self._health_problems:
             base = self.base_window(service)
-            columns = self.store.samples(service, env, base.start, base.end)
+            requests, failures = self.store.counts(service, env, health.thirds(base))
             load = self.load_results[(service, env)]
             silence = None if load.ended is None else load.ended - load.window[1]
-            found = health.assess(columns.ts, columns.success, base, silence_s=silence)
+            found = health.assess_counts(requests, failures, base, silence_s=silence)
             self._health_problems[key] = (
                 health.describe(env, found, baseline=baseline) if found is not None else None
             )

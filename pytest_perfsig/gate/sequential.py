@@ -110,6 +110,31 @@ class _FeedReader:
         found = _mask(columns, (columns.ts >= start) & (columns.ts <= end))
         return found.only(endpoint) if endpoint is not None else found
 
+    def counts(
+        self, service: str, env: str, edges: Any, endpoint: str | None = None, run_ids: Any = None
+    ) -> tuple[Any, Any]:
+        """(requests, failures) per time bin, binned as ``numpy.histogram`` does."""
+        import numpy as np
+
+        edges = np.asarray(edges, dtype=np.float64)
+        found = self.samples(service, env, float(edges[0]), float(edges[-1]), endpoint)
+        failed = np.logical_not(found.success.astype(bool))
+        requests, _ = np.histogram(found.ts, bins=edges)
+        failures, _ = np.histogram(found.ts[failed], bins=edges)
+        return requests, failures
+
+    def latencies(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Any = None,
+    ) -> Any:
+        """The latencies (ms) of the samples in [start, end]."""
+        return self.samples(service, env, start, end, endpoint).latency_ms
+
 
 @dataclass
 class Track:

@@ -5,7 +5,11 @@ exact latency and start time, so this listener keeps every request event. It is 
 :mod:`pytest_perfsig.load.locust_main` from environment variables the runner passes.
 
 Where the samples go depends on the Locust process:
-- a single process (local runner) or a master writes batches to the SQLite store;
+- a single process (local runner) or a master hands batches to a writer thread that stores them
+  (:class:`SampleWriter`), so that Locust's gevent hub, which runs every user, never waits for
+  SQLite; the queue between them is bounded: when the store falls behind for longer than the
+  queue lasts, samples are dropped, counted and the count stored with the run, and the gate
+  makes every check that reads the run an error (never a silent gap);
 - a worker (``--processes N``, or ``--worker`` on another machine) sends its batches to the
   master with Locust's own messaging, and the master stores them. So no sample is lost and
   none is counted twice, whatever the topology, and only the master needs the store.
@@ -20,16 +24,18 @@ completes takes it, and the task's later requests, which wait for that one, coun
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 from greenlet import getcurrent
 
 from ..errors import StoreError
-from ..store.sqlite import SampleRow, SqliteStore
+from ..store.sqlite import DEFAULT_TIMEOUT_S, SampleRow, SqliteStore
 
 ENV_STORE = "PERFSIG_STORE"
 ENV_RUN_ID = "PERFSIG_RUN_ID"
@@ -37,11 +43,17 @@ ENV_SERVICE = "PERFSIG_SERVICE"
 ENV_ENV = "PERFSIG_ENV"
 ENV_NO_CAPTURE = "PERFSIG_NO_CAPTURE"  # benchmarks: measure the harness without the capture
 ENV_WORKER = "PERFSIG_CAPTURE_WORKER"  # a remote worker: capture and send to the master
+ENV_QUEUE = "PERFSIG_CAPTURE_QUEUE"  # samples the writer's queue holds at most
 
 MESSAGE = "perfsig_samples"
 INTENDED = "perfsig_intended"
 FLUSH_EVERY_ROWS = 500
 FLUSH_EVERY_S = 0.5
+QUEUE_SAMPLES = 200_000  # about a minute at 3,000 req/s, some 40 MB of rows
+WRITE_ROWS = 10_000  # rows per transaction at most
+POLL_S = 0.02  # the writer's sleep when the queue is empty
+RETRY_S = 0.2  # after a failed write (the store locked longer than its busy timeout)
+CLOSE_GRACE_S = 5.0  # beyond the store's busy timeout, for the last rows at the end
 
 # Intended send times of scheduled tasks, per greenlet (a greenlet runs one task at a time).
 _intended: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -60,8 +72,165 @@ def _take_intended() -> float | None:
     return _intended.pop(getcurrent(), None) if _intended else None
 
 
+def _native(module: str, name: str) -> Any:
+    """The operating system's thread primitive, not gevent's green one: Locust patches its
+    process, and a green "thread" would run on the hub it must not block."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent comes with Locust
+        return getattr(importlib.import_module(module), name)
+    return monkey.get_original(module, name)
+
+
+def _store_timeout_s() -> float:
+    try:
+        return float(os.environ.get("PERFSIG_STORE_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+
+
+class SampleWriter:
+    """Stores batches of rows from its own thread, through a queue of at most ``capacity``
+    samples (written or not, in memory).
+
+    ``put`` never blocks: when the queue is full the batch is dropped and counted; the thread
+    stores the count with the run (``runs.dropped``) at its next chance. Counters are each
+    written by one thread only (the hub: ``submitted``, ``dropped``; the writer: ``written``),
+    so the two threads share no lock."""
+
+    def __init__(self, store_path: str, run_id: str, capacity: int) -> None:
+        self.store_path = store_path
+        self.run_id = run_id
+        self.capacity = capacity
+        self._queue: deque[list[SampleRow]] = deque()
+        self.submitted = self.written = self.dropped = self.recorded = 0
+        self.failed_writes = 0
+        self._closing = self._running = self._full = False
+        self._pid = 0
+        self.store: SqliteStore | None = None  # the writer thread's connection
+
+    @property
+    def queued(self) -> int:
+        return self.submitted - self.written
+
+    def put(self, rows: list[SampleRow]) -> bool:
+        """Queue rows for the store; False (counted in ``dropped``) when the queue is full."""
+        if not rows:
+            return True
+        self._start()
+        if self.queued + len(rows) > self.capacity:
+            self.dropped += len(rows)
+            if not self._full:
+                self._full = True
+                sys.stderr.write(
+                    f"perfsig capture: the store fell behind ({self.queued} samples queued, "
+                    f"{self.failed_writes} failed writes): dropping samples; the gate's checks "
+                    "of this run will be errors\n"
+                )
+            return False
+        self._full = False
+        self._queue.append(rows)
+        self.submitted += len(rows)
+        return True
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():
+            # First batch of this process (a fork, --processes, has no thread of its parent's).
+            self._queue.clear()
+            self.submitted = self.written = self.dropped = self.recorded = 0
+            self._running = False
+            self._pid = os.getpid()
+        if not self._running:
+            # Also after a close: requests still in flight when Locust quits finish later.
+            self._running, self._closing = True, False
+            _native("_thread", "start_new_thread")(self._run, ())
+
+    def _run(self) -> None:
+        sleep = _native("time", "sleep")
+        pending: list[SampleRow] = []
+        try:
+            while True:
+                while not pending and self._queue:
+                    while self._queue and len(pending) < WRITE_ROWS:
+                        pending.extend(self._queue.popleft())
+                if pending and not self._write(pending):
+                    sleep(RETRY_S)
+                    continue
+                if pending:
+                    self.written += len(pending)
+                    pending = []
+                dropped = self.dropped
+                if dropped != self.recorded and self._record(dropped):
+                    self.recorded = dropped
+                if not self._queue:
+                    if self._closing and self.recorded == self.dropped:
+                        return
+                    sleep(POLL_S)
+        finally:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self._running = False
+
+    def _write(self, rows: list[SampleRow]) -> bool:
+        try:
+            if self.store is None:
+                self.store = SqliteStore(self.store_path)
+                self.store.leave_checkpoints_to_others()  # the pytest process checkpoints
+            self.store.add_samples(rows)
+        except StoreError as exc:
+            # Busy (locked by another process for longer than the busy timeout) or gone: the
+            # rows stay here and are tried again; the queue absorbs what comes meanwhile.
+            self.failed_writes += 1
+            if self.failed_writes == 1 or self.failed_writes % 10 == 0:
+                sys.stderr.write(f"perfsig capture: {exc}; {len(rows)} samples kept for the next try\n")
+            return False
+        return True
+
+    def _record(self, dropped: int) -> bool:
+        try:
+            if self.store is None:
+                self.store = SqliteStore(self.store_path)
+            self.store.record_dropped(self.run_id, dropped)
+        except StoreError:
+            return False
+        return True
+
+    def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait (at most ``timeout_s``) until everything queued so far is stored."""
+        sleep = _native("time", "sleep")
+        deadline = time.monotonic() + timeout_s
+        while self.queued and time.monotonic() < deadline:
+            sleep(0.005)
+        return self.queued == 0
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything queued is stored and the drop count recorded; False when the
+        store did not take it in time (what was left is counted as dropped)."""
+        if self._pid != os.getpid():
+            return True  # nothing was ever queued in this process
+        sleep = _native("time", "sleep")
+        deadline = time.monotonic() + (_store_timeout_s() + CLOSE_GRACE_S if timeout_s is None else timeout_s)
+        while True:
+            self._closing = True
+            while self._running and time.monotonic() < deadline:
+                sleep(0.01)
+            if self.queued == 0 and self.recorded == self.dropped:
+                return True
+            if self._running or time.monotonic() >= deadline:
+                break
+            self._start()  # rows came after the thread had finished: one more round
+        lost = self.queued
+        self.dropped += lost
+        sys.stderr.write(
+            f"perfsig capture: the store did not take the last {lost} samples in time; "
+            f"{self.dropped} samples dropped in all, and the store may not know it\n"
+        )
+        return False
+
+
 class SampleCapture:
-    """Buffers request events and hands batches to a sink: the store, or the master."""
+    """Buffers request events and hands batches to a sink: the writer, or the master."""
 
     def __init__(self, store_path: str, run_id: str, service: str, env: str) -> None:
         self.store_path = store_path
@@ -70,23 +239,28 @@ class SampleCapture:
         self.env = env
         self.buffer: list[SampleRow] = []
         self.last_flush = time.monotonic()
-        self.captured = 0
         self.runner: Any = None  # set on init; a WorkerRunner sends to the master
-        self._store: SqliteStore | None = None
-        self._store_pid = 0
-        self.failed_flushes = 0
+        self.environment: Any = None
+        try:
+            capacity = int(os.environ.get(ENV_QUEUE, QUEUE_SAMPLES))
+        except ValueError:
+            capacity = QUEUE_SAMPLES
+        self.writer = SampleWriter(store_path, run_id, max(1, capacity))
+        self.sent = 0  # rows sent to the master (a worker)
 
     @property
-    def store(self) -> SqliteStore:
-        # One connection per process: a connection must not cross a fork (--processes).
-        if self._store is None or self._store_pid != os.getpid():
-            self._store, self._store_pid = SqliteStore(self.store_path), os.getpid()
-            self._store.leave_checkpoints_to_others()
-        return self._store
+    def captured(self) -> int:
+        """Samples stored (or, by a worker, sent to the master)."""
+        return self.writer.written + self.sent
+
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped
 
     def on_init(self, environment: Any, **_: Any) -> None:
         from locust.runners import MasterRunner, WorkerRunner
 
+        self.environment = environment
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
             self.runner = runner
@@ -127,27 +301,29 @@ class SampleCapture:
             (self.run_id, ts, self.service, self.env, name, latency, ok, status)
             for _, ts, _, _, name, latency, ok, status in msg.data["rows"]
         ]
-        self.store.add_samples(rows)
-        self.captured += len(rows)
+        self.writer.put(rows)
 
     def flush(self, **_: Any) -> None:
+        """Hand the buffered rows on (to the writer, or to the master); never waits."""
         if self.buffer:
-            rows = self.buffer
+            rows, self.buffer = self.buffer, []
             if self.runner is not None:
                 self.runner.send_message(MESSAGE, {"rows": [list(row) for row in rows]})
+                self.sent += len(rows)
             else:
-                try:
-                    self.store.add_samples(rows)
-                except StoreError as exc:
-                    # The store is busy (locked by another process): keep the rows and try
-                    # again at the next flush; nothing measured is dropped.
-                    self.failed_flushes += 1
-                    sys.stderr.write(f"perfsig capture: {exc}; {len(rows)} samples kept for the next try\n")
-                    self.last_flush = time.monotonic()
-                    return
-            self.buffer = []
-            self.captured += len(rows)
+                self.writer.put(rows)
         self.last_flush = time.monotonic()
+
+    def close(self, environment: Any = None, **_: Any) -> bool:
+        """At the end of the load: hand on what is buffered and wait until it is stored. If
+        the store did not take it in time, Locust exits with an error: the runner reports it
+        (the drop count may not have reached the store)."""
+        self.flush()
+        stored = self.writer.close()
+        environment = environment or self.environment
+        if not stored and environment is not None:
+            environment.process_exit_code = 3
+        return stored
 
 
 def install_from_environment(events: Any) -> SampleCapture | None:
@@ -164,5 +340,5 @@ def install_from_environment(events: Any) -> SampleCapture | None:
     events.init.add_listener(capture.on_init)
     events.request.add_listener(capture.on_request)
     events.test_stop.add_listener(capture.flush)
-    events.quitting.add_listener(capture.flush)
+    events.quitting.add_listener(capture.close)
     return capture

@@ -22,7 +22,7 @@ def main() -> int:
     inflight.install(events)
     capture = install_from_environment(events)
     if capture is not None:
-        atexit.register(capture.flush)
+        atexit.register(capture.close)
     sys.argv[0] = "locust"
     try:
         locust_main()  # type: ignore[no-untyped-call]

@@ -21,12 +21,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..store.base import ReportSource
+from ..store.sqlite import StoreUsage
 from ..verdict import STATUSES
 from .charts import bullet, evidence_chart, failure_chart, latency_chart, side_names
 from .gate_report import GateReport, build_gate_report
 from .history import History, build_history
 from .json_report import generator
 from .model import RunInfo, finite, format_time, format_value, jsonable
+from .storage import describe_usage
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -188,7 +190,9 @@ def _script_hash(script: str) -> str:
     return "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
-def render_html(report: GateReport | None, history: History, store_path: str) -> str:
+def render_html(
+    report: GateReport | None, history: History, store_path: str, usage: StoreUsage | None = None
+) -> str:
     """The report page of an already built gate report and history."""
     env = _environment()
     script = env.get_template("_script.html.j2").render()
@@ -200,6 +204,7 @@ def render_html(report: GateReport | None, history: History, store_path: str) ->
         runs=runs_by_gate,
         history=history,
         store_path=store_path,
+        store_size=describe_usage(usage) if usage is not None else None,
         generator=generator(),
         generated_at=format_time(time.time()),
         data_json=script_json(history_data(history, report)),
@@ -222,6 +227,6 @@ def write_html_report(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render_html(report, history, str(store.path)), encoding="utf-8")
+    tmp.write_text(render_html(report, history, str(store.path), store.store_usage()), encoding="utf-8")
     tmp.replace(target)
     return target

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.base import ReportSource
+from ..store.sqlite import StoreUsage
 from .gate_report import GateReport, build_gate_report
 from .history import History, build_history
 from .model import iso_time, jsonable
@@ -27,7 +28,22 @@ def generator() -> str:
         return "pytest-perfsig"
 
 
-def report_dict(report: GateReport | None, history: History, store_path: str) -> dict[str, Any]:
+def usage_dict(usage: StoreUsage | None) -> dict[str, Any] | None:
+    """The store's size for the raw samples it holds, as the JSON report writes it."""
+    if usage is None:
+        return None
+    return {
+        "bytes": usage.bytes,
+        "samples": usage.samples,
+        "bytes_per_sample": usage.bytes_per_sample,
+        "runs_with_samples": usage.runs_with_samples,
+        "runs_collected": usage.runs_collected,
+    }
+
+
+def report_dict(
+    report: GateReport | None, history: History, store_path: str, usage: StoreUsage | None = None
+) -> dict[str, Any]:
     """The JSON document of an already built gate report and history."""
     first = [v.check_id for v in report.verdicts] if report else []
     checks = []
@@ -64,6 +80,7 @@ def report_dict(report: GateReport | None, history: History, store_path: str) ->
         "gate": report.to_dict() if report else None,
         "gates": [entry.to_dict() for entry in history.entries],
         "checks": checks,
+        "store_size": usage_dict(usage),
     }
     return jsonable(document)  # type: ignore[no-any-return]
 
@@ -75,7 +92,7 @@ def build_json_report(
     gates, as a JSON-ready dict. Raises KeyError for a gate the store does not hold."""
     report = build_gate_report(store, gate_id)
     history = build_history(store, history_limit)
-    return report_dict(report, history, str(store.path))
+    return report_dict(report, history, str(store.path), store.store_usage())
 
 
 def dumps(document: dict[str, Any]) -> str:

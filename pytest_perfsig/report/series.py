@@ -1,5 +1,9 @@
 """Time series of the samples one side of a comparison was judged on: requests, failures and
-latency per bucket, read from the store by the windows the verdicts recorded."""
+latency per bucket, read from the store by the windows the verdicts recorded.
+
+Once ``perfsig gc`` collected a run's raw samples, its series comes from the per-second
+aggregates the store keeps instead: requests, failures and mean latency per whole second
+(``from_aggregates``), no percentile."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store.base import ReportSource
-from ..store.samples import RunRecord
+from ..store.samples import RunRecord, SecondRow
 from ..windows import Window
 from .model import jsonable
 
@@ -36,6 +40,7 @@ class Series:
     mean_ms: list[float | None]
     p90_ms: list[float | None]
     samples: int
+    from_aggregates: bool = False  # raw samples collected: per-second aggregates, no p90
 
     @property
     def failure_percent(self) -> list[float | None]:
@@ -55,6 +60,7 @@ class Series:
                 "failures": self.failures,
                 "mean_ms": [None if v is None else round(v, 3) for v in self.mean_ms],
                 "p90_ms": [None if v is None else round(v, 3) for v in self.p90_ms],
+                "from_aggregates": self.from_aggregates,
             }
         )
 
@@ -114,11 +120,44 @@ def _series(
     return Series(env, label, start, end, width, t, requests, failures, mean, p90, len(ts))
 
 
+def _aggregated(
+    env: str,
+    label: str,
+    start: float,
+    end: float,
+    seconds: Sequence[SecondRow],
+    offsets: Sequence[float] = (),
+) -> Series | None:
+    """A series from per-second aggregates, each second in the bucket its start falls in
+    (``offsets``: where each row's run is laid, for runs laid over each other)."""
+    if not seconds:
+        return None
+    duration = max(end - start, 1.0)
+    width = 1.0 if duration <= MAX_BUCKETS else float(math.ceil(duration / MAX_BUCKETS))
+    count = max(1, math.ceil(duration / width))
+    requests, failures, sums = [0] * count, [0] * count, [0.0] * count
+    for i, (second, n, failed, latency_sum, _, _) in enumerate(seconds):
+        at = (second + (offsets[i] if offsets else 0.0) - start) // width
+        index = min(max(int(at), 0), count - 1)
+        requests[index] += n
+        failures[index] += failed
+        sums[index] += latency_sum
+    mean = [total / n if n else None for total, n in zip(sums, requests, strict=True)]
+    t = [i * width for i in range(count)]
+    return Series(
+        env, label, start, end, width, t, requests, failures, mean, [None] * count, sum(requests), True
+    )
+
+
 def series_of_window(
     store: ReportSource, service: str, env: str, window: Window, label: str | None = None
 ) -> Series | None:
-    """The samples of a service in an environment inside a window."""
+    """The samples of a service in an environment inside a window (their per-second aggregates
+    once the raw samples are collected)."""
     samples = store.samples(service, env, window.start, window.end)
+    if len(samples) == 0:
+        seconds = store.window_seconds(service, env, window.start, window.end)
+        return _aggregated(env, label or str(window), window.start, window.end, seconds)
     return _series(
         env, label or str(window), window.start, window.end, samples.ts, samples.latency_ms, samples.success
     )
@@ -129,6 +168,8 @@ def series_of_runs(store: ReportSource, env: str, runs: Sequence[RunRecord], lab
     import numpy as np
 
     parts = [(store.run_samples(run), run) for run in runs]
+    if any(len(samples) == 0 and run.samples_collected_at is not None for samples, run in parts):
+        return _runs_aggregated(store, env, runs, label)
     parts = [(samples, run) for samples, run in parts if len(samples)]
     if not parts:
         return None
@@ -139,6 +180,19 @@ def series_of_runs(store: ReportSource, env: str, runs: Sequence[RunRecord], lab
     order = np.argsort(shifted, kind="stable")
     duration = max(float(shifted.max()) - start, 1.0)
     return _series(env, label, start, start + duration, shifted[order], latency[order], success[order])
+
+
+def _runs_aggregated(store: ReportSource, env: str, runs: Sequence[RunRecord], label: str) -> Series | None:
+    """Runs laid over each other from their first second, from their per-second aggregates."""
+    per_run = [store.run_seconds(run.run_id) for run in runs]
+    per_run = [seconds for seconds in per_run if seconds]
+    if not per_run:
+        return None
+    start = min(seconds[0][4] for seconds in per_run)
+    rows = [row for seconds in per_run for row in seconds]
+    offsets = [start - seconds[0][0] for seconds in per_run for _ in seconds]
+    end = start + max(max(row[5] for row in seconds) - seconds[0][4] for seconds in per_run)
+    return _aggregated(env, label, start, max(end, start + 1.0), rows, offsets)
 
 
 def baseline_runs(store: ReportSource, baseline: str) -> list[RunRecord]:

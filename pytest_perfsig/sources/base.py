@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ..store import SampleColumns
 from ..windows import Measurement, MetricQuery, Tags, Window
 
 
@@ -49,9 +48,15 @@ class ExpressionSource(Protocol):
 
 
 class SampleReader(Protocol):
-    """What the local source needs of a store: the raw samples of a window."""
+    """What the local source needs of a store: per-bin counts and the latencies of a window,
+    read without loading the other columns."""
 
-    def samples(
+    def counts(
+        self, service: str, env: str, edges: Any, endpoint: str | None = None, run_ids: Any = None
+    ) -> tuple[Any, Any]:
+        """(requests, failures) per time bin, binned as ``numpy.histogram`` does."""
+
+    def latencies(
         self,
         service: str,
         env: str,
@@ -59,5 +64,5 @@ class SampleReader(Protocol):
         end: float,
         endpoint: str | None = None,
         run_ids: Any = None,
-    ) -> SampleColumns:
-        """The samples as columns."""
+    ) -> Any:
+        """The latencies (ms) of the samples in [start, end]."""

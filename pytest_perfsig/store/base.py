@@ -11,7 +11,8 @@ from ..verdict import Verdict
 from .events import DeploymentEvent
 from .gates import GateOutcomeLike, GateRecord, StoredVerdict
 from .requests import RequestRow
-from .samples import RunRecord, SampleColumns
+from .retention import StoreUsage
+from .samples import RunRecord, SampleColumns, SecondRow
 
 
 class RunReader(Protocol):
@@ -37,6 +38,20 @@ class RunReader(Protocol):
         endpoint: str | None = None,
         run_ids: Sequence[str] | None = None,
     ) -> SampleColumns: ...
+
+    def counts(
+        self, service: str, env: str, edges: Any, endpoint: str | None = None, run_ids: Any = None
+    ) -> tuple[Any, Any]: ...
+
+    def latencies(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Any = None,
+    ) -> Any: ...
 
 
 class GateRecorder(Protocol):
@@ -70,6 +85,12 @@ class ReportSource(Protocol):
     def run_window(self, run_id: str) -> tuple[float, float] | None: ...
 
     def run_samples(self, run: RunRecord) -> SampleColumns: ...
+
+    def run_seconds(self, run_id: str) -> list[SecondRow]: ...
+
+    def window_seconds(self, service: str, env: str, start: float, end: float) -> list[SecondRow]: ...
+
+    def store_usage(self) -> StoreUsage: ...
 
     def samples(
         self,

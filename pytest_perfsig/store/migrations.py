@@ -17,6 +17,12 @@ Version 3: validation requests carry a fencing token (``fence``), incremented by
 so a worker that lost a request to another one can no longer write to it.
 
 Version 4: remediation claims with a lease (``lease_until``, ``owner``, ``attempts``).
+
+Version 5 (long gates and long-lived stores): a finished run's samples are column chunks of
+bounded size (``sample_chunks``, replacing one block per run), each run keeps per-second
+aggregates (``sample_seconds``) that outlive its raw samples, runs record how many samples the
+capture dropped and when their raw samples were collected, and pinned baseline runs are kept
+in ``pins``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from .migration_v5 import chunked_samples_and_retention
 
 # ---------------------------------------------------------------------------- version 1
 
@@ -336,6 +344,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _structured_verdicts,
     _request_fences,
     _remediation_leases,
+    chunked_samples_and_retention,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,15 +1,36 @@
 """Load runs and their raw samples: one row per request while a run goes on (written by the
-Locust process, WAL mode, so pytest reads progress at the same time), and column blocks once it
-has finished, which is what analysis reads."""
+Locust process's capture, WAL mode, so pytest reads progress at the same time), and column
+chunks once it has finished, which is what analysis reads (``columns``).
+
+Reads stream chunk by chunk and load only the columns a question needs: a latency read holds
+the latencies of its window, a count holds one number per time bin, so judging a long run
+needs no more memory than its largest window's values.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import StoreError
+from .columns import (
+    CHUNK_SAMPLES,
+    ChunkInfo,
+    SampleColumns,
+    SecondRow,
+    bin_counts,
+    chunk_values,
+    columns_of_rows,
+    concat_columns,
+    decode,
+    seconds_of,
+    single_bin,
+    window_slice,
+)
 from .database import Database
 
 SampleRow = tuple[str, float, str, str, str, float, int, int]
@@ -35,72 +56,17 @@ class RunRecord:
     ended_at: float | None = None
     status: str = "running"
     detail: str | None = None
+    dropped: int = 0  # samples the capture could not keep (it fell behind): the run is incomplete
+    samples_collected_at: float | None = None  # raw samples deleted (``perfsig gc``); aggregates kept
 
 
 _RUN_COLUMNS = ", ".join(RunRecord.__dataclass_fields__)
 
-
-@dataclass(frozen=True)
-class SampleColumns:
-    """The samples of one window, column by column (numpy arrays); endpoints as codes into
-    ``endpoint_names`` so that filtering a million samples by endpoint stays cheap."""
-
-    ts: Any
-    latency_ms: Any
-    success: Any
-    endpoint_codes: Any
-    endpoint_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.ts.size)
-
-    @property
-    def endpoint(self) -> list[str]:
-        return [self.endpoint_names[code] for code in self.endpoint_codes.tolist()]
-
-    def only(self, endpoint: str) -> SampleColumns:
-        if endpoint not in self.endpoint_names:
-            return concat_columns([])
-        mask = self.endpoint_codes == self.endpoint_names.index(endpoint)
-        return replace(
-            self,
-            ts=self.ts[mask],
-            latency_ms=self.latency_ms[mask],
-            success=self.success[mask],
-            endpoint_codes=self.endpoint_codes[mask],
-        )
-
-
-def concat_columns(parts: list[SampleColumns]) -> SampleColumns:
-    """One SampleColumns from several, sorted by time, with one endpoint table."""
-    import numpy as np
-
-    names: dict[str, int] = {}
-    ts, latency, success, codes = [], [], [], []
-    for part in parts:
-        remap = np.array(
-            [names.setdefault(name, len(names)) for name in part.endpoint_names] or [0], dtype=np.int32
-        )
-        ts.append(part.ts)
-        latency.append(part.latency_ms)
-        success.append(part.success)
-        codes.append(remap[part.endpoint_codes] if part.endpoint_codes.size else part.endpoint_codes)
-    if not parts or not any(t.size for t in ts):
-        empty = np.empty(0)
-        return SampleColumns(empty, empty, empty.astype(bool), empty.astype(np.int32), ())
-    all_ts = np.concatenate(ts)
-    order = np.argsort(all_ts, kind="stable")
-    return SampleColumns(
-        all_ts[order],
-        np.concatenate(latency)[order],
-        np.concatenate(success)[order],
-        np.concatenate(codes).astype(np.int32)[order],
-        tuple(names),
-    )
+__all__ = ["RunRecord", "SampleColumns", "SampleRow", "SampleTables", "SecondRow", "concat_columns"]
 
 
 class SampleTables(Database):
-    """The ``runs``, ``samples`` and ``sample_blocks`` tables."""
+    """The ``runs``, ``samples``, ``sample_chunks`` and ``sample_seconds`` tables."""
 
     # ------------------------------------------------------------------ runs
 
@@ -118,6 +84,11 @@ class SampleTables(Database):
                 "UPDATE runs SET ended_at = ?, status = ?, detail = ? WHERE run_id = ?",
                 (time.time(), status, detail, run_id),
             )
+
+    def record_dropped(self, run_id: str, dropped: int) -> None:
+        """How many samples of a run the capture had to drop so far (it fell behind)."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET dropped = ? WHERE run_id = ?", (dropped, run_id))
 
     def run(self, run_id: str) -> RunRecord | None:
         rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
@@ -138,30 +109,58 @@ class SampleTables(Database):
     def baseline_runs(
         self, service: str, env: str, count: int, *, passed_only: bool, exclude_gate: str | None = None
     ) -> list[RunRecord]:
-        """The most recent completed runs of an environment, newest first. ``passed_only``:
-        only runs whose own gate (a gate of that environment) passed."""
+        """The most recent completed runs of an environment that still hold their raw samples
+        and lost none, newest first. ``passed_only``: only runs whose own gate (a gate of that
+        environment) passed."""
         columns = ", ".join("r." + name for name in RunRecord.__dataclass_fields__)
         sql = f"SELECT {columns} FROM runs r"
         if passed_only:
             sql += " JOIN gates g ON g.gate_id = r.gate_id AND g.stage = r.env AND g.status = 'pass'"
         sql += " WHERE r.service = ? AND r.env = ? AND r.status = 'completed'"
+        sql += " AND r.dropped = 0 AND r.samples_collected_at IS NULL"
         sql += " AND (? IS NULL OR r.gate_id IS NOT ?)"
         sql += " ORDER BY r.started_at DESC LIMIT ?"
         rows = self._query(sql, (service, env, exclude_gate, exclude_gate, count))
         return [RunRecord(*row) for row in rows]
 
-    # ------------------------------------------------------------------ samples
+    # ------------------------------------------------------------------ rows and counts
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
+        rows = list(rows)
+        runs = {(row[0], row[2], row[3]) for row in rows}
         with self._transaction() as db:
             db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR IGNORE INTO sample_runs VALUES (?, ?, ?)", runs)
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
-        """(requests, failures) stored so far for a run."""
-        rows = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples WHERE run_id = ?", (run_id,)
+        """(requests, failures) stored so far for a run: from its chunks once compacted, its
+        per-second aggregates once its raw samples are collected, its rows while it runs."""
+        for table, requests in (("sample_chunks", "n"), ("sample_seconds", "requests")):
+            (found, total, failed), *_ = self._query(
+                f"SELECT COUNT(*), COALESCE(SUM({requests}), 0), COALESCE(SUM(failures), 0) "
+                f"FROM {table} WHERE run_id = ?",
+                (run_id,),
+            )
+            if found:
+                return int(total), int(failed)
+        return self._live_counts(run_id)
+
+    def _live_counts(self, run_id: str) -> tuple[int, int]:
+        # Rows only ever get larger rowids while a run is written, so each call counts the
+        # rows added since the last one: progress stays cheap over an hour-long run.
+        live: dict[str, tuple[int, int, int]] = self.__dict__.setdefault("_live", {})
+        seen, total, failed = live.get(run_id, (0, 0, 0))
+        ((top,),) = self._query("SELECT COALESCE(MAX(rowid), 0) FROM samples")
+        ((added, added_failed),) = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples "
+            "WHERE rowid > ? AND rowid <= ? AND +run_id = ?",
+            (seen, top, run_id),
         )
-        return int(rows[0][0]), int(rows[0][1])
+        live[run_id] = (max(seen, int(top)), total + int(added), failed + int(added_failed))
+        return live[run_id][1], live[run_id][2]
+
+    def _forget_live(self, run_id: str) -> None:
+        self.__dict__.get("_live", {}).pop(run_id, None)
 
     def endpoint_counts(self, run_id: str, skip_s: float = 0.0) -> dict[str, int]:
         """Samples stored so far per endpoint, leaving out the run's first ``skip_s`` seconds."""
@@ -174,9 +173,17 @@ class SampleTables(Database):
 
     def run_window(self, run_id: str) -> tuple[float, float] | None:
         """First and last request start time of a run."""
-        rows = self._query("SELECT MIN(ts), MAX(ts) FROM samples WHERE run_id = ?", (run_id,))
-        first, last = rows[0]
-        return None if first is None else (float(first), float(last))
+        for sql in (
+            "SELECT MIN(t_min), MAX(t_max) FROM sample_chunks WHERE run_id = ?",
+            "SELECT MIN(ts_min), MAX(ts_max) FROM sample_seconds WHERE run_id = ?",
+            "SELECT MIN(ts), MAX(ts) FROM samples WHERE run_id = ?",
+        ):
+            ((first, last),) = self._query(sql, (run_id,))
+            if first is not None:
+                return float(first), float(last)
+        return None
+
+    # ------------------------------------------------------------------ reading windows
 
     def samples(
         self,
@@ -188,52 +195,30 @@ class SampleTables(Database):
         run_ids: Sequence[str] | None = None,
     ) -> SampleColumns:
         """Every sample of a service in an environment whose request started in [start, end],
-        optionally only those of some runs: compacted blocks plus rows of runs not compacted."""
+        optionally only those of some runs, every column (reports; judging reads less)."""
         import numpy as np
 
-        where = "service = ? AND env = ?"
-        params: list[Any] = [service, env]
-        runs_filter = ""
-        if run_ids is not None:
-            runs_filter = f" AND run_id IN ({', '.join('?' * len(run_ids))})"
-        parts: list[SampleColumns] = []
-        blocks = self._query(
-            "SELECT ts, latency_ms, success, endpoint_codes, endpoint_names FROM sample_blocks "
-            f"WHERE {where} AND t_max >= ? AND t_min <= ?{runs_filter}",
-            [*params, start, end, *(run_ids or [])],
-        )
-        for ts_blob, latency_blob, success_blob, codes_blob, names in blocks:
-            ts = np.frombuffer(ts_blob, dtype="<f8")
-            mask = (ts >= start) & (ts <= end)
+        parts = []
+        for chunk in self._chunks(service, env, start, end, run_ids, endpoint):
+            columns = self._chunk_columns(chunk, ("ts", "latency_ms", "success", "endpoint_codes"))
+            cut = window_slice(columns["ts"], start, end)
             parts.append(
                 SampleColumns(
-                    ts[mask],
-                    np.frombuffer(latency_blob, dtype="<f8")[mask],
-                    np.frombuffer(success_blob, dtype=np.uint8)[mask].astype(bool),
-                    np.frombuffer(codes_blob, dtype="<i4")[mask],
-                    tuple(json.loads(names)),
+                    columns["ts"][cut],
+                    columns["latency_ms"][cut],
+                    columns["success"][cut],
+                    columns["endpoint_codes"][cut],
+                    chunk.names,
                 )
             )
-        rows = self._query(
-            f"SELECT ts, latency_ms, success, endpoint FROM samples WHERE {where} AND ts >= ? AND ts <= ?"
-            f"{runs_filter} AND run_id NOT IN (SELECT run_id FROM sample_blocks WHERE {where})",
-            [*params, start, end, *(run_ids or []), *params],
-        )
-        if rows:
-            ts_rows, latency_rows, success_rows, endpoint_rows = zip(*rows, strict=True)
-            names_seen = tuple(dict.fromkeys(endpoint_rows))
-            codes = np.array([names_seen.index(e) for e in endpoint_rows], dtype=np.int32)
-            parts.append(
-                SampleColumns(
-                    np.asarray(ts_rows, dtype=float),
-                    np.asarray(latency_rows, dtype=float),
-                    np.asarray(success_rows, dtype=bool),
-                    codes,
-                    names_seen,
-                )
-            )
-        columns = concat_columns(parts)
-        return columns.only(endpoint) if endpoint is not None else columns
+        parts.extend(self._row_parts(service, env, start, end, run_ids, endpoint))
+        found = concat_columns(parts)
+        if endpoint is not None and found.endpoint_names not in ((), (endpoint,)):
+            found = found.only(endpoint)
+        if len(found) == 0:
+            empty = np.empty(0)
+            return SampleColumns(empty, empty, empty.astype(bool), empty.astype(np.int32), ())
+        return found
 
     def run_samples(self, run: RunRecord) -> SampleColumns:
         """Every sample of one run."""
@@ -242,35 +227,211 @@ class SampleTables(Database):
             return concat_columns([])
         return self.samples(run.service, run.env, window[0], window[1], run_ids=[run.run_id])
 
-    def compact_run(self, run_id: str) -> int:
-        """Store a finished run's samples as column blocks (the rows stay); returns how many."""
+    def latencies(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        endpoint: str | None = None,
+        run_ids: Sequence[str] | None = None,
+    ) -> Any:
+        """The latencies (ms, float64) of the samples in [start, end], of one endpoint or all:
+        read chunk by chunk into one array, no other column kept."""
         import numpy as np
 
+        chunks = list(self._chunks(service, env, start, end, run_ids, endpoint))
+        out = np.empty(sum(chunk.totals(endpoint)[0] for chunk in chunks))
+        filled = 0
+        for chunk in chunks:
+            wanted = ["latency_ms"]
+            if not chunk.inside(start, end):
+                wanted.append("ts")
+            if chunk.mixed(endpoint):
+                wanted.append("endpoint_codes")
+            columns = self._chunk_columns(chunk, wanted)
+            cut = window_slice(columns.get("ts"), start, end)
+            values = columns["latency_ms"][cut]
+            if chunk.mixed(endpoint):
+                values = values[columns["endpoint_codes"][cut] == chunk.names.index(str(endpoint))]
+            out[filled : filled + values.size] = values
+            filled += values.size
+        rows = [part.latency_ms for part in self._row_parts(service, env, start, end, run_ids, endpoint)]
+        return np.concatenate([out[:filled], *rows]) if rows else out[:filled]
+
+    def counts(
+        self,
+        service: str,
+        env: str,
+        edges: Sequence[float] | Any,
+        endpoint: str | None = None,
+        run_ids: Sequence[str] | None = None,
+    ) -> tuple[Any, Any]:
+        """(requests, failures) per time bin, binned as ``numpy.histogram`` does ([e0, e1), ...,
+        the last bin closed), one chunk at a time; a chunk that lies inside one bin is counted
+        from its stored totals without reading a column."""
+        import numpy as np
+
+        edges = np.asarray(edges, dtype=np.float64)
+        requests = np.zeros(edges.size - 1, dtype=np.int64)
+        failures = np.zeros(edges.size - 1, dtype=np.int64)
+        start, end = float(edges[0]), float(edges[-1])
+        for chunk in self._chunks(service, env, start, end, run_ids, endpoint):
+            index = single_bin(chunk.t_min, chunk.t_max, edges)
+            if index is not None:
+                total, failed = chunk.totals(endpoint)
+                requests[index] += total
+                failures[index] += failed
+                continue
+            wanted = ["ts", "success"] + (["endpoint_codes"] if chunk.mixed(endpoint) else [])
+            columns = self._chunk_columns(chunk, wanted)
+            ts, ok = columns["ts"], columns["success"]
+            if chunk.mixed(endpoint):
+                mine = columns["endpoint_codes"] == chunk.names.index(str(endpoint))
+                ts, ok = ts[mine], ok[mine]
+            total, failed = bin_counts(ts, ~ok, edges)
+            requests += total
+            failures += failed
+        for part in self._row_parts(service, env, start, end, run_ids, endpoint):
+            total, failed = bin_counts(part.ts, ~part.success, edges)
+            requests += total
+            failures += failed
+        return requests, failures
+
+    def run_seconds(self, run_id: str) -> list[SecondRow]:
+        """A compacted run's per-second aggregates, in time order (they outlive its raw samples)."""
         rows = self._query(
-            "SELECT ts, latency_ms, success, endpoint, service, env FROM samples "
-            "WHERE run_id = ? ORDER BY ts",
+            "SELECT second, requests, failures, latency_sum, ts_min, ts_max FROM sample_seconds "
+            "WHERE run_id = ? ORDER BY second",
             (run_id,),
         )
-        if not rows:
+        return [(int(s), int(r), int(f), float(total), float(a), float(b)) for s, r, f, total, a, b in rows]
+
+    def window_seconds(self, service: str, env: str, start: float, end: float) -> list[SecondRow]:
+        """Per-second aggregates of every compacted run of a service in an environment, for the
+        seconds that overlap [start, end], summed over the runs."""
+        rows = self._query(
+            "SELECT s.second, SUM(s.requests), SUM(s.failures), SUM(s.latency_sum), MIN(s.ts_min), "
+            "MAX(s.ts_max) FROM sample_seconds s JOIN runs r ON r.run_id = s.run_id "
+            "WHERE r.service = ? AND r.env = ? AND s.ts_max >= ? AND s.ts_min <= ? "
+            "GROUP BY s.second ORDER BY s.second",
+            (service, env, start, end),
+        )
+        return [(int(s), int(r), int(f), float(total), float(a), float(b)) for s, r, f, total, a, b in rows]
+
+    def _chunks(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        run_ids: Sequence[str] | None,
+        endpoint: str | None,
+    ) -> Iterator[ChunkInfo]:
+        """The chunks overlapping [start, end] that hold ``endpoint`` (any, for None)."""
+        runs_filter = "" if run_ids is None else f" AND run_id IN ({', '.join('?' * len(run_ids))})"
+        rows = self._query(
+            "SELECT run_id, seq, t_min, t_max, n, failures, endpoint_names, endpoint_counts "
+            f"FROM sample_chunks WHERE service = ? AND env = ? AND t_max >= ? AND t_min <= ?{runs_filter} "
+            "ORDER BY t_min, run_id, seq",
+            [service, env, start, end, *(run_ids or [])],
+        )
+        for run_id, seq, t_min, t_max, n, failures, names, counts in rows:
+            names_, counts_ = tuple(json.loads(names)), json.loads(counts)
+            chunk = ChunkInfo(run_id, seq, t_min, t_max, n, failures, names_, counts_)
+            if endpoint is None or endpoint in chunk.names:
+                yield chunk
+
+    def _chunk_columns(self, chunk: ChunkInfo, names: Sequence[str]) -> dict[str, Any]:
+        ((*blobs,),) = self._query(
+            f"SELECT {', '.join(names)} FROM sample_chunks WHERE run_id = ? AND seq = ?",
+            (chunk.run_id, chunk.seq),
+        )
+        return {name: decode(name, blob) for name, blob in zip(names, blobs, strict=True)}
+
+    def _row_parts(
+        self,
+        service: str,
+        env: str,
+        start: float,
+        end: float,
+        run_ids: Sequence[str] | None,
+        endpoint: str | None,
+    ) -> Iterator[SampleColumns]:
+        """Rows of runs not compacted yet (still running), run by run in time order, a chunk
+        at a time."""
+        sql = "SELECT run_id FROM sample_runs WHERE service = ? AND env = ? "
+        sql += "AND run_id NOT IN (SELECT run_id FROM sample_chunks)"
+        live = [str(run_id) for (run_id,) in self._query(sql, (service, env))]
+        for run_id in live if run_ids is None else [r for r in live if r in run_ids]:
+            params: list[Any] = [run_id, service, env, start, end]
+            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
+            sql += "WHERE run_id = ? AND service = ? AND env = ? AND ts >= ? AND ts <= ?"
+            if endpoint is not None:
+                sql += " AND endpoint = ?"
+                params.append(endpoint)
+            for rows in self._stream(sql + " ORDER BY ts", params):
+                yield columns_of_rows(rows)
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[list[Any]]:
+        """The result of a query in lists of at most CHUNK_SAMPLES rows."""
+        try:
+            cursor = self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        try:
+            while True:
+                try:
+                    rows = cursor.fetchmany(CHUNK_SAMPLES)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+                if not rows:
+                    return
+                yield rows
+        finally:
+            cursor.close()
+
+    # ------------------------------------------------------------------ compaction
+
+    def compact_run(self, run_id: str) -> int:
+        """Store a finished run's samples as column chunks with per-second aggregates (the
+        rows stay until ``perfsig gc`` collects the run); returns how many samples."""
+        first = self._query("SELECT service, env FROM samples WHERE run_id = ? LIMIT 1", (run_id,))
+        if not first:
             return 0
-        ts, latency, success, endpoints, services, envs = zip(*rows, strict=True)
-        names = tuple(dict.fromkeys(endpoints))
-        index = {name: code for code, name in enumerate(names)}
+        service, env = first[0]
+        total = 0
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO sample_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    services[0],
-                    envs[0],
-                    ts[0],
-                    ts[-1],
-                    len(rows),
-                    np.asarray(ts, dtype="<f8").tobytes(),
-                    np.asarray(latency, dtype="<f8").tobytes(),
-                    np.asarray(success, dtype=np.uint8).tobytes(),
-                    np.asarray([index[e] for e in endpoints], dtype="<i4").tobytes(),
-                    json.dumps(names),
-                ),
-            )
-        return len(rows)
+            db.execute("DELETE FROM sample_chunks WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM sample_seconds WHERE run_id = ?", (run_id,))
+            sql = "SELECT ts, latency_ms, success, endpoint FROM samples WHERE run_id = ? ORDER BY ts"
+            for seq, rows in enumerate(self._stream(sql, (run_id,))):
+                columns = columns_of_rows(rows)
+                self._write_chunk(db, run_id, seq, service, env, columns)
+                total += len(columns)
+        self._forget_live(run_id)
+        return total
+
+    @staticmethod
+    def _write_chunk(
+        db: sqlite3.Connection, run_id: str, seq: int, service: str, env: str, columns: SampleColumns
+    ) -> None:
+        values = chunk_values(columns)
+        names = ", ".join(values)
+        db.execute(
+            f"INSERT INTO sample_chunks (run_id, seq, service, env, {names}) "
+            f"VALUES (?, ?, ?, ?, {', '.join('?' * len(values))})",
+            (run_id, seq, service, env, *values.values()),
+        )
+        SampleTables._add_seconds(db, run_id, columns)
+
+    @staticmethod
+    def _add_seconds(db: sqlite3.Connection, run_id: str, columns: SampleColumns) -> None:
+        """Add time-sorted samples to their run's per-second aggregates."""
+        db.executemany(
+            "INSERT INTO sample_seconds VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, second) DO UPDATE "
+            "SET requests = requests + excluded.requests, failures = failures + excluded.failures, "
+            "latency_sum = latency_sum + excluded.latency_sum, ts_min = MIN(ts_min, excluded.ts_min), "
+            "ts_max = MAX(ts_max, excluded.ts_max)",
+            [(run_id, *second) for second in seconds_of(columns)],
+        )

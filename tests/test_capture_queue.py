@@ -1,0 +1,193 @@
+"""The capture never blocks Locust's hub: a writer thread stores the samples through a bounded
+queue. When the store falls behind for longer than the queue lasts (here: locked by another
+connection), samples are dropped, counted, the count is stored with the run, and every check
+that reads the run is an error naming it. Never a silent gap, never an unbounded queue."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pytest_perfsig.gate import Gate, GateOptions
+from pytest_perfsig.load import capture as capture_module
+from pytest_perfsig.load.capture import SampleCapture
+from pytest_perfsig.load.runner import LoadResult, LoadSpec
+from pytest_perfsig.monspec import load_monspec
+from pytest_perfsig.store import RunRecord, SqliteStore
+from sample_app.launcher import RunningApp
+from tests.waiting import when_stored
+
+T0 = 1_700_000_000.0
+SVC = "Svc"
+MONSPEC = {
+    SVC: {
+        "environments": {"Staging": {}, "Production": {}},
+        "comparisons": [{"name": "StagingToProduction", "source": "Staging", "compare": "Production"}],
+        "perfsignature": [
+            {"timeseries": "service.responsetime", "aggregate": "avg"},
+            {"timeseries": "service.failurerate", "aggregate": "avg"},
+        ],
+    }
+}
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Another connection holds the store's write lock: every writer waits."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+        db.close()
+
+
+def _fire(capture: SampleCapture, k: int) -> None:
+    capture.on_request("GET", "/x", 5.0, 10, exception=None, start_time=T0 + k / 100, context={})
+
+
+def test_a_store_locked_longer_than_the_queue_lasts_drops_counts_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "perfsig.db"
+    monkeypatch.setenv(capture_module.ENV_QUEUE, "100")  # the queue holds 100 samples
+    monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.2")  # the writer retries, as it would after 30 s
+    monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 10)
+    monkeypatch.setattr(capture_module, "FLUSH_EVERY_S", 3600.0)
+    with SqliteStore(path) as store:
+        for env in ("Staging", "Production"):
+            store.create_run(RunRecord(f"run-{env}", SVC, env, gate_id="g", status="completed"))
+    capture = SampleCapture(str(path), "run-Staging", SVC, "Staging")
+    with locked(path):
+        started = time.monotonic()
+        for k in range(300):
+            _fire(capture, k)  # never waits for the store
+        assert time.monotonic() - started < 1.0
+        time.sleep(0.5)  # the writer keeps failing on the lock meanwhile
+        assert capture.writer.queued == 100 and capture.dropped == 200 and capture.writer.failed_writes
+    assert capture.close()  # the lock is gone: the queue is stored, and the count with it
+    with SqliteStore(path) as store:
+        assert store.run_counts("run-Staging") == (100, 0)
+        run = store.run("run-Staging")
+        assert run is not None and run.dropped == 200
+        assert store.baseline_runs(SVC, "Staging", 1, passed_only=False) == []  # never a baseline
+        store.add_samples(
+            [("run-Production", T0 + k / 100, SVC, "Production", "/x", 5.0, 1, 200) for k in range(300)]
+        )
+        monspec_path = tmp_path / "monspec.json"
+        monspec_path.write_text(json.dumps(MONSPEC))
+        gate = Gate(
+            load_monspec(monspec_path), GateOptions(stage="Staging", store_path=path, warmup_s=0.0), store
+        )
+        gate.load_results = {
+            (SVC, env): LoadResult(
+                LoadSpec(SVC, env, "http://127.0.0.1:1", "-", 1, 1, 3.0),
+                f"run-{env}",
+                0,
+                0,
+                (T0, T0 + 3),
+                Path("-"),
+            )
+            for env in ("Staging", "Production")
+        }
+        verdicts = [gate.verdict(check) for check in gate.checks]
+    assert [v.status for v in verdicts] == ["error", "error"]
+    assert all(
+        v.message.endswith("capture fell behind: 200 samples dropped (Staging run run-Staging: 200)")
+        for v in verdicts
+    ), [v.message for v in verdicts]
+
+
+def test_the_queue_stays_bounded_while_the_store_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(capture_module.ENV_QUEUE, "1000")
+    monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")
+    capture = SampleCapture(str(tmp_path / "perfsig.db"), "run-1", SVC, "Staging")
+    SqliteStore(tmp_path / "perfsig.db").close()
+    with locked(tmp_path / "perfsig.db"):
+        for k in range(20_000):
+            _fire(capture, k)
+        assert capture.writer.queued <= 1000  # never more rows in memory than the queue holds
+        assert capture.dropped + capture.writer.queued + len(capture.buffer) == 20_000
+    assert capture.close()
+    assert capture.captured + capture.dropped == 20_000
+
+
+def test_a_store_that_never_comes_back_fails_the_locust_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")
+    path = tmp_path / "perfsig.db"
+    SqliteStore(path).close()
+    capture = SampleCapture(str(path), "run-1", SVC, "Staging")
+
+    class Environment:
+        process_exit_code: int | None = None
+
+    environment = Environment()
+    with locked(path):
+        _fire(capture, 0)
+        assert not capture.close(environment=environment)
+    # Locust exits with this code: the runner reports the load as failed, with the log's reason.
+    assert environment.process_exit_code == 3 and capture.dropped == 1
+
+
+@pytest.mark.e2e
+def test_a_gate_whose_capture_fell_behind_errors_its_checks(
+    gate_dir: pytest.Pytester, sample_app: Callable[..., RunningApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Locust, real capture, real store: another process holds the store's lock for longer
+    than the capture's queue lasts."""
+    monkeypatch.setenv(capture_module.ENV_QUEUE, "40")
+    gate_dir.makefile(".json", monspec=json.dumps(MONSPEC))
+    staging, production = sample_app("Staging"), sample_app("Production")
+    db = gate_dir.path / ".perfsig" / "perfsig.db"
+    held = threading.Event()
+
+    def hold() -> None:
+        with locked(db):
+            held.set()
+            time.sleep(8.0)  # 40 samples last 2 s at 5 users and 0.2 s think time (less when busy)
+
+    locker = when_stored(db, "Staging", 50, hold)
+    result = gate_dir.runpytest_subprocess(
+        "--monspec=monspec.json",
+        "--stage=Staging",
+        f"--perfsig-url=Staging={staging.url}",
+        f"--perfsig-url=Production={production.url}",
+        "--perfsig-duration=15",
+        "--perfsig-users=5",
+        "-rA",
+    )
+    locker.join()
+    text = result.stdout.str()
+    assert held.is_set(), text
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, text
+    assert "passed" not in result.parseoutcomes() and result.parseoutcomes().get("errors") == 2, text
+    with SqliteStore(db) as store:
+        dropped = {run.env: run.dropped for run in store.runs()}
+    assert dropped["Staging"] > 0, text
+    assert f"capture fell behind: {sum(dropped.values())} samples dropped" in text, text
+    result.stdout.fnmatch_lines(["*gate * for Staging: ERROR*"])
+
+
+def test_requests_finishing_after_the_close_are_stored_at_the_next(tmp_path: Path) -> None:
+    """Locust fires ``quitting`` before it stops its users: requests in flight finish after
+    the capture's first close and are stored by the last one (at exit)."""
+    path = tmp_path / "perfsig.db"
+    capture = SampleCapture(str(path), "run-1", SVC, "Staging")
+    _fire(capture, 0)
+    assert capture.close()
+    _fire(capture, 1)
+    assert capture.close()
+    with SqliteStore(path) as store:
+        assert store.run_counts("run-1") == (2, 0) and capture.dropped == 0
