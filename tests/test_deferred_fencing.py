@@ -45,7 +45,7 @@ PIPELINE = "perfsig-demo"
 
 
 class SlowStore(SqliteStore):
-    """A store whose every gate step (open, read samples, save a verdict, close) takes
+    """A store whose every gate step (open, read samples or counts, save a verdict, close) takes
     ``delay_s``; ``stall`` runs once, inside step number ``stall_at`` (a long step)."""
 
     def __init__(
@@ -72,6 +72,14 @@ class SlowStore(SqliteStore):
     def samples(self, *args: Any, **kwargs: Any) -> Any:
         self._step()
         return super().samples(*args, **kwargs)
+
+    def counts(self, *args: Any, **kwargs: Any) -> Any:
+        self._step()
+        return super().counts(*args, **kwargs)
+
+    def latencies(self, *args: Any, **kwargs: Any) -> Any:
+        self._step()
+        return super().latencies(*args, **kwargs)
 
     def save_verdict(self, *args: Any, **kwargs: Any) -> None:
         self._step()

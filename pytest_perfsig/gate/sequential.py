@@ -60,7 +60,7 @@ class _Feed:
             return
         new = store.samples(self.service, self.env, low, high)
         if self.end is not None and len(new):
-            new = _mask(new, new.ts > low)  # the boundary sample was read last time
+            new = new.where(new.ts > low)  # the boundary sample was read last time
         self.parts.append(new)
         self.end, self._columns = until, None
 
@@ -80,16 +80,6 @@ class _Feed:
         return self._columns
 
 
-def _mask(columns: SampleColumns, keep: Any) -> SampleColumns:
-    return replace(
-        columns,
-        ts=columns.ts[keep],
-        latency_ms=columns.latency_ms[keep],
-        success=columns.success[keep],
-        endpoint_codes=columns.endpoint_codes[keep],
-    )
-
-
 class _FeedReader:
     """The local source's sample reads, answered from the feeds read so far."""
 
@@ -107,7 +97,7 @@ class _FeedReader:
     ) -> SampleColumns:
         feed = next(f for f in self.feeds if f.covers(service, env, start, end))
         columns = feed.columns
-        found = _mask(columns, (columns.ts >= start) & (columns.ts <= end))
+        found = columns.where((columns.ts >= start) & (columns.ts <= end))
         return found.only(endpoint) if endpoint is not None else found
 
     def counts(

@@ -44,13 +44,16 @@ class SampleColumns:
     def only(self, endpoint: str) -> SampleColumns:
         if endpoint not in self.endpoint_names:
             return concat_columns([])
-        mask = self.endpoint_codes == self.endpoint_names.index(endpoint)
+        return self.where(self.endpoint_codes == self.endpoint_names.index(endpoint))
+
+    def where(self, keep: Any) -> SampleColumns:
+        """The samples a boolean mask (or index) over them keeps."""
         return replace(
             self,
-            ts=self.ts[mask],
-            latency_ms=self.latency_ms[mask],
-            success=self.success[mask],
-            endpoint_codes=self.endpoint_codes[mask],
+            ts=self.ts[keep],
+            latency_ms=self.latency_ms[keep],
+            success=self.success[keep],
+            endpoint_codes=self.endpoint_codes[keep],
         )
 
 
