@@ -205,3 +205,18 @@ def test_the_comparison_sets_the_level(tmp_path: Path) -> None:
     )
     assert all(t.alpha == pytest.approx(0.1 / 7) for t in monitor.tracks.values())
     load.store.close()
+
+
+def test_a_look_at_a_window_shorter_than_a_bucket_counts_what_was_read(tmp_path: Path) -> None:
+    # The first looks after the warm-up see a fraction of a second; request rates bin it into
+    # one whole-second bucket that ends after it, beyond what the monitor has read.
+    load = Load(tmp_path, min_samples=5)
+    for _ in range(3):
+        load.second()
+    # until = now - LAG_S: a fraction of a second past the warm-up (first sample + 2 s)
+    assert not load.monitor(load.runs)
+    (window,) = load.monitor.watched.values()
+    assert 0 < window.duration_s < 1
+    looked = [t for t in load.monitor.tracks.values() if t.points]
+    assert any("requestspermin" in t.subject.label for t in looked), [t.subject.label for t in looked]
+    load.store.close()

@@ -95,7 +95,9 @@ class _FeedReader:
         endpoint: str | None = None,
         run_ids: Any = None,
     ) -> SampleColumns:
-        feed = next(f for f in self.feeds if f.covers(service, env, start, end))
+        feed = next((f for f in self.feeds if f.covers(service, env, start, end)), None)
+        if feed is None:  # a bug, not missing data: say which read had no feed
+            raise RuntimeError(f"sequential monitor: no feed read {service}/{env} over [{start}, {end}]")
         columns = feed.columns
         found = columns.where((columns.ts >= start) & (columns.ts <= end))
         return found.only(endpoint) if endpoint is not None else found
@@ -107,7 +109,18 @@ class _FeedReader:
         import numpy as np
 
         edges = np.asarray(edges, dtype=np.float64)
-        found = self.samples(service, env, float(edges[0]), float(edges[-1]), endpoint)
+        # A window shorter than a bucket has one bucket that ends after it: the store would
+        # count the samples up to now in it, and so do the feeds, up to what they have read.
+        start, end = float(edges[0]), float(edges[-1])
+        read_to = max(
+            (
+                f.end - f.shift
+                for f in self.feeds
+                if f.end is not None and f.covers(service, env, start, start)
+            ),
+            default=end,
+        )
+        found = self.samples(service, env, start, min(end, read_to), endpoint)
         failed = np.logical_not(found.success.astype(bool))
         requests, _ = np.histogram(found.ts, bins=edges)
         failures, _ = np.histogram(found.ts[failed], bins=edges)
