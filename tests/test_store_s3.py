@@ -184,9 +184,33 @@ def test_two_gates_saving_at_once_keep_each_others_history(s3: Any, tmp_path: Pa
     assert gates_in(s3, tmp_path) == {"g0": "pass", "g-staging": "violation", "g-production": "pass"}
     with stored(s3, tmp_path) as db:
         per_run = dict(db.execute("SELECT run_id, COUNT(*) FROM samples GROUP BY run_id").fetchall())
-        blocks = {row[0] for row in db.execute("SELECT run_id FROM sample_blocks")}
+        blocks = {row[0] for row in db.execute("SELECT run_id FROM sample_chunks")}
     assert per_run == {"run-g0": 3, "run-g-staging": 3, "run-g-production": 7}
     assert blocks == set(per_run)
+
+
+def test_a_collection_saved_after_another_writer_leaves_no_collected_samples(s3: Any, tmp_path: Path) -> None:
+    seed = session(tmp_path)
+    seed.open()
+    write_gate(seed.path, "g0")
+    write_gate(seed.path, "g1")
+    seed.save()
+    # `perfsig gc` on one copy while a gate saves another: the gate's save lands first.
+    collecting, gate = session(tmp_path), session(tmp_path)
+    collecting.open()
+    gate.open()
+    write_gate(gate.path, "g2", samples=5)
+    assert gate.save() == f"store saved to {URL}"
+    with SqliteStore(collecting.path) as store:
+        done = store.collect_samples(keep_gates=1)
+    assert done.collected == ["run-g0"]
+    assert collecting.save() == f"store saved to {URL}, merged with 1 newer version(s) written meanwhile"
+    with stored(s3, tmp_path) as db:
+        chunks = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM sample_chunks")}
+        rows = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM samples")}
+        collected = dict(db.execute("SELECT run_id, samples_collected_at IS NOT NULL FROM runs").fetchall())
+    assert chunks | rows == {"run-g1", "run-g2"}
+    assert collected == {"run-g0": 1, "run-g1": 0, "run-g2": 0}
 
 
 def test_two_writers_creating_the_store_at_once(s3: Any, tmp_path: Path) -> None:

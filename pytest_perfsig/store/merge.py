@@ -6,11 +6,13 @@ A session that works on a copy of the store (``store.s3``) keeps the file as it 
 
 - tables with a primary key: every row of ours that is not identical in the base replaces the
   row with the same key (new rows are added; a row both sides changed keeps ours);
-- ``samples`` (no key): the rows of runs the base did not have, unless the newer file has them.
+- ``samples`` (no key): the rows of runs the base did not have, unless the newer file has them;
+- the raw samples of a run this session collected (``perfsig gc``: ``samples_collected_at``
+  set) are deleted from the newer file too, so that no run says "collected" and keeps them.
 
-Nothing the store writes is ever deleted, and every id (gate, run, event) is unique, so what two
-sessions write never collides; only the same validation request or remediation updated by two
-sessions at once would keep the last one.
+Every id (gate, run, event) is unique, so what two sessions write never collides; only the same
+validation request or remediation updated by two sessions at once would keep the last one, and
+an unpin (``perfsig pin --remove``) made while another session saved is not carried over.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .database import Database
 
 # Tables without a primary key, and the column naming the run (hence the session) a row belongs to.
 GROUPED = {"samples": "run_id"}
+# Where a run's raw samples are: gone from the newer file once this session collected them.
+RAW_SAMPLES = ("samples", "sample_chunks", "sample_runs")
 FILES = ("main", "ours", "base")
 
 
@@ -77,6 +81,11 @@ def merge_changes(target: Path, *, base: Path, ours: Path) -> int:
             try:
                 for table, columns in tables.items():
                     _merge_table(db, table, columns)
+                for table in RAW_SAMPLES:
+                    db.execute(
+                        f"DELETE FROM main.{table} WHERE run_id IN "
+                        "(SELECT run_id FROM ours.runs WHERE samples_collected_at IS NOT NULL)"
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
