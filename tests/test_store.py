@@ -206,6 +206,35 @@ def test_add_samples_is_atomic(db_path: Path, store: SqliteStore) -> None:
     assert store.run_counts("r1") == (1, 0)
 
 
+def test_add_samples_stores_every_value_exactly(store: SqliteStore) -> None:
+    # One JSON array per batch: floats must come back bit for bit, odd names as written, and
+    # values JSON cannot say (infinity) still go in, by the row-by-row path.
+    rows = [
+        ("r1", T0 + k / 7.0, SVC, "Staging", name, latency, ok, status)
+        for k, (name, latency, ok, status) in enumerate(
+            [
+                ("/a", 0.1 + 0.2, 1, 200),
+                ('/q?x="1"&y=\\', 1e-300, 0, 500),
+                ("/ünï/☃", 12345.678901234567, 1, 0),
+                ("123", 5e-324, 1, 204),
+            ]
+        )
+    ]
+    store.add_samples(rows)
+    store.add_samples([("r1", T0 + 9, SVC, "Staging", "/slow", math.inf, 0, 0)])
+    with pytest.raises(StoreError, match="NOT NULL"):  # SQLite binds NaN as NULL
+        store.add_samples([("r1", T0 + 10, SVC, "Staging", "/nan", math.nan, 0, 0)])
+    got = (
+        sqlite3.connect(store.path)
+        .execute(
+            "SELECT run_id, ts, service, env, endpoint, latency_ms, success, status_code "
+            "FROM samples ORDER BY ts"
+        )
+        .fetchall()
+    )
+    assert got == [*rows, ("r1", T0 + 9, SVC, "Staging", "/slow", math.inf, 0, 0)]
+
+
 # ---------------------------------------------------------------------------- gates and verdicts
 
 

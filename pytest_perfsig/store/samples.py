@@ -65,6 +65,10 @@ _RUN_COLUMNS = ", ".join(RunRecord.__dataclass_fields__)
 __all__ = ["RunRecord", "SampleColumns", "SampleRow", "SampleTables", "SecondRow", "concat_columns"]
 
 
+_FIELDS = ", ".join(f"value->>{i}" for i in range(8))  # of a SampleRow, in column order
+INSERT_JSON_ROWS = f"INSERT INTO samples SELECT {_FIELDS} FROM json_each(?)"
+
+
 class SampleTables(Database):
     """The ``runs``, ``samples``, ``sample_chunks`` and ``sample_seconds`` tables."""
 
@@ -126,10 +130,19 @@ class SampleTables(Database):
     # ------------------------------------------------------------------ rows and counts
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
+        """Store rows as one JSON array, which SQLite inserts without the GIL: ``executemany``
+        takes it back per row, and beside a busy thread (Locust's hub) crawls (bench/sample_insert.py)."""
         rows = list(rows)
-        runs = {(row[0], row[2], row[3]) for row in rows}
+        try:
+            batch = json.dumps(rows, allow_nan=False)
+        except ValueError:  # infinity: JSON has no word for it
+            batch = ""
         with self._transaction() as db:
-            db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if batch:
+                db.execute(INSERT_JSON_ROWS, (batch,))
+            else:
+                db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            runs = {(row[0], row[2], row[3]) for row in rows}
             db.executemany("INSERT OR IGNORE INTO sample_runs VALUES (?, ?, ?)", runs)
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
