@@ -175,7 +175,12 @@ def main() -> int:
         default=40.0,
         help="base latency of the latency cells' apps (default 40)",
     )
-    parser.add_argument("--warmup", type=float, default=2.0, help="--perfsig-warmup of the gates (default 2)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="--perfsig-warmup of the gates (default: the gate's, 2 s, or 0.5 s with --sequential)",
+    )
     args = parser.parse_args()
     if args.sequential:
         return sequential_main(args)

@@ -102,9 +102,10 @@ OPTIONS: tuple[Option, ...] = (
         "--perfsig-warmup",
         "perfsig_warmup",
         float,
-        2.0,
+        None,
         "S",
-        "seconds at the start of the load left out of the judged window (at most a quarter of it)",
+        "seconds at the start of the load left out of the judged window, at most a quarter of it "
+        "(default: 2, or 0.5 with --perfsig-sequential)",
     ),
     Option(
         "--perfsig-locustfile",

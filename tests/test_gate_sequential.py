@@ -210,7 +210,7 @@ def test_the_comparison_sets_the_level(tmp_path: Path) -> None:
 def test_a_look_at_a_window_shorter_than_a_bucket_counts_what_was_read(tmp_path: Path) -> None:
     # The first looks after the warm-up see a fraction of a second; request rates bin it into
     # one whole-second bucket that ends after it, beyond what the monitor has read.
-    load = Load(tmp_path, min_samples=5)
+    load = Load(tmp_path, min_samples=5, warmup_s=2.0)
     for _ in range(3):
         load.second()
     # until = now - LAG_S: a fraction of a second past the warm-up (first sample + 2 s)
@@ -219,4 +219,19 @@ def test_a_look_at_a_window_shorter_than_a_bucket_counts_what_was_read(tmp_path:
     assert 0 < window.duration_s < 1
     looked = [t for t in load.monitor.tracks.values() if t.points]
     assert any("requestspermin" in t.subject.label for t in looked), [t.subject.label for t in looked]
+    load.store.close()
+
+
+@pytest.mark.parametrize(("warmup_s", "left_out"), [(None, 0.5), (2.0, 2.0), (0.0, 0.0)])
+def test_the_watched_window_starts_after_the_warm_up(
+    tmp_path: Path, warmup_s: float | None, left_out: float
+) -> None:
+    # A sequential gate's own default is half a second (docs/judges.md, "Warm-up").
+    load = Load(tmp_path, warmup_s=warmup_s)
+    load.monitor.fallback_enough = lambda run_ids: False
+    load.run(3)
+    firsts = [load.store.run_window(run_id) for run_id in load.runs.values()]
+    later_first = max(w[0] for w in firsts if w is not None)
+    (window,) = load.monitor.watched.values()
+    assert window.start == pytest.approx(later_first + left_out)
     load.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_perfsig.options import gate_options
 from tests.test_plugin import SMALL_MONSPEC, closed_port
 
 
@@ -44,3 +45,28 @@ def test_the_comparison_level_must_be_a_probability(small: pytest.Pytester) -> N
     result = small.runpytest_subprocess("--monspec=monspec.json", "--stage=Staging", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*sequential.alpha*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "warmup"),
+    [
+        ((), 2.0),
+        (("--perfsig-sequential",), 0.5),
+        (("--perfsig-sequential", "--perfsig-warmup=3"), 3.0),
+        (("--perfsig-warmup=0",), 0.0),
+    ],
+)
+def test_the_warm_up_defaults_by_the_kind_of_gate(
+    pytester: pytest.Pytester, args: tuple[str, ...], warmup: float
+) -> None:
+    config = pytester.parseconfig(*args)
+    assert gate_options(config, "Staging").warmup == warmup
+
+
+def test_the_warm_up_from_the_ini_file_holds_for_a_sequential_gate(pytester: pytest.Pytester) -> None:
+    pytester.makeini("""
+        [pytest]
+        perfsig_sequential = true
+        perfsig_warmup = 1.5
+    """)
+    assert gate_options(pytester.parseconfig(), "Staging").warmup == 1.5

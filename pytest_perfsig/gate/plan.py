@@ -17,6 +17,11 @@ from ..sources import LOCAL
 from ..store import DEFAULT_STORE_PATH
 
 PRODUCTION_PREFIX = "Production"
+#: seconds at the start of the load left out of the judged window, unless --perfsig-warmup says
+WARMUP_S = 2.0
+#: the same for a sequential gate: every second of warm-up is a second before any decision,
+#: and the tests are valid from their first sample (docs/judges.md, "Warm-up")
+SEQUENTIAL_WARMUP_S = 0.5
 #: the status of a stored run that stands for an environment judged without synthetic load
 NOT_LOADED = "not_loaded"
 
@@ -36,8 +41,9 @@ class GateOptions:
     loadtests_dir: Path = Path("loadtests")
     # Pin the compare side of every comparison to one stored run.
     baseline_run: str | None = None
-    # Seconds at the start of the load phase left out of every window.
-    warmup_s: float = 2.0
+    # Seconds at the start of the load phase left out of every window (None: the default of
+    # the gate's kind, see ``warmup``).
+    warmup_s: float | None = None
     # Where metrics are read for environments whose monspec names no source.
     source_url: str | None = None
     # Compare environments that get synthetic load although their numbers come from a remote
@@ -60,6 +66,13 @@ class GateOptions:
     # The sequential tests' false-rejection level for every comparison (None: each
     # comparison's "sequential": {"alpha"}, else 0.05), split across the gate's checks.
     alpha: float | None = None
+
+    @property
+    def warmup(self) -> float:
+        """Seconds at the start of the load phase left out of every window."""
+        if self.warmup_s is not None:
+            return self.warmup_s
+        return SEQUENTIAL_WARMUP_S if self.sequential else WARMUP_S
 
     @property
     def max_duration(self) -> float:

@@ -38,7 +38,7 @@ def enough_samples(store: SampleCounter, options: GateOptions, checks: Sequence[
 
     def enough(run_ids: Mapping[tuple[str, str], str]) -> bool:
         for key, run_id in run_ids.items():
-            counts = store.endpoint_counts(run_id, skip_s=options.warmup_s)
+            counts = store.endpoint_counts(run_id, skip_s=options.warmup)
             for endpoint, need in needs.get(key, {}).items():
                 have = sum(counts.values()) if endpoint is None else counts.get(endpoint, 0)
                 if have < need:

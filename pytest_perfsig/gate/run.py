@@ -216,7 +216,7 @@ class Gate:
             return self.fixed_window
         spans = [r.window for (svc, _), r in self.load_results.items() if svc == service]
         start, end = max(s for s, _ in spans), min(e for _, e in spans)
-        warmup = min(self.options.warmup_s, max(0.0, (end - start) / 4))
+        warmup = min(self.options.warmup, max(0.0, (end - start) / 4))
         return Window(start + warmup, end)
 
     # ------------------------------------------------------------------ verdicts

@@ -245,7 +245,7 @@ class SequentialMonitor:
             firsts = [self.store.run_window(r) for (s, _), r in run_ids.items() if s == service]
             if all(firsts):
                 first = [w[0] for w in firsts if w is not None]
-                self.starts[service] = (min(first), max(first) + self.options.warmup_s)
+                self.starts[service] = (min(first), max(first) + self.options.warmup)
 
     def _feed(self, service: str, env: str, shift: float, start: float, until: float) -> None:
         feed = next((f for f in self.feeds if (f.service, f.env, f.shift) == (service, env, shift)), None)
