@@ -34,6 +34,9 @@ Side = Literal["greater", "less"]
 
 QUADRATURE_NODES = 256
 _JEFFREYS = (0.5, 0.5)
+# Which tail is the alternative; an unknown side is an error, not silently "less".
+_UPPER_TAIL: dict[str, bool] = {"greater": True, "less": False}
+_UPPER_BOUND: dict[str, bool] = {"upper": True, "lower": False}
 
 
 def bernoulli_log_e(k: Any, n: int, theta0: float, side: Side) -> Any:
@@ -44,12 +47,12 @@ def bernoulli_log_e(k: Any, n: int, theta0: float, side: Side) -> Any:
     alternative θ1 the likelihood ratio against θ0 is a supermartingale under every null mean,
     so their average is too."""
     k = np.asarray(k, dtype=float)
-    if not 0.0 < theta0 < 1.0:
+    if not 0.0 < theta0 < 1.0:  # decision
         # A boundary at 0 or 1: the null side holds nothing the data could contradict, or
         # everything; no evidence either way.
         return np.zeros_like(k)
     a, b = k + 0.5, n - k + 0.5
-    upper = side == "greater"
+    upper = _UPPER_TAIL[side]  # decision
     mixture = (
         special.betaln(a, b)
         - special.betaln(*_JEFFREYS)
@@ -69,11 +72,9 @@ def _log_tail(x: float, a: Any, b: Any, upper: bool) -> Any:
 def claim_log_e(k: int, n: int, theta: float, side: Side) -> float:
     """``bernoulli_log_e`` for the claim "the mean is ``side`` of θ", also for θ outside (0, 1),
     where the claim is certain (+inf) or impossible (−inf)."""
-    if side == "greater":
-        if theta <= 0.0 or theta >= 1.0:
-            return math.inf if theta <= 0.0 else -math.inf
-    elif theta <= 0.0 or theta >= 1.0:
-        return math.inf if theta >= 1.0 else -math.inf
+    if theta <= 0.0 or theta >= 1.0:  # decision
+        # Certain when the whole of [0, 1] lies on the claimed side of θ.
+        return math.inf if (theta <= 0.0) == _UPPER_TAIL[side] else -math.inf  # decision
     return float(bernoulli_log_e(k, n, theta, side))
 
 
@@ -84,7 +85,8 @@ def best_crossing(
     non-increasing function: found where they cross, by bisection."""
     for _ in range(60):
         mid = (low + high) / 2
-        if rising(mid) < falling(mid):
+        # (At a tie either half keeps a point where both are equal: "<" or "<=" find the same.)
+        if rising(mid) < falling(mid):  # pragma: no mutate
             low = mid
         else:
             high = mid
@@ -94,26 +96,24 @@ def best_crossing(
 def bernoulli_bound(k: int, n: int, delta: float, side: Literal["upper", "lower"]) -> float:
     """One-sided confidence sequence for a Bernoulli mean at level ``delta``: the upper (or
     lower) end of the means the e-process has not rejected. 1.0 / 0.0 with no data."""
-    threshold = math.log(1.0 / delta)
-    if n == 0:
-        return 1.0 if side == "upper" else 0.0
-    if side == "upper":
-        if k >= n:
+    threshold = math.log(1.0 / delta)  # decision
+    if _UPPER_BOUND[side]:
+        if k == n:  # (also no data at all)
             return 1.0
         low, high = k / n, 1.0  # the mean k/n is never rejected; 1.0 always is (k < n)
         for _ in range(50):
             mid = (low + high) / 2
-            if float(bernoulli_log_e(k, n, mid, "less")) >= threshold:
+            if float(bernoulli_log_e(k, n, mid, "less")) >= threshold:  # decision
                 high = mid
             else:
                 low = mid
         return high
-    if k <= 0:
+    if k == 0:
         return 0.0
     low, high = 0.0, k / n
     for _ in range(50):
         mid = (low + high) / 2
-        if float(bernoulli_log_e(k, n, mid, "greater")) >= threshold:
+        if float(bernoulli_log_e(k, n, mid, "greater")) >= threshold:  # decision
             low = mid
         else:
             high = mid
@@ -134,7 +134,8 @@ class QuantileSequence:
         # Only counts within ~10 standard deviations of n·q can sit at a crossing for any level
         # down to 1e-12; beyond them the e-values are taken as settled (±inf), which keeps
         # each look cheap for long runs.
-        reach = int(10 * math.sqrt(self.n * q * (1 - q)) + 20)
+        # (Every mutation of this line only widens the window: the same bounds, more work.)
+        reach = int(10 * math.sqrt(self.n * q * (1 - q)) + 20)  # pragma: no mutate
         centre = int(self.n * q)
         self._first = max(0, centre - reach)
         counts = np.arange(self._first, min(self.n, centre + reach) + 1)
@@ -145,29 +146,30 @@ class QuantileSequence:
 
     def lower(self, delta: float) -> float:
         """The quantile is at least this (−inf when too few values)."""
-        plausible = np.flatnonzero(self._less < math.log(1.0 / delta))
-        smallest = self._first + int(plausible[0]) if plausible.size else self.n + 1
-        if smallest < 1 or smallest > self.n or (plausible.size and plausible[0] == 0 < self._first):
-            # (the last: the crossing could lie below the counts computed; no bound claimed)
+        plausible = np.flatnonzero(self._less < math.log(1.0 / delta))  # decision
+        if not plausible.size or plausible[0] == 0:
+            # The lowest count computed is plausible: no value need lie below the quantile (the
+            # count 0), or the crossing could lie below the counts computed. No bound claimed.
             return -math.inf
-        return float(self.values[smallest - 1])
+        return float(self.values[self._first + int(plausible[0]) - 1])
 
     def upper(self, delta: float) -> float:
         """The quantile is at most this (+inf when too few values)."""
-        plausible = np.flatnonzero(self._greater < math.log(1.0 / delta))
-        largest = self._first + int(plausible[-1]) if plausible.size else -1
-        top = self._first + self._greater.size - 1
-        if largest < 0 or largest >= self.n or (plausible.size and largest == top < self.n):
+        plausible = np.flatnonzero(self._greater < math.log(1.0 / delta))  # decision
+        if not plausible.size or plausible[-1] == self._greater.size - 1:
+            # The highest count computed is plausible: every value may lie below the quantile
+            # (the count n), or the crossing could lie above the counts computed.
             return math.inf
-        return float(self.values[largest])
+        return float(self.values[self._first + int(plausible[-1])])
 
 
 def smallest_level(decides: Any, floor: float = 1e-12) -> float:
     """The smallest level δ in [floor, 1] at which ``decides(δ)`` holds (1.0 when it never
     does), for a decision that only gets easier as δ grows: an anytime-valid p-value."""
-    if not decides(1.0):
+    # (decides is monotone: asked at any δ ≥ 1 here, the bisection below also ends at 1.0.)
+    if not decides(1.0):  # pragma: no mutate
         return 1.0
-    if decides(floor):
+    if decides(floor):  # decision
         return floor
     low, high = math.log(floor), 0.0
     for _ in range(40):
@@ -210,14 +212,16 @@ def two_rates_log_e(ks: int, ns: int, kc: int, nc: int, slope: float, intercept:
         return np.clip(slope * pc + intercept, 0.0, 1.0)
 
     def region(a: float, b: float) -> Any:
-        if side == "greater":
+        if _UPPER_TAIL[side]:  # decision
             return lambda pc: special.betaincc(a, b, boundary(pc))
         return lambda pc: special.betainc(a, b, boundary(pc))
 
     inside = _mean_over((a_c, b_c), region(a_s, b_s), lower=True)
+    if inside <= 0.0:  # decision
+        return -math.inf  # the data leave the alternative nothing: no evidence
     prior_mass = _prior_mass(slope, intercept, side)
-    if inside <= 0.0 or prior_mass <= 0.0:
-        return -math.inf if inside <= 0.0 else 0.0
+    if prior_mass <= 0.0:  # (only a falling limit line could get here)
+        return 0.0
     log_mixture = (
         special.betaln(a_s, b_s)
         + special.betaln(a_c, b_c)
@@ -235,7 +239,7 @@ def _prior_mass(slope: float, intercept: float, side: Side) -> float:
 
     def region(pc: Any) -> Any:
         edge = np.clip(slope * pc + intercept, 0.0, 1.0)
-        return special.betaincc(a, b, edge) if side == "greater" else special.betainc(a, b, edge)
+        return special.betaincc(a, b, edge) if _UPPER_TAIL[side] else special.betainc(a, b, edge)
 
     return _mean_over(_JEFFREYS, region, lower=False)
 
@@ -244,15 +248,14 @@ def _best_null(ks: int, ns: int, kc: int, nc: int, slope: float, intercept: floa
     """The highest log-likelihood of any (p_s, p_c) on the null side of the boundary: for each
     p_c the best p_s of that slice, then the best p_c (a concave profile: the null side is a
     convex set and the log-likelihood is jointly concave)."""
-    ps_hat = ks / ns if ns else 0.0
-    pick = min if side == "greater" else max
+    ps_hat = ks / max(ns, 1)  # (no data: every p_s fits equally)
+    pick = min if _UPPER_TAIL[side] else max  # decision
 
     def profile(pc: float) -> float:
         edge = min(max(slope * pc + intercept, 0.0), 1.0)
         return float(_loglik(ks, ns, pick(ps_hat, edge)) + _loglik(kc, nc, pc))
 
-    found = optimize.minimize_scalar(
-        lambda pc: -profile(pc), bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-12}
-    )
-    pc_hat = kc / nc if nc else 0.0
+    # With bounds, scipy's bounded Brent method.
+    found = optimize.minimize_scalar(lambda pc: -profile(pc), bounds=(0.0, 1.0), options={"xatol": 1e-12})
+    pc_hat = kc / max(nc, 1)
     return max(-float(found.fun), profile(0.0), profile(1.0), profile(pc_hat))

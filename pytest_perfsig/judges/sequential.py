@@ -93,14 +93,14 @@ class Evidence:
 
     @property
     def threshold(self) -> float:
-        return math.log10(1.0 / self.alpha)
+        return math.log10(1.0 / self.alpha)  # decision
 
     @property
     def decision(self) -> Decision | None:
-        if self.log10_evidence >= self.threshold:
-            return "violation"
-        if self.log10_evidence_pass >= self.threshold:
-            return "pass"
+        if self.log10_evidence >= self.threshold:  # decision
+            return "violation"  # decision
+        if self.log10_evidence_pass >= self.threshold:  # decision
+            return "pass"  # decision
         return None
 
     def details(self) -> dict[str, Any]:
@@ -125,15 +125,19 @@ class Line:
     intercept: float
     sign: int
 
+    @property
+    def upper(self) -> bool:
+        return self.sign == 1  # decision
+
 
 def limit_line(subject: Subject) -> Line:
     entry, comparison = subject.entry, subject.comparison
-    sign = 1 if entry.direction == "upper" else -1
-    if entry.static_limit is not None:
-        return Line(0.0, entry.static_limit, sign)
+    sign = 1 if entry.direction == "upper" else -1  # decision
+    if entry.static_limit is not None:  # decision
+        return Line(0.0, entry.static_limit, sign)  # decision
     factor = comparison.scale_factor(entry.metric_key)
     tolerance = resolve_tolerance(entry, comparison, subject.default_abs_tolerance)
-    return Line((100.0 + sign * factor) / 100.0, sign * tolerance, sign)
+    return Line((100.0 + sign * factor) / 100.0, sign * tolerance, sign)  # decision
 
 
 def evaluate(
@@ -171,10 +175,11 @@ def _order(x: Any, y: Any, line: Line, alpha: float) -> Evidence:
     """Pair the i-th source request with the i-th baseline request (each in time order): under
     "within", each source request is outside the limit at most half of the time."""
     n = x.size if y is None else min(x.size, y.size)
-    limit = np.full(n, line.intercept) if y is None else line.slope * y[:n] + line.intercept
-    outside = line.sign * (x[:n] - limit)
-    e_out = bernoulli_log_e(int(np.sum(outside > 0)), n, 0.5, "greater")
-    e_in = bernoulli_log_e(int(np.sum(outside >= 0)), n, 0.5, "less")
+    limit = np.full(n, line.intercept) if y is None else line.slope * y[:n] + line.intercept  # decision
+    outside = line.sign * (x[:n] - limit)  # decision
+    # A request exactly on the limit counts for neither side: not outside, not within.
+    e_out = bernoulli_log_e(int(np.sum(outside > 0)), n, 0.5, "greater")  # decision
+    e_in = bernoulli_log_e(int(np.sum(outside >= 0)), n, 0.5, "less")  # decision
     compared = None if y is None else int(y.size)
     return Evidence(ORDER, alpha, _log10(e_out), _log10(e_in), int(x.size), compared)
 
@@ -186,23 +191,22 @@ def _quantile(x: Any, y: Any, q: float, line: Line, alpha: float) -> Evidence:
     baseline = None if y is None else QuantileSequence(y, q)
 
     def margin(delta: float) -> tuple[float, float]:
-        share = delta if baseline is None else delta / 2
-        low, high = source.lower(share), source.upper(share)
+        share = delta if baseline is None else delta / 2  # decision
+        low, high = source.lower(share), source.upper(share)  # decision
         if baseline is None:
-            limits = (line.intercept, line.intercept)
+            limits = (line.intercept, line.intercept)  # decision
         else:
-            ends = (line.slope * baseline.lower(share), line.slope * baseline.upper(share))
-            limits = (min(ends) + line.intercept, max(ends) + line.intercept)
-        with np.errstate(invalid="ignore"):
-            return low - limits[1], high - limits[0]
+            ends = (line.slope * baseline.lower(share), line.slope * baseline.upper(share))  # decision
+            limits = (min(ends) + line.intercept, max(ends) + line.intercept)  # decision
+        return low - limits[1], high - limits[0]  # decision
 
     def outside(delta: float) -> bool:
         low, high = margin(delta)
-        return low > 0 if line.sign > 0 else high < 0
+        return low > 0 if line.upper else high < 0  # decision
 
     def inside(delta: float) -> bool:
         low, high = margin(delta)
-        return high <= 0 if line.sign > 0 else low >= 0
+        return high <= 0 if line.upper else low >= 0  # decision
 
     low, high = margin(alpha)
     return Evidence(
@@ -225,40 +229,41 @@ def _rates(x: Any, y: Any, line: Line, alpha: float) -> Evidence:
     """Failure rates as proportions (the limit line is in percent)."""
     ks, ns = int(np.sum(x)), int(x.size)
     slope, intercept = line.slope, line.intercept / 100.0
-    out: Literal["greater", "less"] = "greater" if line.sign > 0 else "less"
-    within: Literal["greater", "less"] = "less" if line.sign > 0 else "greater"
+    out: Literal["greater", "less"] = "greater" if line.upper else "less"  # decision
+    within: Literal["greater", "less"] = "less" if line.upper else "greater"  # decision
     if y is None:
         low, high = bernoulli_bound(ks, ns, alpha, "lower"), bernoulli_bound(ks, ns, alpha, "upper")
         return Evidence(
             RATES,
             alpha,
-            _log10(claim_log_e(ks, ns, intercept, out)),
-            _log10(claim_log_e(ks, ns, intercept, within)),
+            _log10(claim_log_e(ks, ns, intercept, out)),  # decision
+            _log10(claim_log_e(ks, ns, intercept, within)),  # decision
             ns,
             None,
             *_pct(low - intercept, high - intercept),
         )
     kc, nc = int(np.sum(y)), int(y.size)
-    e_out = two_rates_log_e(ks, ns, kc, nc, slope, intercept, out)
+    e_out = two_rates_log_e(ks, ns, kc, nc, slope, intercept, out)  # decision
     # Within: the source's rate is conclusively on the inside of some t and the baseline's
     # conclusively where the limit is beyond t; each bound at δ/2, so 1/p = best / 2.
-    opposite: Literal["greater", "less"] = "less" if within == "greater" else "greater"
+    opposite: Literal["greater", "less"] = "less" if within == "greater" else "greater"  # decision
 
     def source_side(t: float) -> float:
-        return claim_log_e(ks, ns, t, within)
+        return claim_log_e(ks, ns, t, within)  # decision
 
     def baseline_side(t: float) -> float:
-        return claim_log_e(kc, nc, (t - intercept) / slope, opposite) if slope > 0 else -math.inf
+        return claim_log_e(kc, nc, (t - intercept) / slope, opposite) if slope > 0 else -math.inf  # decision
 
-    if line.sign > 0:
-        best = best_crossing(source_side, baseline_side)
+    if line.upper:  # decision
+        best = best_crossing(source_side, baseline_side)  # decision
     else:
-        best = best_crossing(baseline_side, source_side)
+        best = best_crossing(baseline_side, source_side)  # decision
     s_low, s_high = bernoulli_bound(ks, ns, alpha / 2, "lower"), bernoulli_bound(ks, ns, alpha / 2, "upper")
     c_low, c_high = bernoulli_bound(kc, nc, alpha / 2, "lower"), bernoulli_bound(kc, nc, alpha / 2, "upper")
     low = s_low - max(slope * c_low, slope * c_high) - intercept
     high = s_high - min(slope * c_low, slope * c_high) - intercept
-    return Evidence(RATES, alpha, _log10(e_out), _log10(best - math.log(2.0)), ns, nc, *_pct(low, high))
+    log_e_pass = best - math.log(2.0)  # decision
+    return Evidence(RATES, alpha, _log10(e_out), _log10(log_e_pass), ns, nc, *_pct(low, high))
 
 
 def _pct(low: float, high: float) -> tuple[float, float]:
@@ -268,19 +273,19 @@ def _pct(low: float, high: float) -> tuple[float, float]:
 def _split(source: Measurement, baseline: Measurement | None, line: Line, alpha: float) -> Evidence | None:
     """Requests of two streams over equally long windows: under "within" (rate_s ≥ m·rate_c
     for ``lower``), each request is the source's with probability at least m / (1 + m)."""
-    if baseline is None or line.slope <= 0:
+    if baseline is None or line.slope <= 0:  # decision
         return None
     if not math.isclose(source.query.window.duration_s, baseline.query.window.duration_s, rel_tol=0.01):
         return None
     ks, n = source.samples, source.samples + baseline.samples
-    share = line.slope / (1.0 + line.slope)
-    outside: Literal["greater", "less"] = "greater" if line.sign > 0 else "less"
-    inside: Literal["greater", "less"] = "less" if line.sign > 0 else "greater"
+    share = line.slope / (1.0 + line.slope)  # decision
+    outside: Literal["greater", "less"] = "greater" if line.upper else "less"  # decision
+    inside: Literal["greater", "less"] = "less" if line.upper else "greater"  # decision
     return Evidence(
         SPLIT,
         alpha,
-        _log10(bernoulli_log_e(ks, n, share, outside)),
-        _log10(bernoulli_log_e(ks, n, share, inside)),
+        _log10(bernoulli_log_e(ks, n, share, outside)),  # decision
+        _log10(bernoulli_log_e(ks, n, share, inside)),  # decision
         source.samples,
         baseline.samples,
     )
@@ -297,11 +302,11 @@ def judge_at(
     rule (``fallback``) agrees on these samples, else the fixed rule's verdict, marked undecided."""
     fixed = fallback(subject, source, compare)
     evidence = evaluate(subject, source, compare, alpha)
-    if evidence is None or fixed.status not in ("pass", "violation"):
-        return fixed
+    if evidence is None or fixed.status not in ("pass", "violation"):  # decision
+        return fixed  # decision
     decision = evidence.decision
     details = {**(fixed.details or {}), **evidence.details()}
-    if decision is not None and decision == fixed.status:
+    if decision is not None and decision == fixed.status:  # decision
         samples = f"{evidence.source_samples}" + (
             f" + {evidence.compare_samples}" if evidence.compare_samples is not None else ""
         )
@@ -311,7 +316,8 @@ def judge_at(
             f"sequential: conclusively {side} after {samples} samples "
             f"(evidence {_power(strength)} ≥ {fmt(1.0 / alpha)})"
         )
-        return _with(fixed, status=decision, judge=NAME, details={**details, "decision": decision}, note=note)
+        # The status stays the fixed rule's: they agree.
+        return _with(fixed, judge=NAME, details={**details, "decision": decision}, note=note)  # decision
     note = (
         f"sequential test undecided (evidence {_power(evidence.log10_evidence)} outside, "
         f"{_power(evidence.log10_evidence_pass)} within, {fmt(1.0 / alpha)} needed): judged by the fixed rule"
