@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_perfsig.errors import LoadError
 from pytest_perfsig.gate import Gate, GateOptions
 from pytest_perfsig.load import capture as capture_module
+from pytest_perfsig.load import runner as runner_module
 from pytest_perfsig.load.capture import SampleCapture
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.monspec import load_monspec
@@ -191,3 +194,44 @@ def test_requests_finishing_after_the_close_are_stored_at_the_next(tmp_path: Pat
     assert capture.close()
     with SqliteStore(path) as store:
         assert store.run_counts("run-1") == (2, 0) and capture.dropped == 0
+
+
+def test_a_batch_larger_than_the_queue_keeps_what_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "perfsig.db"
+    with SqliteStore(path) as store:
+        store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
+    monkeypatch.setenv(capture_module.ENV_QUEUE, "40")
+    capture = SampleCapture(str(path), "run-Staging", SVC, "Staging")
+    rows = [("run-Staging", T0 + k / 100, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(50)]
+    assert not capture.writer.put(rows)  # not all of it: 10 dropped
+    assert capture.dropped == 10
+    assert capture.close()
+    with SqliteStore(path) as store:
+        assert store.run_counts("run-Staging") == (40, 0)
+        run = store.run("run-Staging")
+        assert run is not None and run.dropped == 10
+
+
+def test_a_run_whose_every_sample_was_dropped_says_so_not_that_locust_sent_nothing(tmp_path: Path) -> None:
+    # Locust did send requests; the capture kept none. The message must name the capture.
+    path = tmp_path / "perfsig.db"
+    with SqliteStore(path) as store:
+        store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
+        store.record_dropped("run-Staging", 1234)
+        child = object.__new__(runner_module._Child)
+        child.spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "-", 1, 1, 3.0)
+        child.run_id, child.exited_at = "run-Staging", None
+        child.log_path, child.summary_path = tmp_path / "run.log", tmp_path / "run.open.json"
+        child.log_path.write_text("Aggregated 4438 0(0.00%)\n")
+        child.process = subprocess.Popen(["true"])
+        child.process.wait()
+        with pytest.raises(LoadError) as raised:
+            runner_module._collect(child, store)
+        run = store.run("run-Staging")
+    assert "capture fell behind: 1234 samples dropped, none stored (Staging run run-Staging)" in str(
+        raised.value
+    )
+    assert "Locust sent no requests" not in str(raised.value)
+    assert run is not None and run.status == "error"

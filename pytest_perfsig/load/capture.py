@@ -93,7 +93,7 @@ class SampleWriter:
     """Stores batches of rows from its own thread, through a queue of at most ``capacity``
     samples (written or not, in memory).
 
-    ``put`` never blocks: when the queue is full the batch is dropped and counted; the thread
+    ``put`` never blocks: what does not fit in the queue is dropped and counted; the thread
     stores the count with the run (``runs.dropped``) at its next chance. Counters are each
     written by one thread only (the hub: ``submitted``, ``dropped``; the writer: ``written``),
     so the two threads share no lock."""
@@ -114,12 +114,16 @@ class SampleWriter:
         return self.submitted - self.written
 
     def put(self, rows: list[SampleRow]) -> bool:
-        """Queue rows for the store; False (counted in ``dropped``) when the queue is full."""
+        """Queue rows for the store, as many as the queue has room for; False when some were
+        dropped (counted in ``dropped``)."""
         if not rows:
             return True
         self._start()
-        if self.queued + len(rows) > self.capacity:
-            self.dropped += len(rows)
+        room = max(0, self.capacity - self.queued)
+        if len(rows) > room:
+            # Keep what fits: a batch larger than the whole queue still leaves samples stored.
+            rows, lost = rows[:room], len(rows) - room
+            self.dropped += lost
             if not self._full:
                 self._full = True
                 sys.stderr.write(
@@ -127,11 +131,12 @@ class SampleWriter:
                     f"{self.failed_writes} failed writes): dropping samples; the gate's checks "
                     "of this run will be errors\n"
                 )
-            return False
-        self._full = False
-        self._queue.append(rows)
-        self.submitted += len(rows)
-        return True
+        else:
+            lost, self._full = 0, False
+        if rows:
+            self._queue.append(rows)
+            self.submitted += len(rows)
+        return not lost
 
     def _start(self) -> None:
         if self._pid != os.getpid():

@@ -396,6 +396,14 @@ def _collect(child: _Child, store: SqliteStore) -> LoadResult:
     if spec.arrival_rate is not None:
         detail += "; " + _open_counts(child)
     if window is None:
+        run = store.run(child.run_id)
+        if run is not None and run.dropped:
+            # Locust did send requests: the capture could not keep any of them.
+            store.finish_run(child.run_id, "error", f"capture fell behind; {detail}")
+            raise LoadError(
+                f"capture fell behind: {run.dropped} samples dropped, none stored "
+                f"({spec.env} run {child.run_id}); last lines of {child.log_path}:\n{_tail(child.log_path)}"
+            )
         store.finish_run(child.run_id, "error", f"no requests; {detail}")
         raise LoadError(
             f"Locust sent no requests to {spec.env} ({spec.url}) with {spec.described}; "
