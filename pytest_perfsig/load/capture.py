@@ -119,20 +119,19 @@ class SampleWriter:
         if not rows:
             return True
         self._start()
+        # Keep what fits: a batch larger than the whole queue still leaves samples stored.
         room = max(0, self.capacity - self.queued)
-        if len(rows) > room:
-            # Keep what fits: a batch larger than the whole queue still leaves samples stored.
-            rows, lost = rows[:room], len(rows) - room
+        lost = max(0, len(rows) - room)
+        if lost:
+            rows = rows[:room]
             self.dropped += lost
-            if not self._full:
-                self._full = True
+            if not self._full:  # said once per spell of falling behind
                 sys.stderr.write(
                     f"perfsig capture: the store fell behind ({self.queued} samples queued, "
                     f"{self.failed_writes} failed writes): dropping samples; the gate's checks "
                     "of this run will be errors\n"
                 )
-        else:
-            lost, self._full = 0, False
+        self._full = lost > 0
         if rows:
             self._queue.append(rows)
             self.submitted += len(rows)

@@ -137,12 +137,12 @@ class SampleTables(Database):
             batch = json.dumps(rows, allow_nan=False)
         except ValueError:  # infinity: JSON has no word for it
             batch = ""
+        runs = {(row[0], row[2], row[3]) for row in rows}  # before the write lock is taken
         with self._transaction() as db:
             if batch:
                 db.execute(INSERT_JSON_ROWS, (batch,))
             else:
                 db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            runs = {(row[0], row[2], row[3]) for row in rows}
             db.executemany("INSERT OR IGNORE INTO sample_runs VALUES (?, ?, ?)", runs)
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
