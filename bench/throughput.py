@@ -25,8 +25,13 @@ A Locust rate is Locust's own count divided by Locust's own measured run time: t
 start of the stats). So Locust's start-up and shut-down are outside every Locust rate, and the
 harness's extra work around the load (store bookkeeping, compaction) too; the ``wall s`` column
 shows the whole measurement. wrk's rate is its request count over its run time. Every
-measurement runs ``--rounds`` times (default 3), interleaved (harness, locust, nocapture, wrk,
-processes1, processes2, harness, ...) so that machine noise spreads over all; the median counts.
+measurement runs once per round, ``--rounds`` rounds (default 5), back to back, the order
+rotated from round to round (harness, locust, nocapture, ... then locust, nocapture, ...,
+harness) so that no measurement always comes first. A ratio is *paired*: computed within each
+round, from measurements a minute apart at most, and the median over the rounds counts. On a
+shared VM the host's speed drifts by tens of % over minutes (the CPU a request costs the target,
+which does the same work in every measurement, shows it); a ratio of two medians taken over
+the whole run mixes that drift into the comparison, a ratio within a round mostly cancels it.
 The table shows too, per measurement (medians): the CPU the target used and the CPU the load
 generator used (the Locust processes or wrk), in % of one core over the wall time and in CPU
 microseconds per request (start-up included), and "other": user and system CPU of anything
@@ -67,15 +72,17 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   the insert), so the rate grows roughly linearly with the workers until the target saturates,
   or the master's one core does (on the order of 100,000 samples per second).
 
-    python bench/throughput.py [--users 20] [--duration 10] [--rounds 3] [--work-ms 2] [--retries 2]
+    python bench/throughput.py [--users 20] [--duration 10] [--rounds 5] [--work-ms 2] [--retries 2]
+                               [--only harness,locust,nocapture]
 
 wrk comes from the Debian package (``apt-get install wrk``); without it the wrk measurement is
 skipped with a message and its ratio is ``nan``. The last line is machine-readable:
     throughput harness_vs_locust=R locust_vs_wrk=R capture_overhead=R processes2_vs_1=R tail_p999_ratio=R
 harness_vs_locust = harness / locust, locust_vs_wrk = locust / wrk, capture_overhead =
 harness / nocapture (below 1: slower with the capture), processes2_vs_1 = processes2 /
-processes1, each from the median rates, to 2 decimals; tail_p999_ratio = harness p99.9 /
-locust p99.9 (medians over the rounds; above 1: a longer tail with the capture).
+processes1, tail_p999_ratio = harness p99.9 / locust p99.9 (above 1: a longer tail with the
+capture); each the median over the rounds of the round's ratio, to 2 decimals (nan for a
+measurement left out with ``--only``).
 """
 
 from __future__ import annotations
@@ -412,6 +419,23 @@ def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
+# name on the last line: (numerator, denominator, what is compared)
+RATIOS = {
+    "harness_vs_locust": ("harness", "locust", "rate"),
+    "locust_vs_wrk": ("locust", "wrk", "rate"),
+    "capture_overhead": ("harness", "nocapture", "rate"),
+    "processes2_vs_1": ("processes2", "processes1", "rate"),
+    "tail_p999_ratio": ("harness", "locust", "p999_ms"),
+}
+
+
+def paired(series: dict[str, Series], a: str, b: str, attr: str) -> list[float]:
+    """The ratio a / b of each round in which both were measured."""
+    pairs = zip(series[a].samples, series[b].samples, strict=False)
+    found = [ratio(getattr(x, attr), getattr(y, attr)) for x, y in pairs]
+    return [r for r in found if not math.isnan(r)]
+
+
 def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> None:
     print()
     print(
@@ -452,14 +476,19 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
         f"users={args.users} duration={args.duration:g}s rounds={args.rounds} "
         f"busy work={args.work_ms:g} ms ({iters} iterations) per request in processes1/processes2"
     )
-    m = {name: s.median() for name, s in series.items()}
-    ratios = {
-        "harness_vs_locust": ratio(m["harness"], m["locust"]),
-        "locust_vs_wrk": ratio(m["locust"], m["wrk"]),
-        "capture_overhead": ratio(m["harness"], m["nocapture"]),
-        "processes2_vs_1": ratio(m["processes2"], m["processes1"]),
-        "tail_p999_ratio": ratio(series["harness"].median("p999_ms"), series["locust"].median("p999_ms")),
-    }
+    per_round = {name: paired(series, a, b, attr) for name, (a, b, attr) in RATIOS.items()}
+    print(
+        "ratios per round: "
+        + "; ".join(f"{name} " + " ".join(f"{r:.2f}" for r in rs) for name, rs in per_round.items())
+    )
+    print(
+        "ratios of the medians (unpaired, for comparison): "
+        + " ".join(
+            f"{name}={ratio(series[a].median(attr), series[b].median(attr)):.2f}"
+            for name, (a, b, attr) in RATIOS.items()
+        )
+    )
+    ratios = {name: statistics.median(rs) if rs else math.nan for name, rs in per_round.items()}
     print(
         f"harness / locust      {ratios['harness_vs_locust']:.2f}  (target >= 0.97)\n"
         f"locust / wrk          {ratios['locust_vs_wrk']:.2f}\n"
@@ -476,7 +505,12 @@ def main() -> int:
     )
     parser.add_argument("--users", type=int, default=20, help="Locust users / wrk connections (default 20)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement (default 5)")
+    parser.add_argument(
+        "--only",
+        default=",".join(MEASUREMENTS),
+        help="measurements to run, comma-separated (default: all); the ratios of the others are nan",
+    )
     parser.add_argument(
         "--work-ms",
         type=float,
@@ -493,6 +527,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.users < 1 or args.duration < 1 or args.rounds < 1:
         parser.error("--users, --duration and --rounds must be at least 1")
+    chosen = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(chosen) - set(MEASUREMENTS))
+    if unknown or not chosen:
+        parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
+    chosen = [name for name in MEASUREMENTS if name in chosen]
 
     series = {name: Series(name) for name in MEASUREMENTS}
     with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
@@ -509,12 +548,13 @@ def main() -> int:
             meter = CpuMeter(app.process.pid)
             print(
                 f"target {app.url} (sample app, latency 0 ms, one uvicorn worker); "
-                f"{os.cpu_count()} CPUs; {args.rounds} rounds x {len(MEASUREMENTS)} measurements "
+                f"{os.cpu_count()} CPUs; {args.rounds} rounds x {len(chosen)} measurements "
                 f"x {args.duration:g} s",
                 flush=True,
             )
             for round_no in range(1, args.rounds + 1):
-                for name in MEASUREMENTS:
+                shift = (round_no - 1) % len(chosen)
+                for name in chosen[shift:] + chosen[:shift]:
                     if name == "wrk" and bench.wrk is None:
                         series[name].samples.append(Sample(math.nan))
                         continue

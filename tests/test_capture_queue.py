@@ -63,6 +63,9 @@ def test_a_store_locked_longer_than_the_queue_lasts_drops_counts_and_errors(
     path = tmp_path / "perfsig.db"
     monkeypatch.setenv(capture_module.ENV_QUEUE, "100")  # the queue holds 100 samples
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.2")  # the writer retries, as it would after 30 s
+    # One writer, at normal priority, throughout: this test is about the queue's bound (the
+    # hand-over from an idle-priority writer is tests/test_capture_priority.py's).
+    monkeypatch.setenv(capture_module.ENV_PRIORITY, "normal")
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 10)
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_S", 3600.0)
     with SqliteStore(path) as store:

@@ -9,7 +9,8 @@ Where the samples go depends on the Locust process:
   (:class:`SampleWriter`), so that Locust's gevent hub, which runs every user, never waits for
   SQLite; the queue between them is bounded: when the store falls behind for longer than the
   queue lasts, samples are dropped, counted and the count stored with the run, and the gate
-  makes every check that reads the run an error (never a silent gap);
+  makes every check that reads the run an error (never a silent gap). On Linux the writer runs
+  at idle priority while it keeps up (see :func:`_only_on_idle_cpu`);
 - a worker (``--processes N``, or ``--worker`` on another machine) sends its batches to the
   master with Locust's own messaging, and the master stores them. So no sample is lost and
   none is counted twice, whatever the topology, and only the master needs the store.
@@ -44,16 +45,18 @@ ENV_ENV = "PERFSIG_ENV"
 ENV_NO_CAPTURE = "PERFSIG_NO_CAPTURE"  # benchmarks: measure the harness without the capture
 ENV_WORKER = "PERFSIG_CAPTURE_WORKER"  # a remote worker: capture and send to the master
 ENV_QUEUE = "PERFSIG_CAPTURE_QUEUE"  # samples the writer's queue holds at most
+ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "normal": no idle priority for the writer
 
 MESSAGE = "perfsig_samples"
 INTENDED = "perfsig_intended"
 FLUSH_EVERY_ROWS = 500
 FLUSH_EVERY_S = 0.5
 QUEUE_SAMPLES = 200_000  # about a minute at 3,000 req/s, some 40 MB of rows
-WRITE_ROWS = 1_000  # rows per transaction at most
+WRITE_ROWS = 200  # rows per transaction at most: a short hold of the GIL (json.dumps) if preempted
 POLL_S = 0.02  # the writer's sleep when the queue is empty
 RETRY_S = 0.2  # after a failed write (the store locked longer than its busy timeout)
 CLOSE_GRACE_S = 5.0  # beyond the store's busy timeout, for the last rows at the end
+HANDOVER_FRACTION = 0.25  # of the queue: an idle-priority writer this far behind hands over
 
 # Intended send times of scheduled tasks, per greenlet (a greenlet runs one task at a time).
 _intended: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -82,6 +85,27 @@ def _native(module: str, name: str) -> Any:
     return monkey.get_original(module, name)
 
 
+def _only_on_idle_cpu() -> bool:
+    """Let the calling thread run only on CPU time no other thread wants (Linux ``SCHED_IDLE``);
+    True when it does.
+
+    Why: when the load saturates the machine, the generator's hub and the target each hold a
+    core. A writer thread at normal priority preempts one of them on every wake-up for a whole
+    transaction, and every request in flight waits that long: the tail the gate measures grows
+    with the capture. At idle priority the writer yields at once to the hub and the target and
+    stores in the gaps they leave. It is never starved for long (an idle thread still gets a
+    sliver of CPU), and a writer that falls behind hands over to one at normal priority
+    (:meth:`SampleWriter._run`): an unprivileged thread cannot raise its own priority again."""
+    policy = getattr(os, "SCHED_IDLE", None)
+    if policy is None or os.environ.get(ENV_PRIORITY, "idle") == "normal":
+        return False
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))  # 0: this thread
+    except OSError:
+        return False
+    return True
+
+
 def _store_timeout_s() -> float:
     try:
         return float(os.environ.get("PERFSIG_STORE_TIMEOUT", DEFAULT_TIMEOUT_S))
@@ -108,10 +132,19 @@ class SampleWriter:
         self._closing = self._running = self._full = False
         self._pid = 0
         self.store: SqliteStore | None = None  # the writer thread's connection
+        self.idle = False  # the writer thread runs at idle priority
+        self.thread_id = 0  # the writer thread's native id (diagnostics, tests)
+        self.handovers = 0  # from an idle-priority writer to a normal one
+        self._carry: list[SampleRow] = []  # rows a writer that handed over had taken
 
     @property
     def queued(self) -> int:
         return self.submitted - self.written
+
+    @property
+    def running(self) -> bool:
+        """A writer thread is at work: the next batch starts none."""
+        return self._running
 
     def put(self, rows: list[SampleRow]) -> bool:
         """Queue rows for the store, as many as the queue has room for; False when some were
@@ -141,32 +174,45 @@ class SampleWriter:
         if self._pid != os.getpid():
             # First batch of this process (a fork, --processes, has no thread of its parent's).
             self._queue.clear()
-            self.submitted = self.written = self.dropped = self.recorded = 0
+            self._carry = []
+            self.submitted = self.written = self.dropped = self.recorded = self.handovers = 0
             self._running = False
             self._pid = os.getpid()
         if not self._running:
             # Also after a close: requests still in flight when Locust quits finish later.
+            # Started from the hub (or the closing thread), never from a writer: a thread
+            # inherits its creator's priority, and an idle one could not raise it.
             self._running, self._closing = True, False
-            _native("_thread", "start_new_thread")(self._run, ())
+            _native("_thread", "start_new_thread")(self._run, (self.handovers == 0,))
 
-    def _run(self) -> None:
+    def _run(self, idle: bool) -> None:
+        """Store what is queued until closed. An idle-priority writer that falls behind (a
+        quarter of the queue) or still has rows at the close ends and leaves its rows to the
+        next writer, at normal priority, which the hub starts with its next batch (or the
+        close at once)."""
         sleep = _native("time", "sleep")
-        pending: list[SampleRow] = []
+        self.idle = idle and _only_on_idle_cpu()
+        self.thread_id = _native("threading", "get_native_id")()
+        pending, self._carry = self._carry, []
         try:
             while True:
-                while not pending and self._queue:
-                    while self._queue and len(pending) < WRITE_ROWS:
-                        pending.extend(self._queue.popleft())
-                if pending and not self._write(pending):
+                if self.idle and self._behind():
+                    self._carry = pending
+                    self.handovers += 1
+                    return
+                while self._queue and len(pending) < WRITE_ROWS:
+                    pending.extend(self._queue.popleft())
+                batch = pending[:WRITE_ROWS]
+                if batch and not self._write(batch):
                     sleep(RETRY_S)
                     continue
-                if pending:
-                    self.written += len(pending)
-                    pending = []
+                if batch:
+                    self.written += len(batch)
+                    del pending[: len(batch)]
                 dropped = self.dropped
                 if dropped != self.recorded and self._record(dropped):
                     self.recorded = dropped
-                if not self._queue:
+                if not self._queue and not pending:
                     if self._closing and self.recorded == self.dropped:
                         return
                     sleep(POLL_S)
@@ -175,6 +221,11 @@ class SampleWriter:
                 self.store.close()
                 self.store = None
             self._running = False
+
+    def _behind(self) -> bool:
+        """Time to hand over to a normal-priority writer: a quarter of the queue is waiting, or
+        rows are left at the close (which the hub now waits for)."""
+        return self.queued > self.capacity * HANDOVER_FRACTION or (self._closing and self.queued > 0)
 
     def _write(self, rows: list[SampleRow]) -> bool:
         try:
