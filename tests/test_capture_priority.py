@@ -6,11 +6,9 @@ writer at normal priority. Nothing is lost either way."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from pytest_perfsig.load.runner import LoadSpec, run_load
 from pytest_perfsig.store import RunRecord, SqliteStore
 from pytest_perfsig.store.samples import SampleRow
 from sample_app.launcher import RunningApp
+from tests.locking import locked
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000.0
@@ -61,18 +60,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Another connection holds the store's write lock: the writer retries, rows stay queued."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        db.execute("COMMIT")
-        db.close()
 
 
 @pytest.fixture

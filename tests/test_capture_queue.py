@@ -6,12 +6,10 @@ that reads the run is an error naming it. Never a silent gap, never an unbounded
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from pytest_perfsig.load.runner import LoadResult, LoadSpec
 from pytest_perfsig.monspec import load_monspec
 from pytest_perfsig.store import RunRecord, SqliteStore
 from sample_app.launcher import RunningApp
+from tests.locking import locked
 from tests.waiting import when_stored
 
 T0 = 1_700_000_000.0
@@ -39,18 +38,6 @@ MONSPEC = {
         ],
     }
 }
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Another connection holds the store's write lock: every writer waits."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        db.execute("COMMIT")
-        db.close()
 
 
 def _fire(capture: SampleCapture, k: int) -> None:
