@@ -112,6 +112,25 @@ def test_a_writer_that_falls_behind_hands_over_to_normal_priority(store_path: Pa
     assert stored(store_path) == 45
 
 
+def test_a_writer_whose_rows_wait_too_long_hands_over(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few rows, far below a quarter of the queue, but not stored for longer than the gate
+    # should wait to see them (here the store is locked; on a busy machine, the CPU).
+    monkeypatch.setattr(capture_module, "HANDOVER_LAG_S", 0.5)
+    writer = SampleWriter(str(store_path), "run-1", capacity=100_000)
+    with locked(store_path):
+        queued = time.monotonic()
+        assert writer.put(rows(0, 10))
+        wait_for(lambda: writer.handovers == 1 and not writer.running)
+        assert time.monotonic() - queued >= 0.5  # not before the rows had waited that long
+        idle_thread = writer.thread_id
+        assert writer.put(rows(10, 1))  # the hub's next batch starts the next writer
+        wait_for(lambda: writer.thread_id != idle_thread)  # (it sets ``idle`` first)
+        assert not writer.idle and policy_of(writer.thread_id) == os.SCHED_OTHER
+    assert writer.close() and writer.written == 11 and stored(store_path) == 11
+
+
 def test_rows_left_at_the_close_go_to_a_normal_priority_writer(store_path: Path) -> None:
     writer = SampleWriter(str(store_path), "run-1", capacity=100)
     closed: list[bool] = []

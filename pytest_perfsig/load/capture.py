@@ -57,6 +57,7 @@ POLL_S = 0.02  # the writer's sleep when the queue is empty
 RETRY_S = 0.2  # after a failed write (the store locked longer than its busy timeout)
 CLOSE_GRACE_S = 5.0  # beyond the store's busy timeout, for the last rows at the end
 HANDOVER_FRACTION = 0.25  # of the queue: an idle-priority writer this far behind hands over
+HANDOVER_LAG_S = 2.0  # or with a batch waiting this long: the gate reads samples as they come
 
 # Intended send times of scheduled tasks, per greenlet (a greenlet runs one task at a time).
 _intended: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -126,7 +127,7 @@ class SampleWriter:
         self.store_path = store_path
         self.run_id = run_id
         self.capacity = capacity
-        self._queue: deque[list[SampleRow]] = deque()
+        self._queue: deque[tuple[float, list[SampleRow]]] = deque()  # (queued at, rows)
         self.submitted = self.written = self.dropped = self.recorded = 0
         self.failed_writes = 0
         self._closing = self._running = self._full = False
@@ -166,7 +167,7 @@ class SampleWriter:
                 )
         self._full = lost > 0
         if rows:
-            self._queue.append(rows)
+            self._queue.append((time.monotonic(), rows))
             self.submitted += len(rows)
         return not lost
 
@@ -186,22 +187,24 @@ class SampleWriter:
             _native("_thread", "start_new_thread")(self._run, (self.handovers == 0,))
 
     def _run(self, idle: bool) -> None:
-        """Store what is queued until closed. An idle-priority writer that falls behind (a
-        quarter of the queue) or still has rows at the close ends and leaves its rows to the
-        next writer, at normal priority, which the hub starts with its next batch (or the
-        close at once)."""
+        """Store what is queued until closed. An idle-priority writer that falls behind (see
+        :meth:`_behind`) ends and leaves its rows to the next writer, at normal priority, which
+        the hub starts with its next batch (or the close at once)."""
         sleep = _native("time", "sleep")
-        self.idle = idle and _only_on_idle_cpu()
+        self.idle = idle and _only_on_idle_cpu()  # before thread_id: tests watch thread_id
         self.thread_id = _native("threading", "get_native_id")()
         pending, self._carry = self._carry, []
+        since = time.monotonic()  # when the oldest pending row was queued (about)
         try:
             while True:
-                if self.idle and self._behind():
+                if self.idle and self._behind(since if pending else None):
                     self._carry = pending
                     self.handovers += 1
                     return
                 while self._queue and len(pending) < WRITE_ROWS:
-                    pending.extend(self._queue.popleft())
+                    queued_at, rows = self._queue.popleft()
+                    since = since if pending else queued_at
+                    pending.extend(rows)
                 batch = pending[:WRITE_ROWS]
                 if batch and not self._write(batch):
                     sleep(RETRY_S)
@@ -222,10 +225,20 @@ class SampleWriter:
                 self.store = None
             self._running = False
 
-    def _behind(self) -> bool:
+    def _behind(self, pending_since: float | None) -> bool:
         """Time to hand over to a normal-priority writer: a quarter of the queue is waiting, or
-        rows are left at the close (which the hub now waits for)."""
-        return self.queued > self.capacity * HANDOVER_FRACTION or (self._closing and self.queued > 0)
+        a batch has waited for longer than ``HANDOVER_LAG_S`` (the machine is busy with more
+        than the load: the gate, which watches the samples as they come, would see them late),
+        or rows are left at the close (which the hub now waits for)."""
+        if (self._closing and self.queued > 0) or self.queued > self.capacity * HANDOVER_FRACTION:
+            return True
+        oldest = pending_since
+        if oldest is None:
+            try:
+                oldest = self._queue[0][0]
+            except IndexError:  # nothing waits
+                return False
+        return time.monotonic() - oldest > HANDOVER_LAG_S
 
     def _write(self, rows: list[SampleRow]) -> bool:
         try:
