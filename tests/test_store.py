@@ -206,6 +206,36 @@ def test_add_samples_is_atomic(db_path: Path, store: SqliteStore) -> None:
     assert store.run_counts("r1") == (1, 0)
 
 
+def test_a_bad_batch_of_a_listed_run_is_atomic_too(store: SqliteStore) -> None:
+    good = ("r1", T0, SVC, "Staging", "/a", 1.0, 1, 200)
+    store.add_samples([good])  # r1 is listed: its next batches are one statement, no transaction
+    with pytest.raises(StoreError, match=r"NOT NULL constraint failed: samples\.latency_ms"):
+        store.add_samples([good, ("r1", T0, SVC, "Staging", "/a", None, 1, 200)])
+    assert store.run_counts("r1") == (1, 0)
+
+
+def test_a_batch_of_a_listed_run_is_one_statement(db_path: Path, store: SqliteStore) -> None:
+    # Each call into SQLite hands the GIL back and forth with the capture's hub: a capture's
+    # every batch but its first is one INSERT, without BEGIN, COMMIT or the run's listing.
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.add_samples([("r1", T0 + 1, SVC, "Staging", "/a", 1.0, 1, 200)])
+    assert any(s.startswith("INSERT OR IGNORE INTO sample_runs") for s in statements)
+    statements.clear()
+    store.add_samples([("r1", T0 + 2, SVC, "Staging", "/a", 2.0, 1, 200)])
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO samples SELECT")
+    # A run not listed yet is listed with its rows, also beside a listed one.
+    store.add_samples(
+        [
+            ("r1", T0 + 3, SVC, "Staging", "/a", 3.0, 1, 200),
+            ("r2", T0 + 3, SVC, "Production", "/a", 4.0, 1, 200),
+        ]
+    )
+    assert store.samples(SVC, "Production", T0, T0 + 10).latency_ms.tolist() == [4.0]
+    with SqliteStore(db_path) as other:  # what another connection reads
+        assert other.samples(SVC, "Staging", T0, T0 + 10).latency_ms.tolist() == [1.0, 2.0, 3.0]
+
+
 def test_add_samples_stores_every_value_exactly(store: SqliteStore) -> None:
     # One JSON array per batch: floats must come back bit for bit, odd names as written, and
     # values JSON cannot say (infinity) still go in, by the row-by-row path.

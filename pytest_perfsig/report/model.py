@@ -18,7 +18,7 @@ from typing import Any
 from ..gate.plan import NOT_LOADED
 from ..store.base import ReportSource
 from ..store.gates import GateRecord, StoredVerdict
-from ..store.samples import RunRecord
+from ..store.runs import RunRecord
 from ..verdict import Verdict, fmt
 
 VERDICT_FIELDS: tuple[str, ...] = tuple(Verdict.__dataclass_fields__)

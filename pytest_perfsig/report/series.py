@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store.base import ReportSource
-from ..store.samples import RunRecord, SecondRow
+from ..store.runs import RunRecord
+from ..store.samples import SecondRow
 from ..windows import Window
 from .model import jsonable
 

@@ -3,7 +3,8 @@
 from .events import DeploymentEvent
 from .gates import GateRecord, StoredVerdict
 from .migrations import SCHEMA_VERSION
-from .samples import RunRecord, SampleColumns, SampleRow
+from .runs import RunRecord
+from .samples import SampleColumns, SampleRow
 from .sqlite import SqliteStore
 
 DEFAULT_STORE_PATH = ".perfsig/perfsig.db"

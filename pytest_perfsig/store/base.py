@@ -12,7 +12,8 @@ from .events import DeploymentEvent
 from .gates import GateOutcomeLike, GateRecord, StoredVerdict
 from .requests import RequestRow
 from .retention import StoreUsage
-from .samples import RunRecord, SampleColumns, SecondRow
+from .runs import RunRecord
+from .samples import SampleColumns, SecondRow
 
 
 class RunReader(Protocol):

@@ -1,8 +1,9 @@
 """The store's SQLite file: opening it (WAL, busy timeout), bringing its schema to the current
-version, and the two ways the store's tables talk to it — a query and a write transaction.
+version, and the three ways the store's tables talk to it — a query, a write transaction, and
+a single write statement.
 
-Only modules of ``pytest_perfsig.store`` use ``_query`` and ``_transaction``; everything else
-reads and writes through the store's public methods.
+Only modules of ``pytest_perfsig.store`` use ``_query``, ``_transaction`` and ``_statement``;
+everything else reads and writes through the store's public methods.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class Database:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def _statement(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One write statement, atomic by itself (the connection autocommits): no BEGIN and
+        COMMIT around it, so one call into SQLite instead of three."""
+        try:
+            self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 

@@ -1,4 +1,4 @@
-"""Load runs and their raw samples: one row per request while a run goes on (written by the
+"""The raw samples of load runs (``runs``): one row per request while a run goes on (written by the
 Locust process's capture, WAL mode, so pytest reads progress at the same time), and column
 chunks once it has finished, which is what analysis reads (``columns``).
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import StoreError
@@ -31,119 +29,49 @@ from .columns import (
     single_bin,
     window_slice,
 )
-from .database import Database
+from .runs import RunRecord, RunTables
 
 SampleRow = tuple[str, float, str, str, str, float, int, int]
 """(run_id, ts, service, env, endpoint, latency_ms, success, status_code)"""
 
 
-@dataclass
-class RunRecord:
-    """One load run: where the load went, how, and how it ended."""
-
-    run_id: str
-    service: str
-    env: str
-    url: str | None = None
-    gate_id: str | None = None
-    build: str | None = None
-    locustfile: str | None = None
-    users: int | None = None
-    spawn_rate: float | None = None
-    duration_s: float | None = None
-    load_model: str = "closed"
-    started_at: float = field(default_factory=time.time)
-    ended_at: float | None = None
-    status: str = "running"
-    detail: str | None = None
-    dropped: int = 0  # samples the capture could not keep (it fell behind): the run is incomplete
-    samples_collected_at: float | None = None  # raw samples deleted (``perfsig gc``); aggregates kept
-
-
-_RUN_COLUMNS = ", ".join(RunRecord.__dataclass_fields__)
-
-__all__ = ["RunRecord", "SampleColumns", "SampleRow", "SampleTables", "SecondRow", "concat_columns"]
+__all__ = ["SampleColumns", "SampleRow", "SampleTables", "SecondRow", "concat_columns"]
 
 
 _FIELDS = ", ".join(f"value->>{i}" for i in range(8))  # of a SampleRow, in column order
 INSERT_JSON_ROWS = f"INSERT INTO samples SELECT {_FIELDS} FROM json_each(?)"
 
 
-class SampleTables(Database):
-    """The ``runs``, ``samples``, ``sample_chunks`` and ``sample_seconds`` tables."""
-
-    # ------------------------------------------------------------------ runs
-
-    def create_run(self, run: RunRecord) -> None:
-        row = asdict(run)
-        with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                tuple(row.values()),
-            )
-
-    def finish_run(self, run_id: str, status: str, detail: str | None = None) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE runs SET ended_at = ?, status = ?, detail = ? WHERE run_id = ?",
-                (time.time(), status, detail, run_id),
-            )
-
-    def record_dropped(self, run_id: str, dropped: int) -> None:
-        """How many samples of a run the capture had to drop so far (it fell behind)."""
-        with self._transaction() as db:
-            db.execute("UPDATE runs SET dropped = ? WHERE run_id = ?", (dropped, run_id))
-
-    def run(self, run_id: str) -> RunRecord | None:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return RunRecord(*rows[0]) if rows else None
-
-    def runs(self, limit: int = 50) -> list[RunRecord]:
-        """The newest runs, newest first."""
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
-        return [RunRecord(*row) for row in rows]
-
-    def gate_runs(self, gate_id: str) -> list[RunRecord]:
-        """The runs a gate drove, in start order."""
-        rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE gate_id = ? ORDER BY started_at, rowid", (gate_id,)
-        )
-        return [RunRecord(*row) for row in rows]
-
-    def baseline_runs(
-        self, service: str, env: str, count: int, *, passed_only: bool, exclude_gate: str | None = None
-    ) -> list[RunRecord]:
-        """The most recent completed runs of an environment that still hold their raw samples
-        and lost none, newest first. ``passed_only``: only runs whose own gate (a gate of that
-        environment) passed."""
-        columns = ", ".join("r." + name for name in RunRecord.__dataclass_fields__)
-        sql = f"SELECT {columns} FROM runs r"
-        if passed_only:
-            sql += " JOIN gates g ON g.gate_id = r.gate_id AND g.stage = r.env AND g.status = 'pass'"
-        sql += " WHERE r.service = ? AND r.env = ? AND r.status = 'completed'"
-        sql += " AND r.dropped = 0 AND r.samples_collected_at IS NULL"
-        sql += " AND (? IS NULL OR r.gate_id IS NOT ?)"
-        sql += " ORDER BY r.started_at DESC LIMIT ?"
-        rows = self._query(sql, (service, env, exclude_gate, exclude_gate, count))
-        return [RunRecord(*row) for row in rows]
+class SampleTables(RunTables):
+    """The ``samples``, ``sample_runs``, ``sample_chunks`` and ``sample_seconds`` tables (and,
+    from :class:`RunTables`, the ``runs`` they belong to)."""
 
     # ------------------------------------------------------------------ rows and counts
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
         """Store rows as one JSON array, which SQLite inserts without the GIL: ``executemany``
-        takes it back per row, and beside a busy thread (Locust's hub) crawls (bench/sample_insert.py)."""
+        takes it back per row, and beside a busy thread (Locust's hub) crawls (bench/sample_insert.py).
+
+        Rows of runs this connection has already listed in ``sample_runs`` (every batch of a
+        capture but its first) go in as that one statement alone: each call into SQLite is a
+        round of handing the GIL back and forth with the hub."""
         rows = list(rows)
         try:
             batch = json.dumps(rows, allow_nan=False)
         except ValueError:  # infinity: JSON has no word for it
             batch = ""
         runs = {(row[0], row[2], row[3]) for row in rows}  # before the write lock is taken
+        listed: set[tuple[str, str, str]] = self.__dict__.setdefault("_listed_runs", set())
+        if batch and runs <= listed:
+            self._statement(INSERT_JSON_ROWS, (batch,))
+            return
         with self._transaction() as db:
             if batch:
                 db.execute(INSERT_JSON_ROWS, (batch,))
             else:
                 db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR IGNORE INTO sample_runs VALUES (?, ?, ?)", runs)
+        listed |= runs
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
         """(requests, failures) stored so far for a run: from its chunks once compacted, its
@@ -173,7 +101,10 @@ class SampleTables(Database):
         return live[run_id][1], live[run_id][2]
 
     def _forget_live(self, run_id: str) -> None:
+        """Forget what this connection keeps about a run whose rows were compacted or collected."""
         self.__dict__.get("_live", {}).pop(run_id, None)
+        listed: set[tuple[str, str, str]] = self.__dict__.get("_listed_runs", set())
+        listed -= {run for run in listed if run[0] == run_id}
 
     def endpoint_counts(self, run_id: str, skip_s: float = 0.0) -> dict[str, int]:
         """Samples stored so far per endpoint, leaving out the run's first ``skip_s`` seconds."""

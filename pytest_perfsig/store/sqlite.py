@@ -16,7 +16,8 @@ from .gates import GateRecord, GateTables, StoredVerdict
 from .migrations import SCHEMA_VERSION
 from .requests import RequestTables
 from .retention import Collection, RetentionTables, StoreUsage
-from .samples import RunRecord, SampleColumns, SampleRow
+from .runs import RunRecord
+from .samples import SampleColumns, SampleRow
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
