@@ -1,7 +1,8 @@
-"""The capture's writer stores samples on CPU time the load leaves idle (Linux ``SCHED_IDLE``),
-so that on a saturated machine it never preempts Locust's hub or the target for a whole
-transaction; a writer that falls behind, or still has rows at the close, hands them over to a
-writer at normal priority. Nothing is lost either way."""
+"""Asked to (``PERFSIG_CAPTURE_PRIORITY=idle``), the capture's writer stores samples on CPU time
+the load leaves idle (Linux ``SCHED_IDLE``), so that it never preempts Locust's hub or the
+target for a whole transaction; a writer that falls behind, or still has rows at the close,
+hands them over to a writer at normal priority. Nothing is lost either way. By default the
+writer runs at normal priority."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 @pytest.fixture
 def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")  # a locked store fails a write quickly
+    monkeypatch.setenv(capture_module.ENV_PRIORITY, "idle")
     path = tmp_path / "perfsig.db"
     with SqliteStore(path) as store:
         store.create_run(RunRecord("run-1", "Svc", "Staging", gate_id="g"))
@@ -85,8 +87,8 @@ def test_the_writer_stores_at_idle_priority(store_path: Path) -> None:
     assert stored(store_path) == 10
 
 
-def test_normal_priority_when_asked(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(capture_module.ENV_PRIORITY, "normal")
+def test_normal_priority_by_default(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(capture_module.ENV_PRIORITY)
     writer = SampleWriter(str(store_path), "run-1", capacity=100)
     assert writer.put(rows(0, 10))
     wait_for(lambda: writer.written == 10)
@@ -183,7 +185,7 @@ def test_the_locust_process_stores_at_idle_priority(
         users=3,
         spawn_rate=3,
         duration_s=3,
-        extra_env={"PERFSIG_THINK_S": "0.1"},
+        extra_env={"PERFSIG_THINK_S": "0.1", capture_module.ENV_PRIORITY: "idle"},
     )
     with SqliteStore(tmp_path / "s.db") as store:
         (result,) = run_load([spec], store, progress=look, progress_every_s=0.3)

@@ -9,8 +9,8 @@ Where the samples go depends on the Locust process:
   (:class:`SampleWriter`), so that Locust's gevent hub, which runs every user, never waits for
   SQLite; the queue between them is bounded: when the store falls behind for longer than the
   queue lasts, samples are dropped, counted and the count stored with the run, and the gate
-  makes every check that reads the run an error (never a silent gap). On Linux the writer runs
-  at idle priority while it keeps up (see :func:`_only_on_idle_cpu`);
+  makes every check that reads the run an error (never a silent gap). On Linux the writer can
+  run at idle priority while it keeps up (opt-in, see :func:`_only_on_idle_cpu`);
 - a worker (``--processes N``, or ``--worker`` on another machine) sends its batches to the
   master with Locust's own messaging, and the master stores them. So no sample is lost and
   none is counted twice, whatever the topology, and only the master needs the store.
@@ -45,7 +45,7 @@ ENV_ENV = "PERFSIG_ENV"
 ENV_NO_CAPTURE = "PERFSIG_NO_CAPTURE"  # benchmarks: measure the harness without the capture
 ENV_WORKER = "PERFSIG_CAPTURE_WORKER"  # a remote worker: capture and send to the master
 ENV_QUEUE = "PERFSIG_CAPTURE_QUEUE"  # samples the writer's queue holds at most
-ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "normal": no idle priority for the writer
+ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "idle": the writer at idle priority (opt-in)
 
 MESSAGE = "perfsig_samples"
 INTENDED = "perfsig_intended"
@@ -96,9 +96,14 @@ def _only_on_idle_cpu() -> bool:
     with the capture. At idle priority the writer yields at once to the hub and the target and
     stores in the gaps they leave. It is never starved for long (an idle thread still gets a
     sliver of CPU), and a writer that falls behind hands over to one at normal priority
-    (:meth:`SampleWriter._run`): an unprivileged thread cannot raise its own priority again."""
+    (:meth:`SampleWriter._run`): an unprivileged thread cannot raise its own priority again.
+
+    Opt-in (``PERFSIG_CAPTURE_PRIORITY=idle``), for a load machine with nothing else on it:
+    when other processes keep every core busy, an idle writer preempted while it holds the GIL
+    waits for a free core, and the hub waits for the GIL with it, so the latencies Locust
+    measures grow (seen beside two CPU burners: 32 ms against 23 ms for the same build)."""
     policy = getattr(os, "SCHED_IDLE", None)
-    if policy is None or os.environ.get(ENV_PRIORITY, "idle") == "normal":
+    if policy is None or os.environ.get(ENV_PRIORITY, "normal") != "idle":
         return False
     try:
         os.sched_setscheduler(0, policy, os.sched_param(0))  # 0: this thread
