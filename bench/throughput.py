@@ -8,7 +8,8 @@ bench writes to a temp dir: a ``FastHttpUser`` with ``wait_time = constant(0)`` 
 
 - ``harness``:    the project's runner, ``run_load([LoadSpec(...)], store)``, what the gate runs:
                   Locust in a child process (``python -m pytest_perfsig.load.locust_main``) with
-                  the raw-sample capture writing every request to SQLite;
+                  the raw-sample capture: every request through a pipe to this process, whose
+                  writer thread stores it in SQLite;
 - ``locust``:     bare ``python -m locust -f tight.py --headless -u N -r N -t Ds --host URL
                   --only-summary``: the same Locust, no harness, no capture;
 - ``nocapture``:  the harness with ``PERFSIG_NO_CAPTURE=1`` (Locust child, no capture);
@@ -49,10 +50,11 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   and that core is the limit; the same rate as Locust (ratio about 1) means that here the
   target's one worker, not Locust, sets the rate. On a target with more cores, or on another
   machine, Locust's ~220 us per request (about 4,500 req/s per process) would be the limit;
-- ``harness_vs_locust`` and ``capture_overhead``: the capture costs the Locust process about
-  6 us of CPU per request (a listener call on the hub, handing batches of FLUSH_EVERY_ROWS =
-  500 or every FLUSH_EVERY_S = 0.5 s to a writer thread, and the writer's SQLite inserts),
-  a few % of its CPU; with the generator's core full, that is taken straight off the rate.
+- ``harness_vs_locust`` and ``capture_overhead``: on Locust's hub the capture costs a listener
+  call per request and, per batch of FLUSH_EVERY_ROWS = 500 (or every FLUSH_EVERY_S = 0.5 s),
+  packing it with ``marshal`` and one non-blocking write to the pipe; reading and storing it
+  (about 5 us of CPU per sample) happens in the runner's process, on whatever core is free.
+  The ``load`` CPU columns count both: the Locust processes and this process.
   Against a real service (think time, latency) the generator is mostly idle and the same
   capture costs no throughput; ``nocapture`` runs the same child without the capture and
   should match ``locust``;
@@ -240,7 +242,8 @@ def parse_locust(text: str) -> tuple[int, int, float, float]:
 
 
 class CpuMeter:
-    """CPU of the target, of this bench's finished children (the load) and of everything else."""
+    """CPU of the target, of the load (this bench's finished children, and this process: for
+    the harness the runner, whose threads store the samples) and of everything else."""
 
     def __init__(self, target_pid: int) -> None:
         self.target_pid = target_pid
@@ -275,8 +278,9 @@ class CpuMeter:
         wall, target, load, me, busy = (b - a for a, b in zip(before, after, strict=True))
         sample.wall_s = wall
         sample.target_cpu = 100.0 * target / wall
+        load += me  # the capture's writer runs in the runner, here; bare Locust leaves it ~0
         sample.load_cpu = 100.0 * load / wall
-        sample.other_cpu = 100.0 * max(0.0, busy - target - load - me) / wall
+        sample.other_cpu = 100.0 * max(0.0, busy - target - load) / wall
         if sample.requests:
             sample.target_us = 1e6 * target / sample.requests
             sample.load_us = 1e6 * load / sample.requests

@@ -203,6 +203,7 @@ def _load_worker(args: argparse.Namespace) -> int:
     import subprocess
 
     from .load.capture import ENV_WORKER
+    from .load.channel import ENV_FD
     from .load.profiles import BUILTIN_LOCUSTFILE
 
     command = [
@@ -222,7 +223,7 @@ def _load_worker(args: argparse.Namespace) -> int:
     if args.processes > 1:
         command += ["--processes", str(args.processes)]
     env = {**os.environ, ENV_WORKER: "1"}
-    env.pop("PERFSIG_STORE", None)  # a worker never writes a store: the master does
+    env.pop(ENV_FD, None)  # a worker sends its samples to the master, never to a pipe of ours
     return subprocess.call(command, env=env)
 
 

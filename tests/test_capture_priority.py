@@ -1,6 +1,6 @@
-"""Asked to (``PERFSIG_CAPTURE_PRIORITY=idle``), the capture's writer stores samples on CPU time
-the load leaves idle (Linux ``SCHED_IDLE``), so that it never preempts Locust's hub or the
-target for a whole transaction; a writer that falls behind, or still has rows at the close,
+"""Asked to (``PERFSIG_CAPTURE_PRIORITY=idle``), the capture's writer (a thread of the runner's
+process) stores samples on CPU time the load leaves idle (Linux ``SCHED_IDLE``), so that it
+never preempts Locust's hub or the target for a whole transaction; a writer that falls behind, or still has rows at the close,
 hands them over to a writer at normal priority. Nothing is lost either way. By default the
 writer runs at normal priority."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_perfsig.load import capture as capture_module
-from pytest_perfsig.load.capture import SampleWriter
+from pytest_perfsig.load import writer as writer_module
 from pytest_perfsig.load.runner import LoadSpec, run_load
+from pytest_perfsig.load.writer import ENV_PRIORITY, SampleWriter
 from pytest_perfsig.store import RunRecord, SqliteStore
 from pytest_perfsig.store.samples import SampleRow
 from sample_app.launcher import RunningApp
@@ -66,7 +66,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 @pytest.fixture
 def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")  # a locked store fails a write quickly
-    monkeypatch.setenv(capture_module.ENV_PRIORITY, "idle")
+    monkeypatch.setenv(ENV_PRIORITY, "idle")
     path = tmp_path / "perfsig.db"
     with SqliteStore(path) as store:
         store.create_run(RunRecord("run-1", "Svc", "Staging", gate_id="g"))
@@ -88,7 +88,7 @@ def test_the_writer_stores_at_idle_priority(store_path: Path) -> None:
 
 
 def test_normal_priority_by_default(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(capture_module.ENV_PRIORITY)
+    monkeypatch.delenv(ENV_PRIORITY)
     writer = SampleWriter(str(store_path), "run-1", capacity=100)
     assert writer.put(rows(0, 10))
     wait_for(lambda: writer.written == 10)
@@ -106,7 +106,7 @@ def test_a_writer_that_falls_behind_hands_over_to_normal_priority(store_path: Pa
         wait_for(lambda: writer.failed_writes > 0)  # it holds the 10 rows and retries
         assert writer.put(rows(10, 30))  # 40 queued: behind
         wait_for(lambda: writer.handovers == 1 and not writer.running)  # it left its rows
-        assert writer.put(rows(40, 5))  # the hub's next batch starts the next writer
+        assert writer.put(rows(40, 5))  # the receiver's next batch starts the next writer
         wait_for(lambda: writer.thread_id != idle_thread)
         assert not writer.idle and policy_of(writer.thread_id) == os.SCHED_OTHER
     assert writer.close()
@@ -119,7 +119,7 @@ def test_a_writer_whose_rows_wait_too_long_hands_over(
 ) -> None:
     # Few rows, far below a quarter of the queue, but not stored for longer than the gate
     # should wait to see them (here the store is locked; on a busy machine, the CPU).
-    monkeypatch.setattr(capture_module, "HANDOVER_LAG_S", 0.5)
+    monkeypatch.setattr(writer_module, "HANDOVER_LAG_S", 0.5)
     writer = SampleWriter(str(store_path), "run-1", capacity=100_000)
     with locked(store_path):
         queued = time.monotonic()
@@ -127,7 +127,7 @@ def test_a_writer_whose_rows_wait_too_long_hands_over(
         wait_for(lambda: writer.handovers == 1 and not writer.running)
         assert time.monotonic() - queued >= 0.5  # not before the rows had waited that long
         idle_thread = writer.thread_id
-        assert writer.put(rows(10, 1))  # the hub's next batch starts the next writer
+        assert writer.put(rows(10, 1))  # the receiver's next batch starts the next writer
         wait_for(lambda: writer.thread_id != idle_thread)  # (it sets ``idle`` first)
         assert not writer.idle and policy_of(writer.thread_id) == os.SCHED_OTHER
     assert writer.close() and writer.written == 11 and stored(store_path) == 11
@@ -149,33 +149,29 @@ def test_rows_left_at_the_close_go_to_a_normal_priority_writer(store_path: Path)
     assert closed == [True] and stored(store_path) == 10
 
 
-def _locust_writer_policies(parent: int) -> set[int]:
-    """Scheduling policies of the threads of this process's Locust children."""
+def _writer_policies() -> set[int]:
+    """Scheduling policies of this process's capture writer threads (the runner's own)."""
     found: set[int] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != parent or b"locust_main" not in (proc / "cmdline").read_bytes():
-                continue
-            for task in (proc / "task").iterdir():
-                found.add(policy_of(int(task.name)))
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
+    for thread in threading.enumerate():
+        if thread.name == "perfsig-writer" and thread.native_id is not None:
+            try:
+                found.add(policy_of(thread.native_id))
+            except OSError:
+                continue  # gone meanwhile
     return found
 
 
 @pytest.mark.e2e
-def test_the_locust_process_stores_at_idle_priority(
+def test_the_runner_stores_a_locust_load_at_idle_priority(
     tmp_path: Path, sample_app: Callable[..., RunningApp]
 ) -> None:
+    """Asked in the load's own environment, as the plugin passes it (``extra_env``)."""
     app = sample_app("Staging")
     policies: set[int] = set()
 
     def look(elapsed: float, duration: float, runs: list[tuple[LoadSpec, int, int]]) -> None:
         if runs[0][1] > 0:  # samples stored: the writer thread is there
-            policies.update(_locust_writer_policies(os.getpid()))
+            policies.update(_writer_policies())
 
     spec = LoadSpec(
         service="Svc",
@@ -185,10 +181,10 @@ def test_the_locust_process_stores_at_idle_priority(
         users=3,
         spawn_rate=3,
         duration_s=3,
-        extra_env={"PERFSIG_THINK_S": "0.1", capture_module.ENV_PRIORITY: "idle"},
+        extra_env={"PERFSIG_THINK_S": "0.1", ENV_PRIORITY: "idle"},
     )
+    assert os.environ.get(ENV_PRIORITY) is None
     with SqliteStore(tmp_path / "s.db") as store:
         (result,) = run_load([spec], store, progress=look, progress_every_s=0.3)
     assert result.requests > 0
-    assert os.SCHED_IDLE in policies  # the writer
-    assert os.SCHED_OTHER in policies  # the hub, which runs the users
+    assert policies == {os.SCHED_IDLE}  # the writer

@@ -1,11 +1,13 @@
-"""The capture never blocks Locust's hub: a writer thread stores the samples through a bounded
-queue. When the store falls behind for longer than the queue lasts (here: locked by another
-connection), samples are dropped, counted, the count is stored with the run, and every check
-that reads the run is an error naming it. Never a silent gap, never an unbounded queue."""
+"""The capture never blocks Locust's hub: it sends the samples through a pipe to the runner,
+whose writer thread stores them through a bounded queue. When the store falls behind for longer
+than the queue lasts (here: locked by another connection), or the runner does not read the
+pipe, samples are dropped, counted, the count is stored with the run, and every check that
+reads the run is an error naming it. Never a silent gap, never an unbounded queue."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -19,10 +21,14 @@ from pytest_perfsig.gate import Gate, GateOptions
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load import runner as runner_module
 from pytest_perfsig.load.capture import SampleCapture
+from pytest_perfsig.load.channel import ENV_QUEUE, PipeSender
+from pytest_perfsig.load.receiver import SampleReceiver
 from pytest_perfsig.load.runner import LoadResult, LoadSpec
+from pytest_perfsig.load.writer import ENV_PRIORITY, SampleWriter
 from pytest_perfsig.monspec import load_monspec
 from pytest_perfsig.store import RunRecord, SqliteStore
 from sample_app.launcher import RunningApp
+from tests.capturing import Piped
 from tests.locking import locked
 from tests.waiting import when_stored
 
@@ -48,25 +54,26 @@ def test_a_store_locked_longer_than_the_queue_lasts_drops_counts_and_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "perfsig.db"
-    monkeypatch.setenv(capture_module.ENV_QUEUE, "100")  # the queue holds 100 samples
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.2")  # the writer retries, as it would after 30 s
     # One writer, at normal priority, throughout: this test is about the queue's bound (the
     # hand-over from an idle-priority writer is tests/test_capture_priority.py's).
-    monkeypatch.setenv(capture_module.ENV_PRIORITY, "normal")
+    monkeypatch.setenv(ENV_PRIORITY, "normal")
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 10)
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_S", 3600.0)
     with SqliteStore(path) as store:
         for env in ("Staging", "Production"):
             store.create_run(RunRecord(f"run-{env}", SVC, env, gate_id="g", status="completed"))
-    capture = SampleCapture(str(path), "run-Staging", SVC, "Staging")
+    piped = Piped(path, "run-Staging", SVC, "Staging", capacity=100)  # the queues hold 100 samples
     with locked(path):
         started = time.monotonic()
         for k in range(300):
-            _fire(capture, k)  # never waits for the store
+            _fire(piped.capture, k)  # never waits for the store
         assert time.monotonic() - started < 1.0
+        assert _read(piped, 300)
         time.sleep(0.5)  # the writer keeps failing on the lock meanwhile
-        assert capture.writer.queued == 100 and capture.dropped == 200 and capture.writer.failed_writes
-    assert capture.close()  # the lock is gone: the queue is stored, and the count with it
+        writer = piped.writer
+        assert writer.queued == 100 and writer.dropped == 200 and writer.failed_writes
+    assert piped.close()  # the lock is gone: the queue is stored, and the count with it
     with SqliteStore(path) as store:
         assert store.run_counts("run-Staging") == (100, 0)
         run = store.run("run-Staging")
@@ -102,36 +109,78 @@ def test_a_store_locked_longer_than_the_queue_lasts_drops_counts_and_errors(
 def test_the_queue_stays_bounded_while_the_store_is_locked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(capture_module.ENV_QUEUE, "1000")
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")
-    capture = SampleCapture(str(tmp_path / "perfsig.db"), "run-1", SVC, "Staging")
+    piped = Piped(tmp_path / "perfsig.db", "run-1", SVC, "Staging", capacity=1000)
     SqliteStore(tmp_path / "perfsig.db").close()
     with locked(tmp_path / "perfsig.db"):
         for k in range(20_000):
-            _fire(capture, k)
-        assert capture.writer.queued <= 1000  # never more rows in memory than the queue holds
-        assert capture.dropped + capture.writer.queued + len(capture.buffer) == 20_000
-    assert capture.close()
-    assert capture.captured + capture.dropped == 20_000
+            _fire(piped.capture, k)
+            assert piped.sender.queued <= 1000
+        assert _read(piped, piped.sender.sent)
+        sender, writer = piped.sender, piped.writer
+        assert writer.queued <= 1000  # never more rows in memory than the queue holds
+        # Each row is in the buffer, the sender's backlog, the pipe or the writer, or dropped.
+        assert sender.sent + sender.queued + sender.dropped + len(piped.capture.buffer) == 20_000
+        assert writer.written == 0
+        # What reached the writer is queued or dropped with the drops the sender told of (the
+        # receiver may be inside a frame: wait for it, the sender sends nothing more).
+        deadline = time.monotonic() + 10.0
+        while writer.queued + writer.dropped != sender.sent + piped.receiver.sender_dropped:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert piped.close()  # the sender's count of its drops reaches the writer too
+    assert piped.writer.written + piped.writer.dropped == 20_000
 
 
-def test_a_store_that_never_comes_back_fails_the_locust_process(
+def test_a_store_that_never_comes_back_fails_the_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PERFSIG_STORE_TIMEOUT", "0.1")
     path = tmp_path / "perfsig.db"
     SqliteStore(path).close()
-    capture = SampleCapture(str(path), "run-1", SVC, "Staging")
-
-    class Environment:
-        process_exit_code: int | None = None
-
-    environment = Environment()
+    piped = Piped(path, "run-1", SVC, "Staging")
     with locked(path):
-        _fire(capture, 0)
+        _fire(piped.capture, 0)
+        assert not piped.close()  # the runner's close: _collect then fails the load with the reason
+    assert piped.receiver.problem is not None
+    assert "store did not take the last samples in time: 1 samples dropped" in piped.receiver.problem
+    assert piped.writer.dropped == 1
+
+
+class _Environment:
+    process_exit_code: int | None = None
+
+
+def test_a_runner_that_stops_reading_fails_the_locust_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No one reads the pipe: the hub never waits for it, the backlog stays bounded, and the
+    close gives up and makes Locust exit with an error the runner reports."""
+    monkeypatch.setattr(capture_module, "CLOSE_S", 0.2)
+    monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 100)
+    read_end, write_end = os.pipe()
+    sender = PipeSender(write_end, capacity=1000)
+    capture = SampleCapture("run-1", SVC, "Staging", sender)
+    try:
+        started = time.monotonic()
+        for k in range(20_000):  # far more than a 64-KiB pipe takes
+            _fire(capture, k)
+            assert sender.queued <= 1000
+        assert time.monotonic() - started < 5.0  # never blocked on the full pipe
+        assert sender.dropped > 0 and sender.sent + sender.queued + sender.dropped == 20_000
+        environment = _Environment()
         assert not capture.close(environment=environment)
-    # Locust exits with this code: the runner reports the load as failed, with the log's reason.
-    assert environment.process_exit_code == 3 and capture.dropped == 1
+        assert environment.process_exit_code == 3
+        assert sender.sent + sender.dropped == 20_000 and sender.queued == 0
+    finally:
+        sender.abandon()
+        os.close(read_end)
+
+
+def _read(piped: Piped, rows: int, timeout_s: float = 10.0) -> bool:
+    """Wait until the receiver has read ``rows`` rows from the pipe (stored or not)."""
+    deadline = time.monotonic() + timeout_s
+    while piped.receiver.received < rows and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return piped.receiver.received >= rows
 
 
 @pytest.mark.e2e
@@ -140,7 +189,7 @@ def test_a_gate_whose_capture_fell_behind_errors_its_checks(
 ) -> None:
     """Real Locust, real capture, real store: another process holds the store's lock for longer
     than the capture's queue lasts."""
-    monkeypatch.setenv(capture_module.ENV_QUEUE, "40")
+    monkeypatch.setenv(ENV_QUEUE, "40")
     gate_dir.makefile(".json", monspec=json.dumps(MONSPEC))
     staging, production = sample_app("Staging"), sample_app("Production")
     db = gate_dir.path / ".perfsig" / "perfsig.db"
@@ -177,13 +226,13 @@ def test_requests_finishing_after_the_close_are_stored_at_the_next(tmp_path: Pat
     """Locust fires ``quitting`` before it stops its users: requests in flight finish after
     the capture's first close and are stored by the last one (at exit)."""
     path = tmp_path / "perfsig.db"
-    capture = SampleCapture(str(path), "run-1", SVC, "Staging")
-    _fire(capture, 0)
-    assert capture.close()
-    _fire(capture, 1)
-    assert capture.close()
+    piped = Piped(path, "run-1", SVC, "Staging")
+    _fire(piped.capture, 0)
+    assert piped.capture.close()
+    _fire(piped.capture, 1)
+    assert piped.close()
     with SqliteStore(path) as store:
-        assert store.run_counts("run-1") == (2, 0) and capture.dropped == 0
+        assert store.run_counts("run-1") == (2, 0) and piped.writer.dropped == 0
 
 
 def test_a_batch_larger_than_the_queue_keeps_what_fits(
@@ -192,12 +241,11 @@ def test_a_batch_larger_than_the_queue_keeps_what_fits(
     path = tmp_path / "perfsig.db"
     with SqliteStore(path) as store:
         store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
-    monkeypatch.setenv(capture_module.ENV_QUEUE, "40")
-    capture = SampleCapture(str(path), "run-Staging", SVC, "Staging")
+    writer = SampleWriter(str(path), "run-Staging", capacity=40)
     rows = [("run-Staging", T0 + k / 100, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(50)]
-    assert not capture.writer.put(rows)  # not all of it: 10 dropped
-    assert capture.dropped == 10
-    assert capture.close()
+    assert not writer.put(rows)  # not all of it: 10 dropped
+    assert writer.dropped == 10
+    assert writer.close()
     with SqliteStore(path) as store:
         assert store.run_counts("run-Staging") == (40, 0)
         run = store.run("run-Staging")
@@ -217,6 +265,9 @@ def test_a_run_whose_every_sample_was_dropped_says_so_not_that_locust_sent_nothi
         child.log_path.write_text("Aggregated 4438 0(0.00%)\n")
         child.process = subprocess.Popen(["true"])
         child.process.wait()
+        read_end, write_end = os.pipe()
+        os.close(write_end)  # the process has exited: its stream has ended, empty
+        child.receiver = SampleReceiver(read_end, SampleWriter(str(path), "run-Staging", 10))
         with pytest.raises(LoadError) as raised:
             runner_module._collect(child, store)
         run = store.run("run-Staging")

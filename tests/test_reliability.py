@@ -260,28 +260,30 @@ def test_locked_store_is_a_store_error(tmp_path: Path) -> None:
 
 
 def test_capture_keeps_samples_while_the_store_is_locked(tmp_path: Path) -> None:
-    from pytest_perfsig.load.capture import SampleCapture
+    from tests.capturing import Piped
 
     path = tmp_path / "s.db"
     SqliteStore(path).close()
     os.environ["PERFSIG_STORE_TIMEOUT"] = "0.2"
     try:
-        capture = SampleCapture(str(path), "r", "S", "E")
+        piped = Piped(path, "r", "S", "E")
+        capture, writer = piped.capture, piped.writer
         holder = hold_lock(path, 2)
         for k in range(5):
             capture.on_request(
                 request_type="GET", name="/", response_time=1.0, response_length=0, start_time=1.0 + k
             )
-        capture.flush()  # handed to the writer thread at once: Locust never waits
+        capture.flush()  # into the pipe at once: Locust never waits
+        assert capture.buffer == [] and capture.captured == 5
         deadline = time.monotonic() + 2.0
-        while not capture.writer.failed_writes and time.monotonic() < deadline:
+        while not writer.failed_writes and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert capture.buffer == [] and capture.writer.failed_writes >= 1 and capture.writer.queued == 5
+        assert writer.failed_writes >= 1 and writer.queued == 5
         holder.wait()
-        assert capture.close()  # the writer kept the rows and stored them once the lock was gone
+        assert piped.close()  # the writer kept the rows and stored them once the lock was gone
     finally:
         del os.environ["PERFSIG_STORE_TIMEOUT"]
-    assert capture.dropped == 0 and SqliteStore(path).run_counts("r") == (5, 0)
+    assert writer.dropped == 0 and SqliteStore(path).run_counts("r") == (5, 0)
 
 
 def test_gate_whose_verdicts_cannot_be_stored_is_an_error(tmp_path: Path) -> None:

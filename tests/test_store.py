@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sqlite3
 import threading
@@ -19,6 +20,9 @@ from pytest_perfsig.errors import StoreError
 from pytest_perfsig.gate.status import GateOutcome
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load.capture import SampleCapture, install_from_environment
+from pytest_perfsig.load.channel import ENV_FD
+from pytest_perfsig.load.receiver import SampleReceiver
+from pytest_perfsig.load.writer import SampleWriter
 from pytest_perfsig.registry.sqlite import SqliteRegistry
 from pytest_perfsig.store import (
     DEFAULT_STORE_PATH,
@@ -31,6 +35,7 @@ from pytest_perfsig.store import (
 from pytest_perfsig.store import gates as gates_module
 from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.windows import Window
+from tests.capturing import Piped
 
 T0 = 1_700_000_000.0
 SVC = "SampleJSonService"
@@ -660,7 +665,8 @@ def no_auto_flush(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteStore) -> None:
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    piped = Piped(store.path, "run-1", SVC, "Staging")
+    capture = piped.capture
     _fire(capture, "/api/invoke", 12.3456, T0 + 0.125, 200)
     _fire(capture, "/api/invoke", 250.0000001, T0 + 0.5, 500, CatchResponseError("500 Internal Server Error"))
     _fire(capture, "/api/health", 3, T0 + 0.75, None, ConnectionRefusedError(111, "refused"))
@@ -668,8 +674,8 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
     assert store.run_counts("run-1") == (0, 0)  # buffered, not yet written
     capture.flush(environment=object())  # Locust's test_stop / quitting pass keyword arguments
     assert capture.buffer == []
-    assert capture.writer.drain()  # the writer thread stores what the flush handed it
-    assert capture.captured == 3
+    assert piped.drain()  # through the pipe to the writer thread, which stores it
+    assert capture.captured == 3 and piped.writer.written == 3
     assert _rows(db_path) == [
         ("run-1", T0 + 0.125, SVC, "Staging", "/api/invoke", 12.3456, 1, 200),
         ("run-1", T0 + 0.5, SVC, "Staging", "/api/invoke", 250.0000001, 0, 500),
@@ -678,12 +684,12 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
     assert store.run_counts("run-1") == (3, 2)
     capture.flush()  # nothing buffered: nothing written
     assert capture.captured == 3 and store.run_counts("run-1") == (3, 2)
-    assert capture.close()
+    assert piped.close()
 
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_capture_without_start_time_backdates_by_the_latency(store: SqliteStore) -> None:
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    capture = SampleCapture("run-1", SVC, "Staging", None)
     before = time.time()
     _fire(capture, "/x", 2000.0, None, 200)  # 2 s
     after = time.time()
@@ -695,31 +701,33 @@ def test_capture_flushes_every_n_rows(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch, no_auto_flush: None
 ) -> None:
     monkeypatch.setattr(capture_module, "FLUSH_EVERY_ROWS", 3)
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    piped = Piped(store.path, "run-1", SVC, "Staging")
+    capture = piped.capture
     for k in range(2):
         _fire(capture, "/x", 1.0, T0 + k, 200)
-    assert store.run_counts("run-1") == (0, 0)
+    assert capture.captured == 0 and store.run_counts("run-1") == (0, 0)
     _fire(capture, "/x", 1.0, T0 + 2, 200)
-    assert capture.writer.drain()
+    assert piped.drain()
     assert store.run_counts("run-1") == (3, 0)
     assert capture.buffer == [] and capture.captured == 3
-    assert capture.close()
+    assert piped.close()
 
 
 def test_capture_flushes_after_an_interval(store: SqliteStore) -> None:
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    piped = Piped(store.path, "run-1", SVC, "Staging")
+    capture = piped.capture
     capture.last_flush = time.monotonic() - capture_module.FLUSH_EVERY_S - 0.01
     _fire(capture, "/x", 1.0, T0, 200)
-    assert capture.writer.drain()
+    assert capture.captured == 1 and piped.drain()
     assert store.run_counts("run-1") == (1, 0)
-    assert capture.close()
+    assert piped.close()
 
 
 def test_second_store_on_the_same_file_sees_rows(db_path: Path, store: SqliteStore) -> None:
-    """The Locust process writes while pytest reads: two connections, one WAL file."""
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
-    _fire(capture, "/api/invoke", 12.3456, T0, 200)
-    assert capture.close()
+    """The capture's writer thread writes while the gate reads: two connections, one WAL file."""
+    piped = Piped(store.path, "run-1", SVC, "Staging")
+    _fire(piped.capture, "/api/invoke", 12.3456, T0, 200)
+    assert piped.close()
     with SqliteStore(db_path) as reader:
         assert reader.run_counts("run-1") == (1, 0)
         cols = reader.samples(SVC, "Staging", T0 - 1, T0 + 1)
@@ -739,11 +747,14 @@ class _Hook:
 
 def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = SimpleNamespace(init=_Hook(), request=_Hook(), test_stop=_Hook(), quitting=_Hook())
-    monkeypatch.delenv(capture_module.ENV_STORE, raising=False)
+    monkeypatch.delenv(ENV_FD, raising=False)
+    monkeypatch.delenv(capture_module.ENV_WORKER, raising=False)
     assert install_from_environment(events) is None
     assert events.request.listeners == []
 
-    monkeypatch.setenv(capture_module.ENV_STORE, str(db_path))
+    read_end, write_end = os.pipe()  # as the runner passes it to the Locust process
+    receiver = SampleReceiver(read_end, SampleWriter(str(db_path), "run-9", 100))
+    monkeypatch.setenv(ENV_FD, str(write_end))
     monkeypatch.setenv(capture_module.ENV_RUN_ID, "run-9")
     monkeypatch.setenv(capture_module.ENV_SERVICE, SVC)
     monkeypatch.setenv(capture_module.ENV_ENV, "Production")
@@ -766,10 +777,15 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
             start_time=T0,
             url="http://127.0.0.1:8082/",
         )
-        events.quitting.listeners[0](environment=None)  # waits until the writer stored the rows
+        events.quitting.listeners[0](environment=None)  # waits until the runner read the rows
+        assert installed.sender is not None
+        installed.sender.abandon()  # the process exits: the stream ends
+        assert receiver.close()
         assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
     finally:
         installed.close()
+        if installed.sender is not None:
+            installed.sender.abandon()
 
 
 class _FakeWorker:
@@ -782,7 +798,7 @@ class _FakeWorker:
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_worker_sends_batches_to_the_master_which_stores_them(store: SqliteStore) -> None:
-    worker = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    worker = SampleCapture("remote", "remote", "remote", None)
     worker.runner = _FakeWorker()
     _fire(worker, "/x", 5.5, T0, 200)
     worker.flush()
@@ -795,15 +811,15 @@ def test_worker_sends_batches_to_the_master_which_stores_them(store: SqliteStore
 
     msg = Msg()
     msg.data = data  # type: ignore[attr-defined]
-    master = SampleCapture(str(store.path), "run-1", SVC, "Staging")
-    master.on_worker_batch(environment=None, msg=msg)
+    master = Piped(store.path, "run-1", SVC, "Staging")
+    master.capture.on_worker_batch(environment=None, msg=msg)
     assert master.close()
-    assert store.run_counts("run-1") == (1, 0) and master.captured == 1
+    assert store.run_counts("run-1") == (1, 0) and master.capture.captured == 1
 
 
 @pytest.mark.usefixtures("no_auto_flush")
 def test_open_model_latency_counts_from_the_intended_send_time(store: SqliteStore) -> None:
-    capture = SampleCapture(str(store.path), "run-1", SVC, "Staging")
+    capture = SampleCapture("run-1", SVC, "Staging", None)
     capture.on_request(
         request_type="GET",
         name="/x",

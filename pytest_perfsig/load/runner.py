@@ -17,7 +17,7 @@ import httpx
 
 from ..errors import LoadError, UsageError
 from ..store.sqlite import RunRecord, SqliteStore
-from . import capture
+from . import capture, channel
 from .profiles import (
     ARG_DRAIN,
     ARG_DURATION,
@@ -28,6 +28,8 @@ from .profiles import (
     ENV_SUMMARY,
     OpenCounts,
 )
+from .receiver import SampleReceiver
+from .writer import SampleWriter, idle_priority_asked
 
 OPEN_START_SLACK_S = 30.0
 # Locust needs a moment to start and to stop its users after --run-time.
@@ -246,19 +248,32 @@ class _Child:
         self.summary_path = log_dir / f"{run_id}.open.json"
         env = dict(os.environ)
         env.update(spec.extra_env)
+        # The samples come back through a pipe; this process stores them (see .channel).
+        read_end, write_end = os.pipe()
+        channel.widen(write_end)
+        writer = SampleWriter(str(store_path), run_id, channel.queue_capacity(env), idle_priority_asked(env))
+        self.receiver = SampleReceiver(read_end, writer)
         env.update(
             {
-                capture.ENV_STORE: str(store_path),
+                channel.ENV_FD: str(write_end),
                 capture.ENV_RUN_ID: run_id,
                 capture.ENV_SERVICE: spec.service,
                 capture.ENV_ENV: spec.env,
                 ENV_SUMMARY: str(self.summary_path),
             }
         )
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                _locust_command(spec), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
+        try:
+            with self.log_path.open("w") as log:
+                self.process = subprocess.Popen(
+                    _locust_command(spec),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    pass_fds=(write_end,),
+                )
+        finally:
+            os.close(write_end)  # the child's copy is the stream's only writer: its exit ends it
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -268,6 +283,7 @@ class _Child:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.receiver.close()  # what the process had sent is stored, even now
 
 
 def run_load(
@@ -381,10 +397,15 @@ def _note_exits(children: list[_Child]) -> bool:
 
 def _collect(child: _Child, store: SqliteStore) -> LoadResult:
     code = child.process.returncode
-    store.compact_run(child.run_id)  # the Locust process has exited: every sample is in
+    captured = child.receiver.close()  # every sample the Locust process sent is stored
+    store.compact_run(child.run_id)
     requests, failures = store.run_counts(child.run_id)
     window = store.run_window(child.run_id)
     spec = child.spec
+    if code == 0 and not captured:
+        detail = f"capture incomplete: {child.receiver.problem}"
+        store.finish_run(child.run_id, "error", detail)
+        raise LoadError(f"load on {spec.env} ({spec.url}): {detail}; log: {child.log_path}")
     if code != 0:
         detail = f"Locust exited with code {code}"
         store.finish_run(child.run_id, "error", detail)
