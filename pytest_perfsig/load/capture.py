@@ -12,8 +12,9 @@ Where the samples go depends on the Locust process:
   and the count stored with the run, and the gate makes every check that reads the run an
   error (never a silent gap);
 - a worker (``--processes N``, or ``--worker`` on another machine) sends its batches to the
-  master with Locust's own messaging, and the master stores them. So no sample is lost and
-  none is counted twice, whatever the topology, and only the master needs the store.
+  master with Locust's own messaging, and the master sends them on to the runner. So no
+  sample is lost and none is counted twice, whatever the topology, and only the master talks
+  to the runner (a worker forked by ``--processes`` closes its inherited end of the pipe).
 
 Open load model: a request whose ``context`` carries ``perfsig_intended`` (the epoch time it
 was scheduled for) is recorded with its latency measured from that intended time, so a slow

@@ -26,7 +26,7 @@ from ..store.sqlite import DEFAULT_TIMEOUT_S, SampleRow, SqliteStore
 
 ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "idle": the writer at idle priority (opt-in)
 
-WRITE_ROWS = 200  # rows per transaction at most: a short hold of the GIL (json.dumps) if preempted
+WRITE_ROWS = 1000  # rows per statement at most: fewer statements cost less CPU per row (bench/README.md)
 POLL_S = 0.02  # the writer's sleep when the queue is empty
 RETRY_S = 0.2  # after a failed write (the store locked longer than its busy timeout)
 CLOSE_GRACE_S = 5.0  # beyond the store's busy timeout, for the last rows at the end
