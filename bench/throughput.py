@@ -34,8 +34,10 @@ shared VM the host's speed drifts by tens of % over minutes (the CPU a request c
 which does the same work in every measurement, shows it); a ratio of two medians taken over
 the whole run mixes that drift into the comparison, a ratio within a round mostly cancels it.
 The table shows too, per measurement (medians): the CPU the target used and the CPU the load
-generator used (the Locust processes or wrk), in % of one core over the wall time and in CPU
-microseconds per request (start-up included), and "other": user and system CPU of anything
+generator used (the Locust processes or wrk, and this process: the runner, whose threads read
+and store the capture's samples), in % of one core over the wall time and in CPU microseconds
+per request (start-up included; ``runner``: the part spent in this process, with the run's
+compaction at its end), and "other": user and system CPU of anything
 else on the machine (from /proc/stat, softirq not counted). A measurement during which other
 processes used more than 10 % of a core is noisy and is repeated (``--retries``, default 2):
 the bench measures a shared machine, so run it when nothing else runs.
@@ -219,6 +221,7 @@ class Sample:
     other_cpu: float = math.nan
     target_us: float = math.nan  # CPU microseconds per request
     load_us: float = math.nan
+    runner_us: float = math.nan  # the part of load_us spent in this process (the runner)
 
 
 @dataclass
@@ -284,6 +287,7 @@ class CpuMeter:
         if sample.requests:
             sample.target_us = 1e6 * target / sample.requests
             sample.load_us = 1e6 * load / sample.requests
+            sample.runner_us = 1e6 * me / sample.requests
         return sample
 
 
@@ -444,11 +448,11 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
     print()
     print(
         f"{'':<11} {'req/s':>6} {'min':>6} {'max':>6} {'requests':>8} {'fails':>5} {'run s':>6} "
-        f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^13}  {'p99.9':>6}"
+        f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^20}  {'p99.9':>6}"
     )
     print(
         f"{'measurement':<11} {'median':>6} {'':>6} {'':>6} {'':>8} {'':>5} {'':>6} {'':>6} {'':>8}  "
-        f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6}  {'ms':>6}"
+        f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6} {'runner':>6}  {'ms':>6}"
     )
     for s in series.values():
         rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
@@ -463,7 +467,8 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
             f"{s.median('requests'):8.0f} {s.median('failures'):5.0f} {s.median('seconds'):6.2f} "
             f"{s.median('wall_s'):6.1f} {kept:>8}  "
             f"{s.median('target_cpu'):6.0f} {s.median('load_cpu'):5.0f} {s.median('other_cpu'):5.0f}  "
-            f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f}  {s.median('p999_ms'):6.1f}"
+            f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f} {s.median('runner_us'):6.1f}  "
+            f"{s.median('p999_ms'):6.1f}"
         )
     noise = max((s.median("other_cpu") for s in series.values()), default=0.0)
     if noise > NOISY_OTHER_CPU:
