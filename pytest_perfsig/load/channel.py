@@ -96,7 +96,34 @@ def rows_of(payload: bytes) -> list[SampleRow]:
     return rows
 
 
-class PipeSender:
+class Bounded:
+    """A queue of at most ``capacity`` samples that drops, and counts, what does not fit."""
+
+    capacity: int
+    dropped: int
+    _full: bool  # dropping now: said once per spell of falling behind
+
+    @property
+    def queued(self) -> int:
+        raise NotImplementedError
+
+    def _admit(self, rows: list[SampleRow], why: Callable[[], str]) -> list[SampleRow]:
+        """The rows that fit (a batch larger than the whole queue still leaves some stored);
+        the rest dropped and counted."""
+        room = max(0, self.capacity - self.queued)
+        lost = max(0, len(rows) - room)
+        if lost:
+            self.dropped += lost
+            if not self._full:
+                sys.stderr.write(
+                    f"perfsig capture: {why()}: dropping samples; "
+                    "the gate's checks of this run will be errors\n"
+                )
+        self._full = lost > 0
+        return rows[:room] if lost else rows
+
+
+class PipeSender(Bounded):
     """The Locust process's end: ``put`` never waits for the reader."""
 
     def __init__(self, fd: int, capacity: int) -> None:
@@ -122,22 +149,12 @@ class PipeSender:
         if self.closed:  # the reader is gone: nothing can arrive, not even the count
             self.dropped += len(rows)
             return False
-        room = max(0, self.capacity - self.queued)
-        lost = max(0, len(rows) - room)
-        if lost:
-            rows = rows[:room]
-            self.dropped += lost
-            if not self._full:  # said once per spell of falling behind
-                sys.stderr.write(
-                    f"perfsig capture: the runner fell behind reading the samples ({self.queued} "
-                    "queued): dropping samples; the gate's checks of this run will be errors\n"
-                )
-        self._full = lost > 0
-        if rows:
-            self._backlog.append((len(rows), memoryview(frame(ROWS, marshal.dumps(rows)))))
-            self.submitted += len(rows)
+        kept = self._admit(rows, lambda: f"the runner fell behind reading the samples ({self.queued} queued)")
+        if kept:
+            self._backlog.append((len(kept), memoryview(frame(ROWS, marshal.dumps(kept)))))
+            self.submitted += len(kept)
         self.pump()
-        return not lost
+        return len(kept) == len(rows)
 
     def pump(self) -> None:
         """Write what the pipe takes now, without waiting."""

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from ..errors import StoreError
 from ..store.sqlite import DEFAULT_TIMEOUT_S, SampleRow, SqliteStore
+from .channel import Bounded
 
 ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "idle": the writer at idle priority (opt-in)
 
@@ -75,7 +76,7 @@ def _only_on_idle_cpu() -> bool:
     return True
 
 
-class SampleWriter:
+class SampleWriter(Bounded):
     """Stores batches of rows from its own thread, through a queue of at most ``capacity``
     samples (written or not, in memory).
 
@@ -114,23 +115,16 @@ class SampleWriter:
         if not rows:
             return True
         self._start()
-        # Keep what fits: a batch larger than the whole queue still leaves samples stored.
-        room = max(0, self.capacity - self.queued)
-        lost = max(0, len(rows) - room)
-        if lost:
-            rows = rows[:room]
-            self.dropped += lost
-            if not self._full:  # said once per spell of falling behind
-                sys.stderr.write(
-                    f"perfsig capture: the store fell behind ({self.queued} samples queued, "
-                    f"{self.failed_writes} failed writes): dropping samples; the gate's checks "
-                    "of this run will be errors\n"
-                )
-        self._full = lost > 0
-        if rows:
-            self._queue.append((time.monotonic(), rows))
-            self.submitted += len(rows)
-        return not lost
+        kept = self._admit(
+            rows,
+            lambda: (
+                f"the store fell behind ({self.queued} samples queued, {self.failed_writes} failed writes)"
+            ),
+        )
+        if kept:
+            self._queue.append((time.monotonic(), kept))
+            self.submitted += len(kept)
+        return len(kept) == len(rows)
 
     def count_dropped(self, samples: int) -> None:
         """Samples lost before they reached this writer (the Locust process's pipe backlog was
