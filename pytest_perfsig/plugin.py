@@ -18,7 +18,7 @@ from .gate import AnyCheck, Gate
 from .gate.status import partial_note
 from .gate.storage import StoreLocation, store_location
 from .items import GATE_KEY, MonspecFile, PerfsigItem, gate_of
-from .load.runner import LoadSpec
+from .load.spec import LoadSpec
 from .monspec import Monspec, is_slo_file, load_monspec, load_slo
 from .options import KEPTN_FLAGS, add_options, gate_options, keptn_labels, setting
 from .report.html import write_html_report

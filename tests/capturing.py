@@ -28,7 +28,7 @@ class Piped:
         return self.receiver.wait_for(self.sender.sent, timeout_s)
 
     def close(self, environment: Any = None) -> bool:
-        """The Locust process's close, its exit (the stream ends), then the runner's close."""
-        sent = self.capture.close(environment=environment)
+        """The Locust process's close and its exit (the stream ends), then the runner's close."""
+        sent = self.capture.close(environment=environment) and self.capture.finish()
         self.sender.abandon()
         return self.receiver.close() and sent

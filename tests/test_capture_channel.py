@@ -67,8 +67,7 @@ def test_a_full_pipe_never_blocks_and_its_drops_reach_the_store(store_path: Path
     assert sender.sent + sender.queued + sender.dropped == 40_000
     writer = SampleWriter(str(store_path), "run-1", capacity=100_000)
     receiver = SampleReceiver(read_end, writer)  # the reader comes back
-    assert sender.close(timeout_s=10.0)
-    sender.abandon()
+    assert sender.finish(timeout_s=10.0)  # the backlog, the count, the end mark
     assert receiver.close()
     assert writer.written == sender.sent and writer.dropped == sender.dropped
     with SqliteStore(store_path) as store:
@@ -118,4 +117,57 @@ def test_frames_are_read_whole_from_single_bytes(monkeypatch: pytest.MonkeyPatch
         os.write(write_end, bytes([byte]))
     os.close(write_end)
     assert list(read_frames(read_end)) == [(channel.ROWS, b"abc"), (channel.DROPPED, b"12")]
+    os.close(read_end)
+
+
+def _stream(store_path: Path, data: bytes) -> tuple[SampleReceiver, SampleWriter]:
+    read_end, write_end = os.pipe()
+    writer = SampleWriter(str(store_path), "run-1", capacity=1_000)
+    os.write(write_end, data)
+    os.close(write_end)
+    return SampleReceiver(read_end, writer), writer
+
+
+def test_a_stream_without_its_end_mark_is_not_whole(store_path: Path) -> None:
+    """The Locust process died, or its last close could not send (too late for an exit code):
+    the rows that came are stored, and the load is not taken for a whole one."""
+    receiver, writer = _stream(store_path, frame(channel.ROWS, marshal.dumps(rows(0, 3))))
+    assert not receiver.close()
+    assert receiver.problem is not None and "without its end mark after 3 samples" in receiver.problem
+    assert writer.written == 3
+
+
+def test_an_end_mark_that_disagrees_with_what_arrived_is_not_whole(store_path: Path) -> None:
+    data = frame(channel.ROWS, marshal.dumps(rows(0, 3))) + frame(channel.END, b"5 2")
+    receiver, writer = _stream(store_path, data)
+    assert not receiver.close()
+    assert receiver.problem == "the capture's stream lost samples: 5 sent, 3 received"
+    assert writer.dropped == 2  # the drops the mark tells are counted all the same
+
+
+def test_an_empty_stream_is_no_capture_not_a_broken_one(store_path: Path) -> None:
+    receiver, writer = _stream(store_path, b"")  # PERFSIG_NO_CAPTURE, or not one request
+    assert receiver.close() and receiver.problem is None and writer.written == 0
+
+
+def test_a_receiver_that_fails_unexpectedly_says_so(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(self: SampleWriter, rows: list[SampleRow]) -> bool:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(SampleWriter, "put", no_thread)
+    data = frame(channel.ROWS, marshal.dumps(rows(0, 3))) + frame(channel.END, b"3 0")
+    receiver, _ = _stream(store_path, data)
+    assert not receiver.close()
+    assert receiver.problem == "the capture's stream broke: RuntimeError: can't start new thread"
+
+
+def test_a_batch_marshal_cannot_pack_is_counted_not_lost() -> None:
+    read_end, write_end = os.pipe()
+    sender = PipeSender(write_end, capacity=1_000)
+    bad: list[SampleRow] = [("run-1", T0, "Svc", "Staging", object(), 1.0, 1, 200)]  # type: ignore[list-item]
+    assert not sender.put(bad)
+    assert sender.dropped == 1 and sender.queued == 0
+    sender.abandon()
     os.close(read_end)

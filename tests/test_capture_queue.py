@@ -276,3 +276,31 @@ def test_a_run_whose_every_sample_was_dropped_says_so_not_that_locust_sent_nothi
     )
     assert "Locust sent no requests" not in str(raised.value)
     assert run is not None and run.status == "error"
+
+
+def test_a_capture_that_is_not_whole_fails_a_load_locust_called_good(tmp_path: Path) -> None:
+    """Locust exited 0, but its stream ended without the end mark (its last rows never came):
+    the load is an error naming the capture, never a result a verdict could pass on."""
+    path = tmp_path / "perfsig.db"
+    with SqliteStore(path) as store:
+        store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
+        child = object.__new__(runner_module._Child)
+        child.spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "-", 1, 1, 3.0)
+        child.run_id, child.exited_at = "run-Staging", None
+        child.log_path, child.summary_path = tmp_path / "run.log", tmp_path / "run.open.json"
+        child.log_path.write_text("")
+        child.process = subprocess.Popen(["true"])
+        child.process.wait()
+        read_end, write_end = os.pipe()
+        sender = PipeSender(write_end, capacity=100)
+        sender.put([("run-Staging", T0 + k, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(5)])
+        sender.abandon()  # the process ended without its end mark
+        child.receiver = SampleReceiver(read_end, SampleWriter(str(path), "run-Staging", 100))
+        with pytest.raises(LoadError) as raised:
+            runner_module._collect(child, store)
+        run = store.run("run-Staging")
+        assert store.run_counts("run-Staging") == (5, 0)  # what came is kept
+    assert "capture incomplete: the capture's stream ended without its end mark after 5 samples" in str(
+        raised.value
+    )
+    assert run is not None and run.status == "error"

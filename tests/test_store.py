@@ -688,6 +688,20 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
 
 
 @pytest.mark.usefixtures("no_auto_flush")
+def test_capture_stores_a_name_that_is_a_str_subclass(db_path: Path, store: SqliteStore) -> None:
+    """Locustfiles name endpoints with Enums of str: the pipe carries plain strings only."""
+    import enum
+
+    class Endpoint(str, enum.Enum):  # noqa: UP042 (the older spelling, still common)
+        INVOKE = "/api/invoke"
+
+    piped = Piped(store.path, "run-1", SVC, "Staging")
+    _fire(piped.capture, Endpoint.INVOKE, 4.0, T0, 200)
+    assert piped.close()
+    assert _rows(db_path) == [("run-1", T0, SVC, "Staging", "/api/invoke", 4.0, 1, 200)]
+
+
+@pytest.mark.usefixtures("no_auto_flush")
 def test_capture_without_start_time_backdates_by_the_latency(store: SqliteStore) -> None:
     capture = SampleCapture("run-1", SVC, "Staging", None)
     before = time.time()
@@ -777,9 +791,10 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
             start_time=T0,
             url="http://127.0.0.1:8082/",
         )
+        assert not os.get_inheritable(write_end)  # a process the locustfile starts gets no copy
+        assert ENV_FD not in os.environ
         events.quitting.listeners[0](environment=None)  # waits until the runner read the rows
-        assert installed.sender is not None
-        installed.sender.abandon()  # the process exits: the stream ends
+        assert installed.finish()  # at exit: the end mark, and the stream ends
         assert receiver.close()
         assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import LoadError, UsageError
 from ..load.profiles import BUILTIN_LOCUSTFILE, builtin_endpoints, builtin_env, describe_builtin, pace_for
-from ..load.runner import LoadSpec
+from ..load.spec import LoadSpec
 from ..metrics import DEFAULT_MIN_SAMPLES
 from ..monspec import Comparison, LogRule, Monspec, SignatureEntry
 from ..sources import LOCAL

@@ -23,7 +23,8 @@ from ..errors import (
 )
 from ..judges import judge
 from ..judges.logrule import judge_log, not_judged_log
-from ..load.runner import LoadResult, Progress, run_load
+from ..load.runner import Progress, run_load
+from ..load.spec import LoadResult
 from ..monspec import Monspec
 from ..sources import MetricSource, check_source_url, display_url
 from ..sources.logs import read_log

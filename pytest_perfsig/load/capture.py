@@ -57,6 +57,12 @@ def intend(when: float) -> None:
     _intended[getcurrent()] = when
 
 
+def _plain(name: str) -> str:
+    """The name as a plain str: a locustfile may name requests with a str subclass (an Enum of
+    endpoints), which the pipe cannot carry; its value is the name (``str()`` of an Enum is not)."""
+    return name if type(name) is str else str.__str__(name)
+
+
 def forget_intended() -> None:
     _intended.pop(getcurrent(), None)
 
@@ -126,7 +132,16 @@ class SampleCapture:
             started = float(intended)
         status = int(getattr(response, "status_code", 0) or 0)
         self.buffer.append(
-            (self.run_id, started, self.service, self.env, name, latency, 0 if exception else 1, status)
+            (
+                self.run_id,
+                started,
+                self.service,
+                self.env,
+                _plain(name),
+                latency,
+                0 if exception else 1,
+                status,
+            )
         )
         if len(self.buffer) >= FLUSH_EVERY_ROWS or time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()
@@ -167,6 +182,15 @@ class SampleCapture:
             environment.process_exit_code = 3
         return complete
 
+    def finish(self) -> bool:
+        """At exit: hand on the rows of requests that finished after ``quitting`` and end the
+        stream with its end mark. Too late for an exit code: if this fails, the stream lacks
+        the mark (or disagrees with it), and the runner fails the load."""
+        self.flush()
+        if self.sender is None or self.runner is not None:
+            return True
+        return self.sender.finish(CLOSE_S)
+
 
 def install_from_environment(events: Any) -> SampleCapture | None:
     """Hook a capture into Locust's events when the runner asked for one."""
@@ -174,6 +198,10 @@ def install_from_environment(events: Any) -> SampleCapture | None:
     if os.environ.get(ENV_NO_CAPTURE) or not (fd or os.environ.get(ENV_WORKER)):
         return None
     if fd:
+        # Only this process writes to the runner: a process the locustfile starts must not
+        # inherit the pipe (it would hold the stream open past Locust's exit).
+        os.set_inheritable(int(fd), False)
+        os.environ.pop(ENV_FD, None)
         sender = PipeSender(int(fd), queue_capacity())
         capture = SampleCapture(os.environ[ENV_RUN_ID], os.environ[ENV_SERVICE], os.environ[ENV_ENV], sender)
     else:

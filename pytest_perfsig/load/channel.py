@@ -9,8 +9,10 @@ end the runner reads and stores (:mod:`.receiver`, :mod:`.writer`).
 
 The stream is a sequence of frames, each a 5-byte header (kind, payload length) and a payload:
 - ``ROWS``: a batch of sample rows, ``marshal``-ed (the reader is the writer's own parent);
-- ``DROPPED``: how many samples the sender has dropped so far, in all (a decimal number).
-The end of the stream is the end of the pipe: every write end closed.
+- ``DROPPED``: how many samples the sender has dropped so far, in all (a decimal number);
+- ``END``: the last frame, ``"<rows sent> <dropped>"`` in all. The pipe then ends (every write
+  end closed). A stream that ends without it (the Locust process died, or could not send its
+  last rows), or whose counts disagree with what arrived, is not whole.
 
 The sender is bounded like the writer's queue: rows the pipe does not take at once wait in a
 backlog of at most ``capacity`` samples; what does not fit is dropped, counted and the count
@@ -36,6 +38,7 @@ QUEUE_SAMPLES = 200_000  # about a minute at 3,000 req/s, some 40 MB of rows
 
 ROWS = b"R"
 DROPPED = b"D"
+END = b"E"
 HEADER = struct.Struct("<cI")
 PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process: ~12,000 rows
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux)
@@ -130,7 +133,8 @@ class PipeSender(Bounded):
         self.fd = fd
         os.set_blocking(fd, False)
         self.capacity = capacity
-        self._backlog: deque[tuple[int, memoryview]] = deque()  # (rows, bytes not yet written)
+        # (rows, bytes not yet written, the drop count the frame tells or None)
+        self._backlog: deque[tuple[int, memoryview, int | None]] = deque()
         self.submitted = self.sent = self.dropped = 0
         self._told_dropped = 0
         self._full = False
@@ -151,7 +155,16 @@ class PipeSender(Bounded):
             return False
         kept = self._admit(rows, lambda: f"the runner fell behind reading the samples ({self.queued} queued)")
         if kept:
-            self._backlog.append((len(kept), memoryview(frame(ROWS, marshal.dumps(kept)))))
+            try:
+                data = frame(ROWS, marshal.dumps(kept))
+            except ValueError as exc:  # a value marshal cannot carry: never a silent gap
+                self.dropped += len(kept)
+                sys.stderr.write(
+                    f"perfsig capture: a batch could not be packed ({exc}): {len(kept)} dropped\n"
+                )
+                self.pump()
+                return False
+            self._backlog.append((len(kept), memoryview(data), None))
             self.submitted += len(kept)
         self.pump()
         return len(kept) == len(rows)
@@ -164,9 +177,10 @@ class PipeSender(Bounded):
                     return
                 # The count of drops, in all, once the rows before it are written: one such
                 # frame waits at a time, however often the count changes meanwhile.
-                self._backlog.append((0, memoryview(frame(DROPPED, str(self.dropped).encode()))))
-                self._told_dropped = self.dropped
-            rows, data = self._backlog[0]
+                self._backlog.append(
+                    (0, memoryview(frame(DROPPED, str(self.dropped).encode())), self.dropped)
+                )
+            rows, data, told = self._backlog[0]
             try:
                 written = os.write(self.fd, data)
             except BlockingIOError:
@@ -175,10 +189,12 @@ class PipeSender(Bounded):
                 self._lose_backlog(f"the runner stopped reading the samples ({exc})")
                 return
             if written < len(data):
-                self._backlog[0] = (rows, data[written:])
+                self._backlog[0] = (rows, data[written:], told)
                 return
             self._backlog.popleft()
             self.sent += rows
+            if told is not None:  # the count is told once its frame is whole in the pipe
+                self._told_dropped = told
 
     def _lose_backlog(self, why: str) -> None:
         lost = self.queued
@@ -191,10 +207,9 @@ class PipeSender(Bounded):
     def close(self, timeout_s: float) -> bool:
         """Send the backlog, waiting at most ``timeout_s`` for the reader; False when it did
         not take it all (what was left is counted as dropped). The pipe stays open for rows of
-        requests still in flight (a later close sends them); the stream ends when the process
-        exits."""
+        requests still in flight (a later close, or ``finish``, sends them)."""
         if self.closed:
-            return self.dropped == self._told_dropped
+            return False
         sleep = _native_sleep()
         deadline = time.monotonic() + timeout_s
         self.pump()
@@ -204,6 +219,20 @@ class PipeSender(Bounded):
         if self._backlog:
             self._lose_backlog("the runner did not read the last samples in time")
             return False
+        return True
+
+    def finish(self, timeout_s: float) -> bool:
+        """End the stream (at exit): send the backlog, then the end mark with what was sent and
+        dropped in all. A stream without it, or whose mark disagrees with what arrived, is not
+        whole: the runner fails the load, whatever Locust's exit code says."""
+        if not self.close(timeout_s):
+            return False
+        self._backlog.append(
+            (0, memoryview(frame(END, f"{self.sent} {self.dropped}".encode())), self.dropped)
+        )
+        if not self.close(timeout_s):
+            return False
+        self.abandon()
         return True
 
     def abandon(self) -> None:

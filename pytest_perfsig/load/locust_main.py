@@ -22,7 +22,7 @@ def main() -> int:
     inflight.install(events)
     capture = install_from_environment(events)
     if capture is not None:
-        atexit.register(capture.close)
+        atexit.register(capture.finish)  # rows of requests that finish after quitting, the end mark
     sys.argv[0] = "locust"
     try:
         locust_main()  # type: ignore[no-untyped-call]

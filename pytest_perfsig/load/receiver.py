@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from .channel import DROPPED, ROWS, read_frames, rows_of
+from .channel import DROPPED, END, ROWS, read_frames, rows_of
 from .writer import SampleWriter
 
 END_S = 10.0  # for the stream to end once the Locust process has exited
@@ -23,6 +23,7 @@ class SampleReceiver:
         self.writer = writer
         self.received = 0  # rows read from the pipe
         self.problem: str | None = None  # why the stream cannot be trusted to be whole
+        self.ended: tuple[int, int] | None = None  # the end mark: (rows sent, dropped), in all
         self.sender_dropped = 0  # samples the Locust process dropped, as it last told
         self._thread = threading.Thread(target=self._run, name="perfsig-receiver", daemon=True)
         self._thread.start()
@@ -30,21 +31,44 @@ class SampleReceiver:
     def _run(self) -> None:
         try:
             for kind, payload in read_frames(self.fd):
+                if self.ended is not None:
+                    raise ValueError("a frame after the end mark")
                 if kind == ROWS:
                     rows = rows_of(payload)
                     self.writer.put(rows)
                     self.received += len(rows)  # after the put: a reader of both sees it queued
                 elif kind == DROPPED:
-                    # The sender's count, in all: the writer counts what is new.
-                    total = int(payload)
-                    self.writer.count_dropped(total - self.sender_dropped)
-                    self.sender_dropped = max(self.sender_dropped, total)
+                    self._told(int(payload))
+                elif kind == END:
+                    sent, dropped = (int(n) for n in payload.split())
+                    self._told(dropped)
+                    self.ended = (sent, dropped)
                 else:
                     raise ValueError(f"a frame of unknown kind {kind!r}")
-        except (OSError, EOFError, ValueError, TypeError) as exc:
-            self.problem = f"the capture's stream broke: {exc}"
+            self.problem = self._incomplete()
+        except BaseException as exc:  # whatever stops the reading, the stream is not whole
+            self.problem = f"the capture's stream broke: {type(exc).__name__}: {exc}"
         finally:
             os.close(self.fd)
+
+    def _told(self, dropped: int) -> None:
+        # The sender's count is in all: the writer counts what is new.
+        self.writer.count_dropped(dropped - self.sender_dropped)
+        self.sender_dropped = max(self.sender_dropped, dropped)
+
+    def _incomplete(self) -> str | None:
+        """Why a stream that ended is not whole, if it is not."""
+        if self.ended is None:
+            if self.received == 0 and self.sender_dropped == 0:
+                return None  # nothing was captured at all (no capture, or no request)
+            return (
+                f"the capture's stream ended without its end mark after {self.received} samples: "
+                "the Locust process did not send its last ones"
+            )
+        sent, _ = self.ended
+        if sent != self.received:
+            return f"the capture's stream lost samples: {sent} sent, {self.received} received"
+        return None
 
     def wait_for(self, rows: int, timeout_s: float = 10.0) -> bool:
         """Wait until ``rows`` rows have been read and stored (tests, diagnostics)."""

@@ -99,6 +99,7 @@ class SampleWriter(Bounded):
         self.thread_id = 0  # the writer thread's native id (diagnostics, tests)
         self.handovers = 0  # from an idle-priority writer to a normal one
         self._carry: list[SampleRow] = []  # rows a writer that handed over had taken
+        self._starting = threading.Lock()
 
     @property
     def queued(self) -> int:
@@ -134,7 +135,10 @@ class SampleWriter(Bounded):
             self._start()  # the thread records the count
 
     def _start(self) -> None:
-        if not self._running:
+        # The receiver and a closing thread may both come here: one writer at a time.
+        with self._starting:
+            if self._running:
+                return
             # Also after a close: rows may come after it (a test, or a late batch).
             # Started from the receiver (or the closing thread), never from a writer: a thread
             # inherits its creator's priority, and an idle one could not raise it.
@@ -153,7 +157,7 @@ class SampleWriter(Bounded):
         try:
             while True:
                 if self.idle and self._behind(since if pending else None):
-                    self._carry = pending
+                    self._carry, pending = pending, []
                     self.handovers += 1
                     return
                 while self._queue and len(pending) < WRITE_ROWS:
@@ -175,6 +179,8 @@ class SampleWriter(Bounded):
                         return
                     time.sleep(POLL_S)
         finally:
+            if pending:  # an unexpected error: the rows go to the next writer, or count at the close
+                self._carry = pending + self._carry
             if self.store is not None:
                 self.store.close()
                 self.store = None
