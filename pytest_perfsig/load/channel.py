@@ -131,6 +131,7 @@ class PipeSender(Bounded):
 
     def __init__(self, fd: int, capacity: int) -> None:
         self.fd = fd
+        self._pid = os.getpid()  # the process whose stream this is: only it ends the stream
         os.set_blocking(fd, False)
         self.capacity = capacity
         # (rows, bytes not yet written, the drop count the frame tells or None)
@@ -225,6 +226,9 @@ class PipeSender(Bounded):
         """End the stream (at exit): send the backlog, then the end mark with what was sent and
         dropped in all. A stream without it, or whose mark disagrees with what arrived, is not
         whole: the runner fails the load, whatever Locust's exit code says."""
+        if os.getpid() != self._pid:  # a forked worker's copy (it sends to the master)
+            self.abandon()
+            return True
         if not self.close(timeout_s):
             return False
         self._backlog.append(
