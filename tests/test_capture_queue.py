@@ -252,22 +252,28 @@ def test_a_batch_larger_than_the_queue_keeps_what_fits(
         assert run is not None and run.dropped == 10
 
 
+def _exited_child(tmp_path: Path, log: str, read_end: int) -> runner_module._Child:
+    """A Locust child of the Staging run that has exited 0, with its log and its stream."""
+    child = object.__new__(runner_module._Child)
+    child.spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "-", 1, 1, 3.0)
+    child.run_id, child.exited_at = "run-Staging", None
+    child.log_path, child.summary_path = tmp_path / "run.log", tmp_path / "run.open.json"
+    child.log_path.write_text(log)
+    child.process = subprocess.Popen(["true"])
+    child.process.wait()
+    child.receiver = SampleReceiver(read_end, SampleWriter(str(tmp_path / "perfsig.db"), "run-Staging", 100))
+    return child
+
+
 def test_a_run_whose_every_sample_was_dropped_says_so_not_that_locust_sent_nothing(tmp_path: Path) -> None:
     # Locust did send requests; the capture kept none. The message must name the capture.
     path = tmp_path / "perfsig.db"
     with SqliteStore(path) as store:
         store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
         store.record_dropped("run-Staging", 1234)
-        child = object.__new__(runner_module._Child)
-        child.spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "-", 1, 1, 3.0)
-        child.run_id, child.exited_at = "run-Staging", None
-        child.log_path, child.summary_path = tmp_path / "run.log", tmp_path / "run.open.json"
-        child.log_path.write_text("Aggregated 4438 0(0.00%)\n")
-        child.process = subprocess.Popen(["true"])
-        child.process.wait()
         read_end, write_end = os.pipe()
         os.close(write_end)  # the process has exited: its stream has ended, empty
-        child.receiver = SampleReceiver(read_end, SampleWriter(str(path), "run-Staging", 10))
+        child = _exited_child(tmp_path, "Aggregated 4438 0(0.00%)\n", read_end)
         with pytest.raises(LoadError) as raised:
             runner_module._collect(child, store)
         run = store.run("run-Staging")
@@ -284,18 +290,11 @@ def test_a_capture_that_is_not_whole_fails_a_load_locust_called_good(tmp_path: P
     path = tmp_path / "perfsig.db"
     with SqliteStore(path) as store:
         store.create_run(RunRecord("run-Staging", SVC, "Staging", gate_id="g"))
-        child = object.__new__(runner_module._Child)
-        child.spec = LoadSpec(SVC, "Staging", "http://127.0.0.1:1", "-", 1, 1, 3.0)
-        child.run_id, child.exited_at = "run-Staging", None
-        child.log_path, child.summary_path = tmp_path / "run.log", tmp_path / "run.open.json"
-        child.log_path.write_text("")
-        child.process = subprocess.Popen(["true"])
-        child.process.wait()
         read_end, write_end = os.pipe()
         sender = PipeSender(write_end, capacity=100)
         sender.put([("run-Staging", T0 + k, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(5)])
         sender.abandon()  # the process ended without its end mark
-        child.receiver = SampleReceiver(read_end, SampleWriter(str(path), "run-Staging", 100))
+        child = _exited_child(tmp_path, "", read_end)
         with pytest.raises(LoadError) as raised:
             runner_module._collect(child, store)
         run = store.run("run-Staging")
