@@ -4,6 +4,7 @@ read end a receiver in this process hands to a writer thread that stores the row
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ class Piped:
 
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until every row the sender wrote is read and stored."""
-        return self.receiver.wait_for(self.sender.sent, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while self.receiver.received < self.sender.sent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        left = max(0.0, deadline - time.monotonic())
+        return self.receiver.received >= self.sender.sent and self.writer.drain(left)
 
     def close(self, environment: Any = None) -> bool:
         """The Locust process's close and its exit (the stream ends), then the runner's close."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from .channel import DROPPED, END, ROWS, read_frames, rows_of
 from .writer import SampleWriter
@@ -69,13 +68,6 @@ class SampleReceiver:
         if sent != self.received:
             return f"the capture's stream lost samples: {sent} sent, {self.received} received"
         return None
-
-    def wait_for(self, rows: int, timeout_s: float = 10.0) -> bool:
-        """Wait until ``rows`` rows have been read and stored (tests, diagnostics)."""
-        deadline = time.monotonic() + timeout_s
-        while self.received < rows and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self.received >= rows and self.writer.drain(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout_s: float | None = None) -> bool:
         """Once the Locust process has exited: wait for the end of the stream, then until the

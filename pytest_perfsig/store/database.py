@@ -60,8 +60,8 @@ class Database:
         return schema_version(self._db)
 
     def leave_checkpoints_to_others(self) -> None:
-        """No automatic WAL checkpoint on this connection: the Locust process must not stall
-        its users for one (tens of ms); the pytest process checkpoints while it waits."""
+        """No automatic WAL checkpoint on this connection: the capture's writer must not stall
+        for one (tens of ms) while samples arrive; the runner's loop checkpoints while it waits."""
         self._db.execute("PRAGMA wal_autocheckpoint=0")
 
     def checkpoint(self) -> None:

@@ -50,11 +50,11 @@ class SampleTables(RunTables):
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
         """Store rows as one JSON array, which SQLite inserts without the GIL: ``executemany``
-        takes it back per row, and beside a busy thread (Locust's hub) crawls (bench/sample_insert.py).
+        takes it back per row, and beside a busy thread crawls (bench/sample_insert.py).
 
         Rows of runs this connection has already listed in ``sample_runs`` (every batch of a
-        capture but its first) go in as that one statement alone: each call into SQLite is a
-        round of handing the GIL back and forth with the hub."""
+        capture but its first) go in as that one statement alone, without BEGIN, the listing
+        and COMMIT: a quarter of the calls into SQLite, each a turn with the GIL."""
         rows = list(rows)
         try:
             batch = json.dumps(rows, allow_nan=False)
