@@ -1,4 +1,4 @@
-"""Judging reads only what a metric needs, chunk by chunk: the same numbers from a run's rows
+"""Judging reads only what a metric needs, chunk by chunk: the same numbers from a run's batches
 (still running), from its column chunks (compacted, many of them) and from numpy over every
 sample. The memory bound itself is shown by bench/evaluate.py, not by a timed test."""
 
@@ -38,17 +38,29 @@ times, latencies, succeeded, codes = _columns(3)  # every sample
 
 
 def _fill(store: SqliteStore, run_id: str, env: str) -> None:
-    # Rows arrive out of time order, as requests finish out of order.
-    order = np.random.default_rng(5).permutation(N)
-    store.add_samples(
-        (run_id, float(times[i]), SVC, env, ENDPOINTS[codes[i]], float(latencies[i]), int(succeeded[i]), 200)
-        for i in order
-    )
+    # As the capture writes them: in the order requests finish (some take seconds), 300 at a
+    # time, so batches overlap in start time.
+    finished = times + np.random.default_rng(5).exponential(0.5, N)
+    order = np.argsort(finished)
+    for at in range(0, N, 300):
+        store.add_samples(
+            (
+                run_id,
+                float(times[i]),
+                SVC,
+                env,
+                ENDPOINTS[codes[i]],
+                float(latencies[i]),
+                int(succeeded[i]),
+                200,
+            )
+            for i in order[at : at + 300]
+        )
 
 
 @pytest.fixture
 def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SqliteStore, SqliteStore]]:
-    """The same samples twice: as rows of a running run, and compacted into 997-sample chunks."""
+    """The same samples twice: as the batches of a running run, and compacted into 997-sample chunks."""
     monkeypatch.setattr(samples_module, "CHUNK_SAMPLES", 997)
     with SqliteStore(tmp_path / "rows.db") as rows, SqliteStore(tmp_path / "chunks.db") as chunks:
         _fill(rows, "run", "Staging")
@@ -60,8 +72,12 @@ def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Sq
 def test_a_compacted_run_is_many_bounded_chunks(stores: tuple[SqliteStore, SqliteStore]) -> None:
     _, chunks = stores
     metas = list(chunks._chunks(SVC, "Staging", T0, T0 + 60, None, None))
-    assert len(metas) == -(-N // 997) and max(m.n for m in metas) == 997
+    assert [m.n for m in metas] == [997] * (N // 997) + [N % 997]
     assert all(a.t_max <= b.t_min for a, b in itertools.pairwise(metas))  # time order
+    assert np.concatenate([chunks._chunk_columns(m, ["ts"])["ts"] for m in metas]).tolist() == times.tolist()
+    batches = list(stores[0]._chunks(SVC, "Staging", T0, T0 + 60, None, None))
+    assert all(m.live for m in batches) and not any(m.live for m in metas)
+    assert any(a.t_max > b.t_min for a, b in itertools.pairwise(batches))  # they did overlap
     assert chunks.run_counts("run") == (N, int((~succeeded).sum()))
     assert chunks.run_window("run") == (times[0], times[-1])
 

@@ -18,6 +18,7 @@ from pytest_perfsig.load.writer import SampleWriter
 from pytest_perfsig.store import RunRecord, SqliteStore
 from pytest_perfsig.store.samples import SampleRow
 from tests.capturing import Piped
+from tests.stored import stored_rows
 
 T0 = 1_700_000_000.0
 
@@ -37,11 +38,6 @@ def store_path(tmp_path: Path) -> Path:
     return path
 
 
-def stored_rows(path: Path) -> list[tuple[object, ...]]:
-    with SqliteStore(path) as store:
-        return store._query("SELECT * FROM samples ORDER BY rowid")
-
-
 def test_every_row_arrives_in_order_through_partial_writes(store_path: Path) -> None:
     """Batches far larger than the pipe: the sender writes what the pipe takes, keeps the
     rest, and the reader reassembles every frame."""
@@ -51,7 +47,7 @@ def test_every_row_arrives_in_order_through_partial_writes(store_path: Path) -> 
         assert piped.sender.put(batch)
     assert piped.close()
     expected = [row for batch in sent for row in batch]
-    assert stored_rows(store_path) == [(*row[:6], int(row[6]), row[7]) for row in expected]
+    assert stored_rows(store_path) == [(*row[:6], int(row[6])) for row in expected]
     assert piped.writer.dropped == 0 and piped.receiver.problem is None
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from sample_app.launcher import RunningApp
 from tests.junit_schemas import validate
+from tests.stored import stored_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -138,16 +139,14 @@ def test_every_request_is_stored_raw(
         ("Production", "completed", None),
         ("Staging", "completed", "b1"),
     ]
+    samples = stored_rows(gate_dir.path / ".perfsig" / "perfsig.db")
     for run_id, *_ in runs:
-        stored = db.execute("SELECT COUNT(*) FROM samples WHERE run_id = ?", (run_id,)).fetchone()[0]
+        stored = sum(1 for row in samples if row[0] == run_id)
         log = (gate_dir.path / ".perfsig" / "logs" / f"{run_id}.log").read_text()
         locust_count = int(re.search(r"Aggregated\s+(\d+)", log).group(1))  # type: ignore[union-attr]
         assert stored == locust_count > 0
     # Raw latencies, not Locust's rounded buckets.
-    fractional = db.execute("SELECT COUNT(*) FROM samples WHERE latency_ms != ROUND(latency_ms)").fetchone()[
-        0
-    ]
-    assert fractional > 0
+    assert any(latency != round(latency) for *_, latency, _ in samples)
     gate = db.execute("SELECT status FROM gates").fetchall()
     assert gate == [("pass",)]
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from sample_app.launcher import RunningApp
+from tests.stored import stored_rows
 from tests.waiting import when_stored
 
 pytestmark = pytest.mark.e2e
@@ -153,8 +153,10 @@ def test_a_stage_that_stops_answering_is_never_a_pass(
     assert "passed" not in result.parseoutcomes(), text
     assert "Staging stopped answering during the window" in text, text
     # The requests held when the load stopped count: one per user, failed, outstanding for seconds.
-    with sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db") as db:
-        unanswered, shortest = db.execute(
-            "SELECT COUNT(*), MIN(latency_ms) FROM samples WHERE env = 'Staging' AND success = 0"
-        ).fetchone()
+    failed = [
+        latency
+        for *_, latency, success in stored_rows(gate_dir.path / ".perfsig" / "perfsig.db", "Staging")
+        if not success
+    ]
+    unanswered, shortest = len(failed), min(failed, default=None)
     assert unanswered == 5 and shortest >= 2000.0, (unanswered, shortest)

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pytest_perfsig.load.runner import LoadSpec, run_load
 from pytest_perfsig.monspec import MAX_MONSPEC_BYTES, load_monspec, parse_monspec
 from pytest_perfsig.store import SqliteStore
 from sample_app.launcher import RunningApp
+from tests.stored import stored_rows
 from tests.waiting import when_stored
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,11 +202,9 @@ def test_stage_dying_mid_run_is_a_violation_and_keeps_the_samples(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "passed" not in result.parseoutcomes()
     result.stdout.fnmatch_lines(["*service.failurerate avg: Staging * > limit*"])
-    db = sqlite3.connect(gate_dir.path / ".perfsig" / "perfsig.db")
-    ok, failed = db.execute(
-        "SELECT SUM(success), SUM(1 - success) FROM samples WHERE env = 'Staging'"
-    ).fetchone()
-    assert ok > 0 and failed > 0  # what was measured before and after the death is all there
+    staging = stored_rows(gate_dir.path / ".perfsig" / "perfsig.db", "Staging")
+    ok = sum(success for *_, success in staging)
+    assert ok > 0 and len(staging) - ok > 0  # what was measured before and after the death is all there
 
 
 @pytest.mark.e2e

@@ -6,9 +6,11 @@ import math
 import os
 import shutil
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +38,7 @@ from pytest_perfsig.store import gates as gates_module
 from pytest_perfsig.verdict import Verdict
 from pytest_perfsig.windows import Window
 from tests.capturing import Piped
+from tests.stored import stored_rows
 
 T0 = 1_700_000_000.0
 SVC = "SampleJSonService"
@@ -55,7 +58,7 @@ def store(db_path: Path) -> Iterator[SqliteStore]:
         yield db
 
 
-def _rows(path: Path, sql: str = "SELECT * FROM samples ORDER BY ts") -> list[tuple[Any, ...]]:
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as raw:
         return raw.execute(sql).fetchall()
 
@@ -203,47 +206,51 @@ def test_samples_query(store: SqliteStore) -> None:
 
 def test_add_samples_is_atomic(db_path: Path, store: SqliteStore) -> None:
     good = ("r1", T0, SVC, "Staging", "/a", 1.0, 1, 200)
-    bad = ("r1", T0, SVC, "Staging", "/a", None, 1, 200)  # latency_ms is NOT NULL
-    with pytest.raises(StoreError, match=r"NOT NULL constraint failed: samples\.latency_ms"):
-        store.add_samples([good, good, bad])
+    for bad in (
+        ("r1", T0, SVC, "Staging", "/a", None, 1, 200),  # no latency
+        ("r1", T0, SVC, "Staging", "/a", math.nan, 1, 200),
+        ("r1", None, SVC, "Staging", "/a", 1.0, 1, 200),  # no start time
+    ):
+        with pytest.raises(StoreError, match=r"samples of run r1 without a start time or latency"):
+            store.add_samples([good, good, bad])
+        assert store.run_counts("r1") == (0, 0)
+    # Rows of two runs are two batches, in one transaction: a bad row of one stores neither.
+    with pytest.raises(StoreError, match="run r2"):
+        store.add_samples([good, ("r2", T0, SVC, "Production", "/a", None, 1, 200)])
     assert store.run_counts("r1") == (0, 0)
-    store.add_samples([good])  # the store is still usable after the rollback
+    store.add_samples([good])  # the store is still usable after the refusal
     assert store.run_counts("r1") == (1, 0)
 
 
-def test_a_bad_batch_of_a_listed_run_is_atomic_too(store: SqliteStore) -> None:
-    good = ("r1", T0, SVC, "Staging", "/a", 1.0, 1, 200)
-    store.add_samples([good])  # r1 is listed: its next batches are one statement, no transaction
-    with pytest.raises(StoreError, match=r"NOT NULL constraint failed: samples\.latency_ms"):
-        store.add_samples([good, ("r1", T0, SVC, "Staging", "/a", None, 1, 200)])
-    assert store.run_counts("r1") == (1, 0)
-
-
-def test_a_batch_of_a_listed_run_is_one_statement(db_path: Path, store: SqliteStore) -> None:
-    # Each call into SQLite hands the GIL back and forth with the capture's hub: a capture's
-    # every batch but its first is one INSERT, without BEGIN, COMMIT or the run's listing.
+def test_a_batch_of_one_run_is_one_statement(db_path: Path, store: SqliteStore) -> None:
+    # The capture's writer stores each batch with one call into SQLite, without BEGIN and COMMIT.
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
-    store.add_samples([("r1", T0 + 1, SVC, "Staging", "/a", 1.0, 1, 200)])
-    assert any(s.startswith("INSERT OR IGNORE INTO sample_runs") for s in statements)
-    statements.clear()
-    store.add_samples([("r1", T0 + 2, SVC, "Staging", "/a", 2.0, 1, 200)])
-    assert len(statements) == 1 and statements[0].startswith("INSERT INTO samples SELECT")
-    # A run not listed yet is listed with its rows, also beside a listed one.
+    for second in (2, 1):
+        store.add_samples([("r1", T0 + second, SVC, "Staging", "/a", float(second), 1, 200)])
+        assert len(statements) == 1 and statements[0].startswith("INSERT INTO sample_batches")
+        statements.clear()
+    # Rows of two runs: a batch each, in one transaction.
     store.add_samples(
         [
             ("r1", T0 + 3, SVC, "Staging", "/a", 3.0, 1, 200),
             ("r2", T0 + 3, SVC, "Production", "/a", 4.0, 1, 200),
         ]
     )
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert _rows(db_path, "SELECT run_id, seq, n FROM sample_batches ORDER BY run_id, seq") == [
+        ("r1", 0, 1),
+        ("r1", 1, 1),
+        ("r1", 2, 1),
+        ("r2", 0, 1),
+    ]
     assert store.samples(SVC, "Production", T0, T0 + 10).latency_ms.tolist() == [4.0]
-    with SqliteStore(db_path) as other:  # what another connection reads
+    with SqliteStore(db_path) as other:  # what another connection reads: in time order
         assert other.samples(SVC, "Staging", T0, T0 + 10).latency_ms.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_add_samples_stores_every_value_exactly(store: SqliteStore) -> None:
-    # One JSON array per batch: floats must come back bit for bit, odd names as written, and
-    # values JSON cannot say (infinity) still go in, by the row-by-row path.
+    # Floats come back bit for bit, odd names as written, an infinite latency too.
     rows = [
         ("r1", T0 + k / 7.0, SVC, "Staging", name, latency, ok, status)
         for k, (name, latency, ok, status) in enumerate(
@@ -255,19 +262,17 @@ def test_add_samples_stores_every_value_exactly(store: SqliteStore) -> None:
             ]
         )
     ]
-    store.add_samples(rows)
+    store.add_samples(list(reversed(rows)))  # in any order: a batch is sorted by time
     store.add_samples([("r1", T0 + 9, SVC, "Staging", "/slow", math.inf, 0, 0)])
-    with pytest.raises(StoreError, match="NOT NULL"):  # SQLite binds NaN as NULL
-        store.add_samples([("r1", T0 + 10, SVC, "Staging", "/nan", math.nan, 0, 0)])
-    got = (
-        sqlite3.connect(store.path)
-        .execute(
-            "SELECT run_id, ts, service, env, endpoint, latency_ms, success, status_code "
-            "FROM samples ORDER BY ts"
-        )
-        .fetchall()
-    )
-    assert got == [*rows, ("r1", T0 + 9, SVC, "Staging", "/slow", math.inf, 0, 0)]
+    for _ in ("batches", "chunks"):
+        got = store.samples(SVC, "Staging", T0, T0 + 10)
+        assert list(
+            zip(got.ts.tolist(), got.endpoint, got.latency_ms.tolist(), got.success.tolist(), strict=True)
+        ) == [
+            *((ts, name, latency, bool(ok)) for _, ts, _, _, name, latency, ok, _ in rows),
+            (T0 + 9, "/slow", math.inf, False),
+        ]
+        store.compact_run("r1")  # the second read: from the chunks
 
 
 # ---------------------------------------------------------------------------- gates and verdicts
@@ -524,6 +529,42 @@ def test_store_of_the_first_release_migrates(v1_store: Path) -> None:
     assert _rows(v1_store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+def test_a_version_5_store_keeps_the_samples_of_its_runs(tmp_path: Path) -> None:
+    """Version 6 stores a running load's samples as batches: the rows of a run not compacted
+    (a pytest that died during its load) become batches, in time order; a compacted run's
+    rows go (its chunks hold what is read); ``samples`` and ``sample_runs`` go."""
+    rows = [
+        ("live", T0 + k / 4, SVC, "Staging", f"/{k % 3}", 10.0 + k, int(k % 5 != 0), 200) for k in range(40)
+    ]
+    rows.append(("done", T0, SVC, "Production", "/", 1.0, 1, 200))
+    path = tmp_path / "v5.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for version, step in enumerate(migrations.MIGRATIONS[:5]):
+            step(db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", reversed(rows))
+        db.execute("INSERT INTO sample_runs SELECT DISTINCT run_id, service, env FROM samples")
+        db.execute(
+            "INSERT INTO sample_chunks VALUES ('done', 0, ?, 'Production', ?, ?, 1, 0, '[\"/\"]', '[[1, 0]]', "
+            "?, ?, ?, ?)",
+            (SVC, T0, T0, struct.pack("<d", T0), struct.pack("<i", 0), b"\x01", struct.pack("<d", 1.0)),
+        )
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.run_counts("live") == (40, 8)
+        got = store.samples(SVC, "Staging", T0, T0 + 100)
+        assert got.ts.tolist() == [T0 + k / 4 for k in range(40)]
+        assert got.latency_ms.tolist() == [10.0 + k for k in range(40)]
+        assert got.endpoint == [f"/{k % 3}" for k in range(40)]
+        assert store.endpoint_counts("live", skip_s=5.0) == {"/0": 7, "/1": 6, "/2": 7}  # k >= 20
+        assert store.samples(SVC, "Production", T0, T0).latency_ms.tolist() == [1.0]
+        assert store.compact_run("live") == 40
+        assert store.samples(SVC, "Staging", T0, T0 + 100).ts.tolist() == got.ts.tolist()
+    tables = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "sample_batches" in tables and not tables & {"samples", "sample_runs"}
+    assert _rows(path, "SELECT run_id, seq, n FROM sample_batches") == [("live", 0, 40)]
+
+
 def test_a_failed_migration_leaves_the_store_as_it_was(
     v1_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -676,10 +717,10 @@ def test_capture_stores_exact_latency_and_success(db_path: Path, store: SqliteSt
     assert capture.buffer == []
     assert piped.drain()  # through the pipe to the writer thread, which stores it
     assert capture.captured == 3 and piped.writer.written == 3
-    assert _rows(db_path) == [
-        ("run-1", T0 + 0.125, SVC, "Staging", "/api/invoke", 12.3456, 1, 200),
-        ("run-1", T0 + 0.5, SVC, "Staging", "/api/invoke", 250.0000001, 0, 500),
-        ("run-1", T0 + 0.75, SVC, "Staging", "/api/health", 3.0, 0, 0),
+    assert stored_rows(db_path) == [
+        ("run-1", T0 + 0.125, SVC, "Staging", "/api/invoke", 12.3456, 1),
+        ("run-1", T0 + 0.5, SVC, "Staging", "/api/invoke", 250.0000001, 0),
+        ("run-1", T0 + 0.75, SVC, "Staging", "/api/health", 3.0, 0),
     ]
     assert store.run_counts("run-1") == (3, 2)
     capture.flush()  # nothing buffered: nothing written
@@ -698,7 +739,7 @@ def test_capture_stores_a_name_that_is_a_str_subclass(db_path: Path, store: Sqli
     piped = Piped(store.path, "run-1", SVC, "Staging")
     _fire(piped.capture, Endpoint.INVOKE, 4.0, T0, 200)
     assert piped.close()
-    assert _rows(db_path) == [("run-1", T0, SVC, "Staging", "/api/invoke", 4.0, 1, 200)]
+    assert stored_rows(db_path) == [("run-1", T0, SVC, "Staging", "/api/invoke", 4.0, 1)]
 
 
 @pytest.mark.usefixtures("no_auto_flush")
@@ -796,7 +837,7 @@ def test_install_from_environment(db_path: Path, monkeypatch: pytest.MonkeyPatch
         events.quitting.listeners[0](environment=None)  # waits until the runner read the rows
         assert installed.finish()  # at exit: the end mark, and the stream ends
         assert receiver.close()
-        assert _rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1, 200)]
+        assert stored_rows(db_path) == [("run-9", T0, SVC, "Production", "/", 1.5, 1)]
     finally:
         installed.close()
         if installed.sender is not None:

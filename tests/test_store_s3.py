@@ -160,7 +160,7 @@ def test_the_upload_is_self_contained(s3: Any, tmp_path: Path) -> None:
     keep_open.close()
     with stored(s3, tmp_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        assert db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 500
+        assert db.execute("SELECT SUM(n) FROM sample_batches").fetchone()[0] == 500
 
 
 # --------------------------------------------------------------------------- two writers at once
@@ -183,7 +183,7 @@ def test_two_gates_saving_at_once_keep_each_others_history(s3: Any, tmp_path: Pa
     assert production.save() == f"store saved to {URL}, merged with 1 newer version(s) written meanwhile"
     assert gates_in(s3, tmp_path) == {"g0": "pass", "g-staging": "violation", "g-production": "pass"}
     with stored(s3, tmp_path) as db:
-        per_run = dict(db.execute("SELECT run_id, COUNT(*) FROM samples GROUP BY run_id").fetchall())
+        per_run = dict(db.execute("SELECT run_id, SUM(n) FROM sample_batches GROUP BY run_id").fetchall())
         blocks = {row[0] for row in db.execute("SELECT run_id FROM sample_chunks")}
     assert per_run == {"run-g0": 3, "run-g-staging": 3, "run-g-production": 7}
     assert blocks == set(per_run)
@@ -207,7 +207,7 @@ def test_a_collection_saved_after_another_writer_leaves_no_collected_samples(s3:
     assert collecting.save() == f"store saved to {URL}, merged with 1 newer version(s) written meanwhile"
     with stored(s3, tmp_path) as db:
         chunks = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM sample_chunks")}
-        rows = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM samples")}
+        rows = {row[0] for row in db.execute("SELECT DISTINCT run_id FROM sample_batches")}
         collected = dict(db.execute("SELECT run_id, samples_collected_at IS NOT NULL FROM runs").fetchall())
     assert chunks | rows == {"run-g1", "run-g2"}
     assert collected == {"run-g0": 1, "run-g1": 0, "run-g2": 0}
@@ -269,7 +269,7 @@ def test_merging_twice_adds_nothing_twice(tmp_path: Path) -> None:
     assert merge_changes(target, base=base, ours=ours) > 0
     merge_changes(target, base=base, ours=ours)
     with sqlite3.connect(target) as db:
-        counts = dict(db.execute("SELECT run_id, COUNT(*) FROM samples GROUP BY run_id").fetchall())
+        counts = dict(db.execute("SELECT run_id, SUM(n) FROM sample_batches GROUP BY run_id").fetchall())
         assert counts == {"run-g0": 3, "run-g1": 3, "run-g2": 3}
         assert db.execute("SELECT COUNT(*) FROM gates").fetchone()[0] == 3
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.stored import stored_count
+
 
 def when_stored(
     db: Path, env: str, count: int, action: Callable[[], None], timeout_s: float = 120.0
@@ -20,8 +22,7 @@ def when_stored(
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                with sqlite3.connect(db, timeout=1) as conn:
-                    (stored,) = conn.execute("SELECT COUNT(*) FROM samples WHERE env = ?", (env,)).fetchone()
+                stored = stored_count(db, env)
             except sqlite3.Error:
                 stored = 0
             if stored >= count:

@@ -1,6 +1,6 @@
 """Samples as columns: the ``SampleColumns`` of a window, the chunks a finished run is stored in,
 the per-second aggregates that outlive them, and counts per time bin. numpy only, imported
-lazily: the Locust process, which only inserts rows, never loads numpy.
+lazily: the Locust process, which only sends rows, never loads numpy.
 
 A chunk holds at most :data:`CHUNK_SAMPLES` samples of one run in time order, so reading a run
 column by column never needs more memory than one chunk, however long the run was.
@@ -184,7 +184,8 @@ def single_bin(t_min: float, t_max: float, edges: Any) -> int | None:
 
 @dataclass(frozen=True)
 class ChunkInfo:
-    """A stored chunk's place and totals, without its columns."""
+    """A stored chunk's place and totals, without its columns: a finished run's chunk, or a
+    running one's batch (``live``), which has the same columns."""
 
     run_id: str
     seq: int
@@ -194,6 +195,7 @@ class ChunkInfo:
     failures: int
     names: tuple[str, ...]
     counts: list[list[int]]
+    live: bool = False
 
     def inside(self, start: float, end: float) -> bool:
         return start <= self.t_min and self.t_max <= end

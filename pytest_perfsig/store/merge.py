@@ -4,9 +4,8 @@ A session that works on a copy of the store (``store.s3``) keeps the file as it 
 *base*). When another writer saved a newer file meanwhile, the rows this session added or changed
 (its copy minus the base) are written into the newer file:
 
-- tables with a primary key: every row of ours that is not identical in the base replaces the
-  row with the same key (new rows are added; a row both sides changed keeps ours);
-- ``samples`` (no key): the rows of runs the base did not have, unless the newer file has them;
+- every table has a primary key: every row of ours that is not identical in the base replaces
+  the row with the same key (new rows are added; a row both sides changed keeps ours);
 - the raw samples of a run this session collected (``perfsig gc``: ``samples_collected_at``
   set) are deleted from the newer file too, so that no run says "collected" and keeps them.
 
@@ -24,10 +23,8 @@ from pathlib import Path
 from ..errors import StoreError
 from .database import Database
 
-# Tables without a primary key, and the column naming the run (hence the session) a row belongs to.
-GROUPED = {"samples": "run_id"}
 # Where a run's raw samples are: gone from the newer file once this session collected them.
-RAW_SAMPLES = ("samples", "sample_chunks", "sample_runs")
+RAW_SAMPLES = ("sample_batches", "sample_chunks")
 FILES = ("main", "ours", "base")
 
 
@@ -96,18 +93,10 @@ def merge_changes(target: Path, *, base: Path, ours: Path) -> int:
 
 
 def _merge_table(db: sqlite3.Connection, table: str, columns: list[tuple[str, int]]) -> None:
+    if not any(pk for _, pk in columns):
+        raise StoreError(f"table {table} has no primary key: its rows cannot be merged")
     names = ", ".join(name for name, _ in columns)
-    if any(pk for _, pk in columns):
-        db.execute(
-            f"INSERT OR REPLACE INTO main.{table} ({names}) "
-            f"SELECT {names} FROM ours.{table} EXCEPT SELECT {names} FROM base.{table}"
-        )
-        return
-    group = GROUPED.get(table)
-    if group is None:
-        raise StoreError(f"table {table} has no primary key and no owner column: its rows cannot be merged")
     db.execute(
-        f"INSERT INTO main.{table} ({names}) SELECT {names} FROM ours.{table} "
-        f"WHERE {group} NOT IN (SELECT {group} FROM base.{table}) "
-        f"AND {group} NOT IN (SELECT {group} FROM main.{table})"
+        f"INSERT OR REPLACE INTO main.{table} ({names}) "
+        f"SELECT {names} FROM ours.{table} EXCEPT SELECT {names} FROM base.{table}"
     )

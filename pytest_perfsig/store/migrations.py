@@ -23,6 +23,9 @@ bounded size (``sample_chunks``, replacing one block per run), each run keeps pe
 aggregates (``sample_seconds``) that outlive its raw samples, runs record how many samples the
 capture dropped and when their raw samples were collected, and pinned baseline runs are kept
 in ``pins``.
+
+Version 6: a running load's samples are column batches (``sample_batches``, one per write of the
+capture, laid out like the chunks), not one indexed row each (``samples``, ``sample_runs``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .migration_v5 import chunked_samples_and_retention
+from .migration_v6 import column_batches
 
 # ---------------------------------------------------------------------------- version 1
 
@@ -345,6 +349,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _request_fences,
     _remediation_leases,
     chunked_samples_and_retention,
+    column_batches,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,4 +1,4 @@
-"""Retention: ``perfsig gc`` deletes the raw samples (rows and chunks) of old runs and keeps
+"""Retention: ``perfsig gc`` deletes the raw samples (batches and chunks) of old runs and keeps
 their gates, verdicts and per-second aggregates, so history and reports go on working; pins
 keep a baseline run whole; and the store's size per raw sample.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
-from .columns import SampleColumns, columns_of_rows
+from .columns import SampleColumns
 from .samples import SampleTables
 
 AUTO_VACUUM_INCREMENTAL = 2
@@ -27,7 +27,7 @@ class StoreUsage:
     """How big the store file is for the raw samples it holds."""
 
     bytes: int  # the database file and its WAL
-    samples: int  # raw samples held: chunks of compacted runs, rows of the others
+    samples: int  # raw samples held: chunks of compacted runs, batches of the others
     runs_with_samples: int
     runs_collected: int  # runs whose raw samples were collected (aggregates kept)
 
@@ -83,12 +83,13 @@ class RetentionTables(SampleTables):
             "SELECT COUNT(DISTINCT run_id), COALESCE(SUM(n), 0) FROM sample_chunks"
         )
         live = self._query(
-            "SELECT run_id FROM sample_runs WHERE run_id NOT IN (SELECT run_id FROM sample_chunks)"
+            "SELECT DISTINCT run_id FROM sample_batches "
+            "WHERE run_id NOT IN (SELECT run_id FROM sample_chunks)"
         )
-        in_rows = sum(self.run_counts(str(run_id))[0] for (run_id,) in live)
+        in_batches = sum(self.run_counts(str(run_id))[0] for (run_id,) in live)
         ((collected,),) = self._query("SELECT COUNT(*) FROM runs WHERE samples_collected_at IS NOT NULL")
         return StoreUsage(
-            self.store_bytes(), int(in_chunks) + in_rows, int(chunked) + len(live), int(collected)
+            self.store_bytes(), int(in_chunks) + in_batches, int(chunked) + len(live), int(collected)
         )
 
     # ------------------------------------------------------------------ collection
@@ -175,20 +176,17 @@ class RetentionTables(SampleTables):
             ).fetchone()
             if not has_seconds:
                 self._aggregate(db, run_id)
-            db.execute("DELETE FROM samples WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM sample_batches WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM sample_chunks WHERE run_id = ?", (run_id,))
-            db.execute("DELETE FROM sample_runs WHERE run_id = ?", (run_id,))
             db.execute("UPDATE runs SET samples_collected_at = ? WHERE run_id = ?", (now, run_id))
         self._forget_live(run_id)
 
     def _aggregate(self, db: sqlite3.Connection, run_id: str) -> None:
-        run = self.run(run_id)
-        if run is None:
-            return
+        """Per-second aggregates of a run that has none: its chunks, or its batches (a run that
+        was never compacted, such as one whose pytest died during the load)."""
         import numpy as np
 
-        chunks = list(self._chunks(run.service, run.env, float("-inf"), float("inf"), [run_id], None))
-        for chunk in chunks:
+        for chunk in self._run_chunks(run_id):
             columns = self._chunk_columns(chunk, ("ts", "latency_ms", "success"))
             no_codes = np.zeros(chunk.n, dtype=np.int32)  # per-second aggregates span endpoints
             self._add_seconds(
@@ -196,10 +194,6 @@ class RetentionTables(SampleTables):
                 run_id,
                 SampleColumns(columns["ts"], columns["latency_ms"], columns["success"], no_codes, ()),
             )
-        if not chunks:
-            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
-            for rows in self._stream(sql + "WHERE run_id = ? ORDER BY ts", (run_id,)):
-                self._add_seconds(db, run_id, columns_of_rows(rows))
 
     def _vacuum(self) -> None:
         """Give freed pages back: incremental once the file allows it (the first collection

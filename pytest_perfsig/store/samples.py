@@ -1,10 +1,12 @@
-"""The raw samples of load runs (``runs``): one row per request while a run goes on (written by the
-Locust process's capture, WAL mode, so pytest reads progress at the same time), and column
-chunks once it has finished, which is what analysis reads (``columns``).
+"""The raw samples of load runs (``runs``), as column chunks: while a run goes on, one batch per
+write of the capture (``sample_batches``, sorted by time within itself; WAL mode, so pytest reads
+progress at the same time), and once it has finished, chunks of at most CHUNK_SAMPLES in time
+order (``sample_chunks``), which is what analysis of finished runs reads.
 
-Reads stream chunk by chunk and load only the columns a question needs: a latency read holds
-the latencies of its window, a count holds one number per time bin, so judging a long run
-needs no more memory than its largest window's values.
+Both tables have the same columns, and every read goes through one listing of both (a run's
+batches count until its chunks exist): reads stream chunk by chunk and load only the columns a
+question needs, so a latency read holds the latencies of its window, a count holds one number per
+time bin, and judging a long run needs no more memory than its largest window's values.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from ..errors import StoreError
@@ -32,50 +36,75 @@ from .columns import (
 from .runs import RunRecord, RunTables
 
 SampleRow = tuple[str, float, str, str, str, float, int, int]
-"""(run_id, ts, service, env, endpoint, latency_ms, success, status_code)"""
+"""(run_id, ts, service, env, endpoint, latency_ms, success, status_code): one request as the
+capture sends it (the status code is not stored)."""
 
 
 __all__ = ["SampleColumns", "SampleRow", "SampleTables", "SecondRow", "concat_columns"]
 
+CHUNK_TABLES = ("sample_chunks", "sample_batches")
+"""Where a chunk lives: a finished run's chunks, a running one's batches (``ChunkInfo.live``)."""
+_CHUNK_FIELDS = "run_id, seq, t_min, t_max, n, failures, endpoint_names, endpoint_counts"
+_ADD_BATCH = (
+    "INSERT INTO sample_batches (run_id, seq, service, env, t_min, t_max, n, failures, endpoint_names, "
+    "endpoint_counts, ts, endpoint_codes, success, latency_ms) VALUES (?, "
+    "(SELECT COALESCE(MAX(seq) + 1, 0) FROM sample_batches WHERE run_id = ?), "
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_BATCH_FIELDS = (
+    "t_min",
+    "t_max",
+    "n",
+    "failures",
+    "endpoint_names",
+    "endpoint_counts",
+    "ts",
+    "endpoint_codes",
+    "success",
+    "latency_ms",
+)
+_RUN_KEY = itemgetter(0, 2, 3)  # of a SampleRow: run_id, service, env
 
-_FIELDS = ", ".join(f"value->>{i}" for i in range(8))  # of a SampleRow, in column order
-INSERT_JSON_ROWS = f"INSERT INTO samples SELECT {_FIELDS} FROM json_each(?)"
+
+def _by_time(row: tuple[Any, ...]) -> float:
+    # None sorts (and is then refused) instead of breaking the sort
+    return float("nan") if row[0] is None else float(row[0])
 
 
 class SampleTables(RunTables):
-    """The ``samples``, ``sample_runs``, ``sample_chunks`` and ``sample_seconds`` tables (and,
-    from :class:`RunTables`, the ``runs`` they belong to)."""
+    """The ``sample_batches``, ``sample_chunks`` and ``sample_seconds`` tables (and, from
+    :class:`RunTables`, the ``runs`` they belong to)."""
 
-    # ------------------------------------------------------------------ rows and counts
+    # ------------------------------------------------------------------ batches and counts
 
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
-        """Store rows as one JSON array, which SQLite inserts without the GIL: ``executemany``
-        takes it back per row, and beside a busy thread crawls (bench/sample_insert.py).
+        """Store rows as one batch per run (at most CHUNK_SAMPLES each), its columns sorted by
+        time: one statement, numbered after the run's last batch by the insert itself, so
+        writers never need to know each other. All or nothing: a row without a start time or a
+        latency (None, NaN) refuses the whole call."""
+        import numpy as np
 
-        Rows of runs this connection has already listed in ``sample_runs`` (every batch of a
-        capture but its first) go in as that one statement alone, without BEGIN, the listing
-        and COMMIT: a quarter of the calls into SQLite, each a turn with the GIL."""
-        rows = list(rows)
-        try:
-            batch = json.dumps(rows, allow_nan=False)
-        except ValueError:  # infinity: JSON has no word for it
-            batch = ""
-        runs = {(row[0], row[2], row[3]) for row in rows}  # before the write lock is taken
-        listed: set[tuple[str, str, str]] = self.__dict__.setdefault("_listed_runs", set())
-        if batch and runs <= listed:
-            self._statement(INSERT_JSON_ROWS, (batch,))
+        batches = []
+        for (run_id, service, env), group in groupby(sorted(rows, key=_RUN_KEY), key=_RUN_KEY):
+            ordered = sorted(((r[1], r[5], r[6], r[4]) for r in group), key=_by_time)
+            for at in range(0, len(ordered), CHUNK_SAMPLES):
+                columns = columns_of_rows(ordered[at : at + CHUNK_SAMPLES])
+                if np.isnan(columns.latency_ms).any() or not np.isfinite(columns.ts).all():
+                    raise StoreError(
+                        f"store {self.path}: samples of run {run_id} without a start time or latency "
+                        "(None or NaN): none of these samples were stored"
+                    )
+                values = chunk_values(columns)
+                batches.append((run_id, run_id, service, env, *(values[name] for name in _BATCH_FIELDS)))
+        if len(batches) == 1:  # what a capture writes: one statement, no BEGIN and COMMIT around it
+            self._statement(_ADD_BATCH, batches[0])
             return
         with self._transaction() as db:
-            if batch:
-                db.execute(INSERT_JSON_ROWS, (batch,))
-            else:
-                db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            db.executemany("INSERT OR IGNORE INTO sample_runs VALUES (?, ?, ?)", runs)
-        listed |= runs
+            db.executemany(_ADD_BATCH, batches)
 
     def run_counts(self, run_id: str) -> tuple[int, int]:
         """(requests, failures) stored so far for a run: from its chunks once compacted, its
-        per-second aggregates once its raw samples are collected, its rows while it runs."""
+        per-second aggregates once its raw samples are collected, its batches while it runs."""
         for table, requests in (("sample_chunks", "n"), ("sample_seconds", "requests")):
             (found, total, failed), *_ = self._query(
                 f"SELECT COUNT(*), COALESCE(SUM({requests}), 0), COALESCE(SUM(failures), 0) "
@@ -87,40 +116,51 @@ class SampleTables(RunTables):
         return self._live_counts(run_id)
 
     def _live_counts(self, run_id: str) -> tuple[int, int]:
-        # Rows only ever get larger rowids while a run is written, so each call counts the
-        # rows added since the last one: progress stays cheap over an hour-long run.
+        # Batches only ever get larger numbers while a run is written, so each call adds the
+        # batches stored since the last one: progress stays cheap over an hour-long run.
         live: dict[str, tuple[int, int, int]] = self.__dict__.setdefault("_live", {})
-        seen, total, failed = live.get(run_id, (0, 0, 0))
-        ((top,),) = self._query("SELECT COALESCE(MAX(rowid), 0) FROM samples")
-        ((added, added_failed),) = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(1 - success), 0) FROM samples "
-            "WHERE rowid > ? AND rowid <= ? AND +run_id = ?",
-            (seen, top, run_id),
+        seen, total, failed = live.get(run_id, (-1, 0, 0))
+        ((top, added, added_failed),) = self._query(
+            "SELECT MAX(seq), COALESCE(SUM(n), 0), COALESCE(SUM(failures), 0) FROM sample_batches "
+            "WHERE run_id = ? AND seq > ?",
+            (run_id, seen),
         )
-        live[run_id] = (max(seen, int(top)), total + int(added), failed + int(added_failed))
-        return live[run_id][1], live[run_id][2]
+        if top is not None:
+            live[run_id] = (int(top), total + int(added), failed + int(added_failed))
+        return live.get(run_id, (seen, total, failed))[1:]
 
     def _forget_live(self, run_id: str) -> None:
-        """Forget what this connection keeps about a run whose rows were compacted or collected."""
+        """Forget what this connection keeps about a run whose batches were compacted or collected."""
         self.__dict__.get("_live", {}).pop(run_id, None)
-        listed: set[tuple[str, str, str]] = self.__dict__.get("_listed_runs", set())
-        listed -= {run for run in listed if run[0] == run_id}
 
     def endpoint_counts(self, run_id: str, skip_s: float = 0.0) -> dict[str, int]:
         """Samples stored so far per endpoint, leaving out the run's first ``skip_s`` seconds."""
-        rows = self._query(
-            "SELECT endpoint, COUNT(*) FROM samples WHERE run_id = ? "
-            "AND ts >= (SELECT MIN(ts) FROM samples WHERE run_id = ?) + ? GROUP BY endpoint",
-            (run_id, run_id, skip_s),
-        )
-        return {str(endpoint): int(count) for endpoint, count in rows}
+        import numpy as np
+
+        chunks = self._run_chunks(run_id)
+        if not chunks:
+            return {}
+        cutoff = min(chunk.t_min for chunk in chunks) + skip_s
+        counts: dict[str, int] = {}
+        for chunk in chunks:
+            if chunk.t_max < cutoff:
+                continue
+            if chunk.t_min >= cutoff:
+                per_name = [int(requests) for requests, _ in chunk.counts]
+            else:
+                columns = self._chunk_columns(chunk, ("ts", "endpoint_codes"))
+                kept = columns["endpoint_codes"][columns["ts"] >= cutoff]
+                per_name = np.bincount(kept, minlength=len(chunk.names)).tolist()
+            for name, count in zip(chunk.names, per_name, strict=True):
+                counts[name] = counts.get(name, 0) + int(count)
+        return {name: count for name, count in counts.items() if count}
 
     def run_window(self, run_id: str) -> tuple[float, float] | None:
         """First and last request start time of a run."""
         for sql in (
             "SELECT MIN(t_min), MAX(t_max) FROM sample_chunks WHERE run_id = ?",
             "SELECT MIN(ts_min), MAX(ts_max) FROM sample_seconds WHERE run_id = ?",
-            "SELECT MIN(ts), MAX(ts) FROM samples WHERE run_id = ?",
+            "SELECT MIN(t_min), MAX(t_max) FROM sample_batches WHERE run_id = ?",
         ):
             ((first, last),) = self._query(sql, (run_id,))
             if first is not None:
@@ -155,7 +195,6 @@ class SampleTables(RunTables):
                     chunk.names,
                 )
             )
-        parts.extend(self._row_parts(service, env, start, end, run_ids, endpoint))
         found = concat_columns(parts)
         if endpoint is not None and found.endpoint_names not in ((), (endpoint,)):
             found = found.only(endpoint)
@@ -200,8 +239,7 @@ class SampleTables(RunTables):
                 values = values[columns["endpoint_codes"][cut] == chunk.names.index(str(endpoint))]
             out[filled : filled + values.size] = values
             filled += values.size
-        rows = [part.latency_ms for part in self._row_parts(service, env, start, end, run_ids, endpoint)]
-        return np.concatenate([out[:filled], *rows]) if rows else out[:filled]
+        return out[:filled]
 
     def counts(
         self,
@@ -236,10 +274,6 @@ class SampleTables(RunTables):
             total, failed = bin_counts(ts, ~ok, edges)
             requests += total
             failures += failed
-        for part in self._row_parts(service, env, start, end, run_ids, endpoint):
-            total, failed = bin_counts(part.ts, ~part.success, edges)
-            requests += total
-            failures += failed
         return requests, failures
 
     def run_seconds(self, run_id: str) -> list[SecondRow]:
@@ -272,85 +306,59 @@ class SampleTables(RunTables):
         run_ids: Sequence[str] | None,
         endpoint: str | None,
     ) -> Iterator[ChunkInfo]:
-        """The chunks overlapping [start, end] that hold ``endpoint`` (any, for None)."""
+        """The chunks overlapping [start, end] that hold ``endpoint`` (any, for None): those of
+        finished runs, and the batches of runs not compacted yet, listed in one statement (so a
+        compaction that commits meanwhile never shows a run twice, or not at all)."""
         runs_filter = "" if run_ids is None else f" AND run_id IN ({', '.join('?' * len(run_ids))})"
+        where = f"WHERE service = ? AND env = ? AND t_max >= ? AND t_min <= ?{runs_filter}"
+        params = [service, env, start, end, *(run_ids or [])]
         rows = self._query(
-            "SELECT run_id, seq, t_min, t_max, n, failures, endpoint_names, endpoint_counts "
-            f"FROM sample_chunks WHERE service = ? AND env = ? AND t_max >= ? AND t_min <= ?{runs_filter} "
-            "ORDER BY t_min, run_id, seq",
-            [service, env, start, end, *(run_ids or [])],
+            f"SELECT 0, {_CHUNK_FIELDS} FROM sample_chunks {where} UNION ALL "
+            f"SELECT 1, {_CHUNK_FIELDS} FROM sample_batches {where} "
+            "AND run_id NOT IN (SELECT run_id FROM sample_chunks) ORDER BY 4, 2, 3",
+            params * 2,
         )
-        for run_id, seq, t_min, t_max, n, failures, names, counts in rows:
-            names_, counts_ = tuple(json.loads(names)), json.loads(counts)
-            chunk = ChunkInfo(run_id, seq, t_min, t_max, n, failures, names_, counts_)
+        for chunk in map(_chunk_info, rows):
             if endpoint is None or endpoint in chunk.names:
                 yield chunk
 
+    def _run_chunks(self, run_id: str) -> list[ChunkInfo]:
+        """Every chunk of one run: its compacted chunks, or while it has none, its batches."""
+        rows = self._query(
+            f"SELECT 0, {_CHUNK_FIELDS} FROM sample_chunks WHERE run_id = ? UNION ALL "
+            f"SELECT 1, {_CHUNK_FIELDS} FROM sample_batches WHERE run_id = ? "
+            "AND run_id NOT IN (SELECT run_id FROM sample_chunks) ORDER BY 3",
+            (run_id, run_id),
+        )
+        return [_chunk_info(row) for row in rows]
+
     def _chunk_columns(self, chunk: ChunkInfo, names: Sequence[str]) -> dict[str, Any]:
-        ((*blobs,),) = self._query(
-            f"SELECT {', '.join(names)} FROM sample_chunks WHERE run_id = ? AND seq = ?",
+        found = self._query(
+            f"SELECT {', '.join(names)} FROM {CHUNK_TABLES[chunk.live]} WHERE run_id = ? AND seq = ?",
             (chunk.run_id, chunk.seq),
         )
-        return {name: decode(name, blob) for name, blob in zip(names, blobs, strict=True)}
-
-    def _row_parts(
-        self,
-        service: str,
-        env: str,
-        start: float,
-        end: float,
-        run_ids: Sequence[str] | None,
-        endpoint: str | None,
-    ) -> Iterator[SampleColumns]:
-        """Rows of runs not compacted yet (still running), run by run in time order, a chunk
-        at a time."""
-        sql = "SELECT run_id FROM sample_runs WHERE service = ? AND env = ? "
-        sql += "AND run_id NOT IN (SELECT run_id FROM sample_chunks)"
-        live = [str(run_id) for (run_id,) in self._query(sql, (service, env))]
-        for run_id in live if run_ids is None else [r for r in live if r in run_ids]:
-            params: list[Any] = [run_id, service, env, start, end]
-            sql = "SELECT ts, latency_ms, success, endpoint FROM samples INDEXED BY samples_by_run_ts "
-            sql += "WHERE run_id = ? AND service = ? AND env = ? AND ts >= ? AND ts <= ?"
-            if endpoint is not None:
-                sql += " AND endpoint = ?"
-                params.append(endpoint)
-            for rows in self._stream(sql + " ORDER BY ts", params):
-                yield columns_of_rows(rows)
-
-    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[list[Any]]:
-        """The result of a query in lists of at most CHUNK_SAMPLES rows."""
-        try:
-            cursor = self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
-        try:
-            while True:
-                try:
-                    rows = cursor.fetchmany(CHUNK_SAMPLES)
-                except sqlite3.Error as exc:
-                    raise StoreError(f"store {self.path}: {exc}") from exc
-                if not rows:
-                    return
-                yield rows
-        finally:
-            cursor.close()
+        if not found:  # collected (``perfsig gc``) since it was listed
+            raise StoreError(f"store {self.path}: the samples of run {chunk.run_id} were deleted while read")
+        return {name: decode(name, blob) for name, blob in zip(names, found[0], strict=True)}
 
     # ------------------------------------------------------------------ compaction
 
     def compact_run(self, run_id: str) -> int:
-        """Store a finished run's samples as column chunks with per-second aggregates (the
-        rows stay until ``perfsig gc`` collects the run); returns how many samples."""
-        first = self._query("SELECT service, env FROM samples WHERE run_id = ? LIMIT 1", (run_id,))
-        if not first:
+        """Store a finished run's batches as chunks in time order, with per-second aggregates
+        (the batches stay until ``perfsig gc`` collects the run: a read that listed them still
+        finds them); returns how many samples."""
+        batches = self._query(
+            "SELECT seq, t_min, service, env FROM sample_batches WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        if not batches:
             return 0
-        service, env = first[0]
+        _, _, service, env = batches[0]
         total = 0
         with self._transaction() as db:
             db.execute("DELETE FROM sample_chunks WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM sample_seconds WHERE run_id = ?", (run_id,))
-            sql = "SELECT ts, latency_ms, success, endpoint FROM samples WHERE run_id = ? ORDER BY ts"
-            for seq, rows in enumerate(self._stream(sql, (run_id,))):
-                columns = columns_of_rows(rows)
+            parts = in_order(db, run_id, [(int(seq), float(t_min)) for seq, t_min, _, _ in batches])
+            for seq, columns in enumerate(parts):
                 self._write_chunk(db, run_id, seq, service, env, columns)
                 total += len(columns)
         self._forget_live(run_id)
@@ -379,3 +387,53 @@ class SampleTables(RunTables):
             "ts_max = MAX(ts_max, excluded.ts_max)",
             [(run_id, *second) for second in seconds_of(columns)],
         )
+
+
+def _chunk_info(row: Sequence[Any]) -> ChunkInfo:
+    live, run_id, seq, t_min, t_max, n, failures, names, counts = row
+    return ChunkInfo(
+        run_id, seq, t_min, t_max, n, failures, tuple(json.loads(names)), json.loads(counts), bool(live)
+    )
+
+
+_BATCH_COLUMNS = ("ts", "latency_ms", "success", "endpoint_codes")
+
+
+def in_order(
+    db: sqlite3.Connection, run_id: str, batches: Sequence[tuple[int, float]]
+) -> Iterator[SampleColumns]:
+    """A run's batches, (seq, t_min) in the order written, merged into time order, in parts of
+    CHUNK_SAMPLES (the last one smaller).
+
+    Each batch is sorted, and every sample of a later batch starts at or after the smallest
+    t_min of the batches still to come, so everything before that time is final. Batches
+    overlap only by the latency of the requests in flight at a write, so what is held at a
+    time is about two parts and that overlap; the merge runs once per part, not per batch."""
+    import numpy as np
+
+    later = [float("inf")] * (len(batches) + 1)  # later[i]: the smallest t_min of batches i...
+    for i in range(len(batches) - 1, -1, -1):
+        later[i] = min(batches[i][1], later[i + 1])
+    held: list[SampleColumns] = []
+    size = 0
+    for i, (seq, _) in enumerate(batches):
+        ((*blobs, names),) = db.execute(
+            "SELECT ts, latency_ms, success, endpoint_codes, endpoint_names FROM sample_batches "
+            "WHERE run_id = ? AND seq = ?",
+            (run_id, seq),
+        ).fetchall()
+        ts, latency, success, codes = (
+            decode(name, blob) for name, blob in zip(_BATCH_COLUMNS, blobs, strict=True)
+        )
+        held.append(SampleColumns(ts, latency, success, codes, tuple(json.loads(names))))
+        size += ts.size
+        last = i + 1 == len(batches)
+        if size < 2 * CHUNK_SAMPLES and not last:
+            continue
+        merged = concat_columns(held)
+        final = int(np.searchsorted(merged.ts, later[i + 1], side="left"))
+        whole = final if last else final - final % CHUNK_SAMPLES
+        for at in range(0, whole, CHUNK_SAMPLES):
+            yield merged.where(slice(at, min(whole, at + CHUNK_SAMPLES)))
+        rest = merged.where(slice(whole, None))
+        held, size = ([rest], len(rest)) if len(rest) else ([], 0)
