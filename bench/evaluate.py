@@ -67,7 +67,8 @@ def fill(store: SqliteStore, samples: int, start: float, duration: float, gate: 
         )
         for offset in range(0, per_env, 100_000):
             n = min(100_000, per_env - offset)
-            ts = start + np.sort(rng.random(n)) * duration
+            # In time order from batch to batch, as a capture writes them.
+            ts = start + (offset + np.sort(rng.random(n)) * n) * duration / per_env
             latency = rng.lognormal(2.0, 0.4, n)
             ok = rng.random(n) > 0.01
             names = np.array(ENDPOINTS)[rng.integers(0, 4, n)]

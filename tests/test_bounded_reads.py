@@ -82,6 +82,36 @@ def test_a_compacted_run_is_many_bounded_chunks(stores: tuple[SqliteStore, Sqlit
     assert chunks.run_window("run") == (times[0], times[-1])
 
 
+def test_batches_in_no_order_of_time_compact_into_time_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch spans the whole run (rows written in no order of time): nothing can go out
+    before the last batch, and the chunks still come out whole and in time order."""
+    monkeypatch.setattr(samples_module, "CHUNK_SAMPLES", 401)
+    order = np.random.default_rng(9).permutation(N)
+    with SqliteStore(tmp_path / "shuffled.db") as store:
+        for at in range(0, N, 250):
+            store.add_samples(
+                (
+                    "run",
+                    float(times[i]),
+                    SVC,
+                    "Staging",
+                    ENDPOINTS[codes[i]],
+                    float(latencies[i]),
+                    int(succeeded[i]),
+                    200,
+                )
+                for i in order[at : at + 250]
+            )
+        assert store.compact_run("run") == N
+        metas = list(store._chunks(SVC, "Staging", T0, T0 + 60, None, None))
+        assert [m.n for m in metas] == [401] * (N // 401) + [N % 401]
+        columns = [store._chunk_columns(m, ["ts", "latency_ms"]) for m in metas]
+    assert np.concatenate([c["ts"] for c in columns]).tolist() == times.tolist()
+    assert np.concatenate([c["latency_ms"] for c in columns]).tolist() == latencies.tolist()
+
+
 @pytest.mark.parametrize("endpoint", [None, "/a", "/missing"])
 @pytest.mark.parametrize(("start", "end"), [(T0, T0 + 60), (T0 + 7.3, T0 + 41.9), (times[100], times[4000])])
 def test_latencies_and_counts_are_those_of_every_sample(

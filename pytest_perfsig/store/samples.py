@@ -408,14 +408,16 @@ def in_order(
     Each batch is sorted, and every sample of a later batch starts at or after the smallest
     t_min of the batches still to come, so everything before that time is final. Batches
     overlap only by the latency of the requests in flight at a write, so what is held at a
-    time is about two parts and that overlap; the merge runs once per part, not per batch."""
+    time is about two parts and that overlap; the merge runs once per part, not per batch.
+    Batches that overlap far more (rows written in no order of time) are held until their
+    times let them go: correct, with more memory."""
     import numpy as np
 
     later = [float("inf")] * (len(batches) + 1)  # later[i]: the smallest t_min of batches i...
     for i in range(len(batches) - 1, -1, -1):
         later[i] = min(batches[i][1], later[i + 1])
     held: list[SampleColumns] = []
-    size = 0
+    size, threshold = 0, 2 * CHUNK_SAMPLES
     for i, (seq, _) in enumerate(batches):
         ((*blobs, names),) = db.execute(
             "SELECT ts, latency_ms, success, endpoint_codes, endpoint_names FROM sample_batches "
@@ -428,7 +430,7 @@ def in_order(
         held.append(SampleColumns(ts, latency, success, codes, tuple(json.loads(names))))
         size += ts.size
         last = i + 1 == len(batches)
-        if size < 2 * CHUNK_SAMPLES and not last:
+        if size < threshold and not last:
             continue
         merged = concat_columns(held)
         final = int(np.searchsorted(merged.ts, later[i + 1], side="left"))
@@ -437,3 +439,5 @@ def in_order(
             yield merged.where(slice(at, min(whole, at + CHUNK_SAMPLES)))
         rest = merged.where(slice(whole, None))
         held, size = ([rest], len(rest)) if len(rest) else ([], 0)
+        # A merge that let little go waits until twice as much is held: O(n log n) in all.
+        threshold = max(2 * CHUNK_SAMPLES, 2 * size)
