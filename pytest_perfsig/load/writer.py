@@ -8,7 +8,8 @@ runs every user: the hub only packs each batch and writes it to the pipe.
 The queue between the receiver and the writer thread is bounded: when the store falls behind
 (locked by another process) for longer than the queue lasts, samples are dropped, counted, and
 the count stored with the run; the gate then makes every check that reads the run an error
-(never a silent gap). On Linux the writer can run at idle priority while it keeps up (opt-in,
+(never a silent gap). Each write is one batch of columns (:meth:`SqliteStore.add_samples`). On
+Linux the writer can run at idle priority while it keeps up (opt-in,
 see :func:`_only_on_idle_cpu`).
 """
 
@@ -27,7 +28,7 @@ from .channel import Bounded
 
 ENV_PRIORITY = "PERFSIG_CAPTURE_PRIORITY"  # "idle": the writer at idle priority (opt-in)
 
-WRITE_ROWS = 1000  # rows per statement at most: fewer statements cost less CPU per row (bench/README.md)
+WRITE_ROWS = 1000  # samples per stored batch at most (one insert each: bench/sample_insert.py)
 POLL_S = 0.02  # the writer's sleep when the queue is empty
 RETRY_S = 0.2  # after a failed write (the store locked longer than its busy timeout)
 CLOSE_GRACE_S = 5.0  # beyond the store's busy timeout, for the last rows at the end

@@ -85,19 +85,23 @@ def concat_columns(parts: list[SampleColumns]) -> SampleColumns:
     )
 
 
-def columns_of_rows(rows: Sequence[tuple[float, float, int, str]]) -> SampleColumns:
-    """Rows (ts, latency_ms, success, endpoint), already in time order, as columns."""
+def sorted_columns(
+    ts: Sequence[Any], latency_ms: Sequence[Any], success: Sequence[Any], endpoints: Sequence[str]
+) -> SampleColumns:
+    """Samples given column by column, in any order, as SampleColumns sorted by time; endpoint
+    codes in the order the names first appear. A missing value (None) becomes NaN."""
     import numpy as np
 
-    ts, latency, success, endpoints = zip(*rows, strict=True)
-    index: dict[str, int] = {}
-    codes = [index.setdefault(name, len(index)) for name in endpoints]
+    names = tuple(dict.fromkeys(endpoints))  # first-seen order, at C speed
+    code = {name: index for index, name in enumerate(names)}
+    times = np.asarray(ts, dtype=np.float64)
+    order = np.argsort(times, kind="stable")
     return SampleColumns(
-        np.asarray(ts, dtype=np.float64),
-        np.asarray(latency, dtype=np.float64),
-        np.asarray(success, dtype=bool),
-        np.asarray(codes, dtype=np.int32),
-        tuple(index),
+        times[order],
+        np.asarray(latency_ms, dtype=np.float64)[order],
+        np.asarray(success, dtype=bool)[order],
+        np.fromiter(map(code.__getitem__, endpoints), dtype=np.int32, count=len(endpoints))[order],
+        names,
     )
 
 

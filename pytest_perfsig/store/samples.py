@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
 from ..errors import StoreError
@@ -26,11 +24,11 @@ from .columns import (
     SecondRow,
     bin_counts,
     chunk_values,
-    columns_of_rows,
     concat_columns,
     decode,
     seconds_of,
     single_bin,
+    sorted_columns,
     window_slice,
 )
 from .runs import RunRecord, RunTables
@@ -63,12 +61,6 @@ _BATCH_FIELDS = (
     "success",
     "latency_ms",
 )
-_RUN_KEY = itemgetter(0, 2, 3)  # of a SampleRow: run_id, service, env
-
-
-def _by_time(row: tuple[Any, ...]) -> float:
-    # None sorts (and is then refused) instead of breaking the sort
-    return float("nan") if row[0] is None else float(row[0])
 
 
 class SampleTables(RunTables):
@@ -84,11 +76,16 @@ class SampleTables(RunTables):
         latency (None, NaN) refuses the whole call."""
         import numpy as np
 
+        runs: dict[tuple[str, str, str], list[SampleRow]] = {}
+        for row in rows:
+            runs.setdefault((row[0], row[2], row[3]), []).append(row)
         batches = []
-        for (run_id, service, env), group in groupby(sorted(rows, key=_RUN_KEY), key=_RUN_KEY):
-            ordered = sorted(((r[1], r[5], r[6], r[4]) for r in group), key=_by_time)
-            for at in range(0, len(ordered), CHUNK_SAMPLES):
-                columns = columns_of_rows(ordered[at : at + CHUNK_SAMPLES])
+        for (run_id, service, env), run_rows in runs.items():
+            for at in range(0, len(run_rows), CHUNK_SAMPLES):
+                _, ts, _, _, endpoints, latency, success, _ = zip(
+                    *run_rows[at : at + CHUNK_SAMPLES], strict=True
+                )
+                columns = sorted_columns(ts, latency, success, endpoints)
                 if np.isnan(columns.latency_ms).any() or not np.isfinite(columns.ts).all():
                     raise StoreError(
                         f"store {self.path}: samples of run {run_id} without a start time or latency "
