@@ -44,8 +44,8 @@ the bench measures a shared machine, so run it when nothing else runs.
 
 What limits each ratio on a 2-core machine (figures: quiet runs, see bench/README.md):
 - the target and the generator share the 2 cores. One uvicorn worker is one core at most, and
-  so is one gevent Locust process (its hub thread runs every user, the request listeners and
-  the capture's SQLite writes). Per request, the app and Locust cost about the same CPU (about
+  so is one gevent Locust process (its hub thread runs every user and the request listeners,
+  the capture's among them). Per request, the app and Locust cost about the same CPU (about
   230 and 220 us), so in the tight runs both run near a full core each and the machine is full:
   ``locust`` and ``harness`` are bounded by the target and the generator together;
 - ``locust_vs_wrk``: wrk needs about 12 us of CPU per request, so the target gets a whole core
@@ -54,8 +54,10 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   machine, Locust's ~220 us per request (about 4,500 req/s per process) would be the limit;
 - ``harness_vs_locust`` and ``capture_overhead``: on Locust's hub the capture costs a listener
   call per request and, per batch of FLUSH_EVERY_ROWS = 500 (or every FLUSH_EVERY_S = 0.5 s),
-  packing it with ``marshal`` and one non-blocking write to the pipe; reading and storing it
-  (about 5 us of CPU per sample) happens in the runner's process, on whatever core is free.
+  packing it with ``marshal`` and one non-blocking write to the pipe (about 1.5 us of CPU per
+  request in all, in isolation); reading and storing it (one column batch per write, about
+  1 us per sample: bench/sample_insert.py) happens in the runner's process, on whatever core
+  is free, and the compaction after Locust's exit (outside every Locust rate) about 2 us more.
   The ``load`` CPU columns count both: the Locust processes and this process.
   Against a real service (think time, latency) the generator is mostly idle and the same
   capture costs no throughput; ``nocapture`` runs the same child without the capture and
@@ -66,15 +68,15 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   highest of the bench. A capture that stalled the hub (a SQLite write or checkpoint on it)
   would show here first: every request in flight during a stall waits for it;
 - ``processes2_vs_1``: ``--processes 2`` forks 2 workers plus a master (the master aggregates
-  stats and, with the capture, stores the workers' sample batches in SQLite). Two workers at
+  stats and, with the capture, sends the workers' sample batches on to the runner). Two workers at
   full speed want 2 cores; the target (a small fraction of a core at these rates: the
   ``target`` column) and the master want some too, so on 2 cores the ratio stays below 2 even
   with the generator as the bottleneck. The master's stats start before its workers spawn,
   which makes the processes2 rate about 3 % conservative (its ``run s`` is above the others').
   On N machines (``perfsig load-worker``) each worker brings its own cores and sends its
-  samples in batches to the master, which only writes SQLite (about 5 us of CPU per row for
-  the insert), so the rate grows roughly linearly with the workers until the target saturates,
-  or the master's one core does (on the order of 100,000 samples per second).
+  samples in batches to the master, which passes them on to the runner (which stores them at
+  about 1 us of CPU a sample), so the rate grows roughly linearly with the workers until the
+  target saturates, or the master's one core does.
 
     python bench/throughput.py [--users 20] [--duration 10] [--rounds 5] [--work-ms 2] [--retries 2]
                                [--only harness,locust,nocapture]
