@@ -112,6 +112,28 @@ def test_batches_in_no_order_of_time_compact_into_time_order(
     assert np.concatenate([c["latency_ms"] for c in columns]).tolist() == latencies.tolist()
 
 
+def test_a_request_that_hung_for_the_whole_run_holds_back_only_its_own_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request unanswered when the load stops is written last with its early start time:
+    the compaction still writes chunks as it goes, not after reading every batch."""
+    monkeypatch.setattr(samples_module, "CHUNK_SAMPLES", 100)
+    with SqliteStore(tmp_path / "straggler.db") as store:
+        for k in range(60):  # 60 writes of 50 samples, in time order
+            store.add_samples([("run", T0 + k + j / 50, SVC, "Staging", "/", 1.0, 1, 200) for j in range(50)])
+        store.add_samples([("run", T0 - 1, SVC, "Staging", "/", 61_000.0, 0, 0)])  # the hung request, last
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        assert store.compact_run("run") == 3001
+        store._db.set_trace_callback(None)
+        first_chunk = next(i for i, s in enumerate(statements) if s.startswith("INSERT INTO sample_chunks"))
+        read_before = [
+            s for s in statements[:first_chunk] if "FROM sample_batches WHERE run_id = 'run' AND seq" in s
+        ]
+        assert len(read_before) <= 6  # two chunks' worth of batches and the straggler's
+        assert store.samples(SVC, "Staging", T0 - 1, T0 + 60).latency_ms[0] == 61_000.0
+
+
 @pytest.mark.parametrize("endpoint", [None, "/a", "/missing"])
 @pytest.mark.parametrize(("start", "end"), [(T0, T0 + 60), (T0 + 7.3, T0 + 41.9), (times[100], times[4000])])
 def test_latencies_and_counts_are_those_of_every_sample(

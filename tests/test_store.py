@@ -214,6 +214,13 @@ def test_add_samples_is_atomic(db_path: Path, store: SqliteStore) -> None:
         with pytest.raises(StoreError, match=r"samples of run r1 without a start time or latency"):
             store.add_samples([good, good, bad])
         assert store.run_counts("r1") == (0, 0)
+    for bad in (
+        ("r1", T0, SVC, "Staging", None, 1.0, 1, 200),  # no endpoint
+        ("r1", T0, SVC, "Staging", "/a", 1.0, None, 200),  # no success flag: not a failure
+    ):
+        with pytest.raises(StoreError, match=r"samples of run r1 without an endpoint or success flag"):
+            store.add_samples([good, bad])
+        assert store.run_counts("r1") == (0, 0)
     # Rows of two runs are two batches, in one transaction: a bad row of one stores neither.
     with pytest.raises(StoreError, match="run r2"):
         store.add_samples([good, ("r2", T0, SVC, "Production", "/a", None, 1, 200)])

@@ -3,10 +3,12 @@ samples are stored as column batches.
 
 While a run goes on, each write of the capture is one row of ``sample_batches``, laid out like a
 finished run's chunks (``sample_chunks``) and sorted by time within itself: one insert per batch
-instead of an indexed insert per sample, in a fifth of the space, and every read of a window
+instead of an indexed insert per sample, in a fifth of the space (for batches of hundreds:
+a load of a few requests a second writes batches of a few samples, each a row), and every read of a window
 handles the batches of a running load the way it handles a finished run's chunks. The rows of
 ``samples`` become batches (runs not compacted yet) or go (compacted runs: their chunks hold
-every column that is read); ``samples`` and ``sample_runs`` are dropped.
+every column that is read); ``samples`` and ``sample_runs`` are dropped, and with them the
+status codes, which nothing read.
 
 Written against the schema of its time: later changes get a new migration, not an edit here.
 """

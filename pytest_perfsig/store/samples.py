@@ -72,8 +72,8 @@ class SampleTables(RunTables):
     def add_samples(self, rows: Iterable[SampleRow]) -> None:
         """Store rows as one batch per run (at most CHUNK_SAMPLES each), its columns sorted by
         time: one statement, numbered after the run's last batch by the insert itself, so
-        writers never need to know each other. All or nothing: a row without a start time or a
-        latency (None, NaN) refuses the whole call."""
+        writers never need to know each other. All or nothing: a row without a start time, a
+        latency (None, NaN), an endpoint or a success flag (None) refuses the whole call."""
         import numpy as np
 
         runs: dict[tuple[str, str, str], list[SampleRow]] = {}
@@ -85,6 +85,11 @@ class SampleTables(RunTables):
                 _, ts, _, _, endpoints, latency, success, _ = zip(
                     *run_rows[at : at + CHUNK_SAMPLES], strict=True
                 )
+                if None in endpoints or None in success:
+                    raise StoreError(
+                        f"store {self.path}: samples of run {run_id} without an endpoint or success "
+                        "flag (None): none of these samples were stored"
+                    )
                 columns = sorted_columns(ts, latency, success, endpoints)
                 if np.isnan(columns.latency_ms).any() or not np.isfinite(columns.ts).all():
                     raise StoreError(
@@ -344,14 +349,17 @@ class SampleTables(RunTables):
         """Store a finished run's batches as chunks in time order, with per-second aggregates
         (the batches stay until ``perfsig gc`` collects the run: a read that listed them still
         finds them); returns how many samples."""
-        batches = self._query(
-            "SELECT seq, t_min, service, env FROM sample_batches WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-        if not batches:
-            return 0
-        _, _, service, env = batches[0]
         total = 0
-        with self._transaction() as db:
+        with self._transaction() as db:  # every batch committed before it, none after
+            # By first start time: a late batch holding one early sample (a request that hung
+            # for the whole run) then holds back only itself, not every batch after it.
+            batches = db.execute(
+                "SELECT seq, t_min, service, env FROM sample_batches WHERE run_id = ? ORDER BY t_min, seq",
+                (run_id,),
+            ).fetchall()
+            if not batches:
+                return 0
+            _, _, service, env = batches[0]
             db.execute("DELETE FROM sample_chunks WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM sample_seconds WHERE run_id = ?", (run_id,))
             parts = in_order(db, run_id, [(int(seq), float(t_min)) for seq, t_min, _, _ in batches])
@@ -399,15 +407,16 @@ _BATCH_COLUMNS = ("ts", "latency_ms", "success", "endpoint_codes")
 def in_order(
     db: sqlite3.Connection, run_id: str, batches: Sequence[tuple[int, float]]
 ) -> Iterator[SampleColumns]:
-    """A run's batches, (seq, t_min) in the order written, merged into time order, in parts of
+    """A run's batches, (seq, t_min) ordered by t_min, merged into time order, in parts of
     CHUNK_SAMPLES (the last one smaller).
 
-    Each batch is sorted, and every sample of a later batch starts at or after the smallest
-    t_min of the batches still to come, so everything before that time is final. Batches
-    overlap only by the latency of the requests in flight at a write, so what is held at a
-    time is about two parts and that overlap; the merge runs once per part, not per batch.
-    Batches that overlap far more (rows written in no order of time) are held until their
-    times let them go: correct, with more memory."""
+    Each batch is sorted, and every sample of the batches still to come starts at or after
+    the smallest of their t_min, so everything before that time is final. Read by t_min,
+    batches overlap by the latency of the requests in flight at a write, and a batch with an
+    early straggler (a request that hung) by its own samples: what is held at a time is about
+    two parts and that overlap; the merge runs once per part, not per batch. Batches that
+    overlap far more (rows written in no order of time) are held until their times let them
+    go: correct, with more memory."""
     import numpy as np
 
     later = [float("inf")] * (len(batches) + 1)  # later[i]: the smallest t_min of batches i...
