@@ -351,23 +351,66 @@ class SampleTables(RunTables):
         finds them); returns how many samples."""
         total = 0
         with self._transaction() as db:  # every batch committed before it, none after
+            found = db.execute("SELECT service, env FROM sample_batches WHERE run_id = ? LIMIT 1", (run_id,))
+            first = found.fetchone()
+            if first is None:
+                return 0
+            service, env = first
             # By first start time: a late batch holding one early sample (a request that hung
             # for the whole run) then holds back only itself, not every batch after it.
-            batches = db.execute(
-                "SELECT seq, t_min, service, env FROM sample_batches WHERE run_id = ? ORDER BY t_min, seq",
+            rows = db.execute(
+                f"SELECT 1, {_CHUNK_FIELDS} FROM sample_batches WHERE run_id = ? ORDER BY t_min, seq",
                 (run_id,),
             ).fetchall()
-            if not batches:
-                return 0
-            _, _, service, env = batches[0]
             db.execute("DELETE FROM sample_chunks WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM sample_seconds WHERE run_id = ?", (run_id,))
-            parts = in_order(db, run_id, [(int(seq), float(t_min)) for seq, t_min, _, _ in batches])
-            for seq, columns in enumerate(parts):
+            for seq, columns in enumerate(self._in_order([_chunk_info(row) for row in rows])):
                 self._write_chunk(db, run_id, seq, service, env, columns)
                 total += len(columns)
         self._forget_live(run_id)
         return total
+
+    def _in_order(self, batches: Sequence[ChunkInfo]) -> Iterator[SampleColumns]:
+        """A run's batches, ordered by t_min, merged into time order, in parts of
+        CHUNK_SAMPLES (the last one smaller).
+
+        Each batch is sorted, and every sample of the batches still to come starts at or
+        after the next one's t_min, so everything before that time is final. Read by t_min,
+        batches overlap by the latency of the requests in flight at a write, and a batch with
+        an early straggler (a request that hung) by its own samples: what is held at a time is
+        about two parts and that overlap; the merge runs once per part, not per batch. Batches
+        that overlap far more (rows written in no order of time) are held until their times
+        let them go: correct, with more memory."""
+        import numpy as np
+
+        held: list[SampleColumns] = []
+        size, threshold = 0, 2 * CHUNK_SAMPLES
+        for i, batch in enumerate(batches):
+            columns = self._chunk_columns(batch, ("ts", "latency_ms", "success", "endpoint_codes"))
+            held.append(
+                SampleColumns(
+                    columns["ts"],
+                    columns["latency_ms"],
+                    columns["success"],
+                    columns["endpoint_codes"],
+                    batch.names,
+                )
+            )
+            size += batch.n
+            last = i + 1 == len(batches)
+            if size < threshold and not last:
+                continue
+            merged = concat_columns(held)
+            final = (
+                len(merged) if last else int(np.searchsorted(merged.ts, batches[i + 1].t_min, side="left"))
+            )
+            whole = final if last else final - final % CHUNK_SAMPLES
+            for at in range(0, whole, CHUNK_SAMPLES):
+                yield merged.where(slice(at, min(whole, at + CHUNK_SAMPLES)))
+            rest = merged.where(slice(whole, None))
+            held, size = ([rest], len(rest)) if len(rest) else ([], 0)
+            # A merge that let little go waits until twice as much is held: O(n log n) in all.
+            threshold = max(2 * CHUNK_SAMPLES, 2 * size)
 
     @staticmethod
     def _write_chunk(
@@ -399,51 +442,3 @@ def _chunk_info(row: Sequence[Any]) -> ChunkInfo:
     return ChunkInfo(
         run_id, seq, t_min, t_max, n, failures, tuple(json.loads(names)), json.loads(counts), bool(live)
     )
-
-
-_BATCH_COLUMNS = ("ts", "latency_ms", "success", "endpoint_codes")
-
-
-def in_order(
-    db: sqlite3.Connection, run_id: str, batches: Sequence[tuple[int, float]]
-) -> Iterator[SampleColumns]:
-    """A run's batches, (seq, t_min) ordered by t_min, merged into time order, in parts of
-    CHUNK_SAMPLES (the last one smaller).
-
-    Each batch is sorted, and every sample of the batches still to come starts at or after
-    the smallest of their t_min, so everything before that time is final. Read by t_min,
-    batches overlap by the latency of the requests in flight at a write, and a batch with an
-    early straggler (a request that hung) by its own samples: what is held at a time is about
-    two parts and that overlap; the merge runs once per part, not per batch. Batches that
-    overlap far more (rows written in no order of time) are held until their times let them
-    go: correct, with more memory."""
-    import numpy as np
-
-    later = [float("inf")] * (len(batches) + 1)  # later[i]: the smallest t_min of batches i...
-    for i in range(len(batches) - 1, -1, -1):
-        later[i] = min(batches[i][1], later[i + 1])
-    held: list[SampleColumns] = []
-    size, threshold = 0, 2 * CHUNK_SAMPLES
-    for i, (seq, _) in enumerate(batches):
-        ((*blobs, names),) = db.execute(
-            "SELECT ts, latency_ms, success, endpoint_codes, endpoint_names FROM sample_batches "
-            "WHERE run_id = ? AND seq = ?",
-            (run_id, seq),
-        ).fetchall()
-        ts, latency, success, codes = (
-            decode(name, blob) for name, blob in zip(_BATCH_COLUMNS, blobs, strict=True)
-        )
-        held.append(SampleColumns(ts, latency, success, codes, tuple(json.loads(names))))
-        size += ts.size
-        last = i + 1 == len(batches)
-        if size < threshold and not last:
-            continue
-        merged = concat_columns(held)
-        final = int(np.searchsorted(merged.ts, later[i + 1], side="left"))
-        whole = final if last else final - final % CHUNK_SAMPLES
-        for at in range(0, whole, CHUNK_SAMPLES):
-            yield merged.where(slice(at, min(whole, at + CHUNK_SAMPLES)))
-        rest = merged.where(slice(whole, None))
-        held, size = ([rest], len(rest)) if len(rest) else ([], 0)
-        # A merge that let little go waits until twice as much is held: O(n log n) in all.
-        threshold = max(2 * CHUNK_SAMPLES, 2 * size)
