@@ -95,6 +95,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import json
 import math
 import os
 import re
@@ -105,20 +106,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from duet import READY, can_pin, pin, run_duet  # noqa: E402
 
 from pytest_perfsig.errors import LoadError  # noqa: E402
 from pytest_perfsig.load import capture  # noqa: E402
 from pytest_perfsig.load.runner import LoadSpec, run_load  # noqa: E402
 from pytest_perfsig.store import SqliteStore  # noqa: E402
-from sample_app.launcher import start_app  # noqa: E402
+from sample_app.launcher import RunningApp, start_app  # noqa: E402
 
 MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processes2")
+# Run side by side in the duet design (each side with its own target on its own CPU); the
+# others always run one after the other, on the whole machine.
+DUET_PAIRS = (("harness", "locust"), ("harness", "nocapture"), ("locust", "locust"))
+TIGHT_RUNS = ("harness", "locust", "nocapture")
+DEFAULT_ROUNDS = 8  # in the duet design: each pair twice in each arrangement (CPUs, start order)
 NOISY_OTHER_CPU = 10.0  # % of a core used by other processes: above it, warn
 PAUSE_S = 1.0  # between measurements: let the previous run's sockets and processes go
 
@@ -246,35 +255,48 @@ def parse_locust(text: str) -> tuple[int, int, float, float]:
     return requests, failures, rps, (requests / rps if rps else math.nan)
 
 
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (nan where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy: user + nice + system + steal; not idle,
+    iowait, irq or softirq (the loopback network's softirq time belongs to the load, but to
+    no process)."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        return (cpu[0] + cpu[1] + cpu[2] + cpu[7]) / TICK
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+def own_cpu() -> tuple[float, float]:
+    """(this process, its finished children): user + system CPU seconds."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
 class CpuMeter:
     """CPU of the target, of the load (this bench's finished children, and this process: for
     the harness the runner, whose threads store the samples) and of everything else."""
 
     def __init__(self, target_pid: int) -> None:
         self.target_pid = target_pid
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def _read(self) -> tuple[float, float, float, float, float]:
-        try:
-            with open(f"/proc/{self.target_pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            target = (int(fields[11]) + int(fields[12])) / self.tick
-            with open("/proc/stat") as f:
-                cpu = [int(v) for v in f.readline().split()[1:]]
-            # user + nice + system + steal: not idle, iowait, irq or softirq (the loopback
-            # network's softirq time belongs to the load, but to no process).
-            busy = (cpu[0] + cpu[1] + cpu[2] + cpu[7]) / self.tick
-        except (OSError, IndexError, ValueError):
-            target = busy = math.nan
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        return (
-            time.monotonic(),
-            target,
-            children.ru_utime + children.ru_stime,
-            me.ru_utime + me.ru_stime,
-            busy,
-        )
+        me, children = own_cpu()
+        return time.monotonic(), process_cpu(self.target_pid), children, me, machine_busy()
 
     def measure(self, run: Callable[[], Sample]) -> Sample:
         before = self._read()
@@ -306,6 +328,7 @@ class Bench:
         self.iters = calibrate(args.work_ms)
         self.wrk = shutil.which("wrk")
         self.runs = 0
+        self.cpus = sorted(os.sched_getaffinity(0))[:2] if can_pin() else []
 
     def harness(self, locustfile: Path, *, processes: int = 1, no_capture: bool = False) -> Sample:
         self.runs += 1
@@ -407,6 +430,88 @@ class Bench:
             return self.harness(self.busy, processes=2)
         raise ValueError(name)
 
+    def duet(
+        self, pair: tuple[str, str], cpus: Sequence[int], apps: Sequence[RunningApp], second_first: bool
+    ) -> list[Sample]:
+        """Run the two measurements of ``pair`` at the same time, side ``i`` on CPU
+        ``cpus[i]`` against the target pinned there (``apps[j]`` runs on CPU ``self.cpus[j]``);
+        ``second_first``: start the second side first (who starts first has a small edge).
+
+        Each side is this script in ``--variant`` mode: its own runner, store and Locust, all on
+        its CPU. A side's load CPU is what it reports (its own CPU and its children's, from its
+        start signal on); the targets' and the machine's are read here around the run."""
+        self.runs += 1
+        commands = []
+        targets = []
+        for side, (name, cpu) in enumerate(zip(pair, cpus, strict=True)):
+            app = apps[self.cpus.index(cpu)]
+            targets.append(app)
+            side_dir = self.work_dir / "duet" / f"run{self.runs}-{side}"
+            side_dir.mkdir(parents=True)
+            commands.append(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--variant",
+                    name,
+                    "--host",
+                    app.url,
+                    "--work-dir",
+                    str(side_dir),
+                    "--users",
+                    str(self.args.users),
+                    "--duration",
+                    f"{self.args.duration:g}",
+                ]
+            )
+        before: list[float] = []
+
+        def started() -> None:
+            before.extend([time.monotonic(), machine_busy(), *(process_cpu(a.process.pid) for a in targets)])
+
+        order = [1, 0] if second_first else [0, 1]
+        done_in_order = run_duet(
+            [commands[i] for i in order], [cpus[i] for i in order], dict(os.environ), on_start=started
+        )
+        finished = [done_in_order[order.index(i)] for i in range(2)]
+        after = [time.monotonic(), machine_busy(), *(process_cpu(a.process.pid) for a in targets)]
+        wall, busy, *target_s = (b - a for a, b in zip(before, after, strict=True))
+        samples = []
+        for done, target in zip(finished, target_s, strict=True):
+            found = json.loads(done.output.strip().splitlines()[-1])
+            load, runner = found.pop("load_s"), found.pop("runner_s")
+            sample = Sample(**found)
+            sample.wall_s = wall
+            sample.target_cpu = 100.0 * target / wall
+            sample.load_cpu = 100.0 * load / wall
+            if sample.requests:
+                sample.target_us = 1e6 * target / sample.requests
+                sample.load_us = 1e6 * load / sample.requests
+                sample.runner_us = 1e6 * runner / sample.requests
+            busy -= target + load
+            samples.append(sample)
+        for sample in samples:
+            sample.other_cpu = 100.0 * max(0.0, busy) / wall
+        return samples
+
+
+def run_variant(args: argparse.Namespace) -> int:
+    """One side of a duet (``--variant NAME``): set up, print ``ready``, wait for a line on
+    stdin, run the measurement and print it as JSON, with the CPU this process and its
+    children used from the start signal on (``load_s``) and this process alone (``runner_s``)."""
+    work_dir = Path(args.work_dir)
+    store = SqliteStore(work_dir / "bench.db")
+    bench = Bench(args, work_dir, args.host, store)
+    print(READY, flush=True)
+    sys.stdin.readline()
+    me, children = own_cpu()
+    sample = bench.run(args.variant)
+    me_after, children_after = own_cpu()
+    store.close()
+    load = (me_after - me) + (children_after - children)
+    print(json.dumps({**asdict(sample), "load_s": load, "runner_s": me_after - me}), flush=True)
+    return 0
+
 
 def p999(path: Path) -> float:
     """The 99.9th percentile (ms, exact) of the response times a tight run wrote; nan when the
@@ -439,40 +544,92 @@ RATIOS = {
 }
 
 
-def paired(series: dict[str, Series], a: str, b: str, attr: str) -> list[float]:
+def paired(a: Series, b: Series, attr: str) -> list[float]:
     """The ratio a / b of each round in which both were measured."""
-    pairs = zip(series[a].samples, series[b].samples, strict=False)
+    pairs = zip(a.samples, b.samples, strict=False)
     found = [ratio(getattr(x, attr), getattr(y, attr)) for x, y in pairs]
     return [r for r in found if not math.isnan(r)]
 
 
-def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> None:
+def spread(ratios: list[float]) -> tuple[float, float]:
+    """(standard deviation of ln(ratio) from round to round, standard error of their median):
+    how far one round's ratio wanders, and how far the printed median may be off (nan with
+    fewer than 2 rounds)."""
+    if len(ratios) < 2:
+        return math.nan, math.nan
+    sd = statistics.stdev(math.log(r) for r in ratios)
+    return sd, 1.2533 * sd / math.sqrt(len(ratios))  # the median's SE under a normal spread
+
+
+@dataclass
+class Results:
+    """What a run measured: one series per row of the table, and where each ratio comes from."""
+
+    design: str
+    rows: dict[str, Series] = field(default_factory=dict)
+    # ratio name: (numerator row, denominator row, attribute compared)
+    sources: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    def row(self, label: str) -> Series:
+        return self.rows.setdefault(label, Series(label))
+
+
+def duet_label(pair: tuple[str, str], side: int) -> str:
+    if pair[0] == pair[1]:
+        return f"{pair[side]} [A/A {'ab'[side]}]"
+    return f"{pair[side]} [with {pair[1 - side]}]"
+
+
+def plan(design: str) -> dict[str, tuple[str, str, str]]:
+    """Where each ratio of the last line comes from, by design (row labels)."""
+    sources = {name: (a, b, attr) for name, (a, b, attr) in RATIOS.items()}
+    if design == "duet":
+        sources["harness_vs_locust"] = (
+            duet_label(("harness", "locust"), 0),
+            duet_label(("harness", "locust"), 1),
+            "rate",
+        )
+        sources["tail_p999_ratio"] = (
+            duet_label(("harness", "locust"), 0),
+            duet_label(("harness", "locust"), 1),
+            "p999_ms",
+        )
+        sources["capture_overhead"] = (
+            duet_label(("harness", "nocapture"), 0),
+            duet_label(("harness", "nocapture"), 1),
+            "rate",
+        )
+    return sources
+
+
+def report(results: Results, args: argparse.Namespace, iters: int) -> None:
+    width = max([11, *(len(label) for label in results.rows)])
     print()
     print(
-        f"{'':<11} {'req/s':>6} {'min':>6} {'max':>6} {'requests':>8} {'fails':>5} {'run s':>6} "
+        f"{'':<{width}} {'req/s':>6} {'min':>6} {'max':>6} {'requests':>8} {'fails':>5} {'run s':>6} "
         f"{'wall s':>6} {'captured':>8}  {'CPU % of one core':^19}  {'CPU us/request':^20}  {'p99.9':>6}"
     )
     print(
-        f"{'measurement':<11} {'median':>6} {'':>6} {'':>6} {'':>8} {'':>5} {'':>6} {'':>6} {'':>8}  "
+        f"{'measurement':<{width}} {'median':>6} {'':>6} {'':>6} {'':>8} {'':>5} {'':>6} {'':>6} {'':>8}  "
         f"{'target':>6} {'load':>5} {'other':>5}  {'target':>6} {'load':>6} {'runner':>6}  {'ms':>6}"
     )
-    for s in series.values():
+    for s in results.rows.values():
         rates = [x.rate for x in s.samples if not math.isnan(x.rate)]
         if not rates:
-            print(f"{s.name:<11} {'nan':>6}  (not measured)")
+            print(f"{s.name:<{width}} {'nan':>6}  (not measured)")
             continue
         captured = [x.captured for x in s.samples if x.captured is not None]
         lost = sum(x.requests - x.captured for x in s.samples if x.captured is not None)
         kept = "-" if not captured else ("all" if lost == 0 else f"-{lost}")
         print(
-            f"{s.name:<11} {s.median():6.0f} {min(rates):6.0f} {max(rates):6.0f} "
+            f"{s.name:<{width}} {s.median():6.0f} {min(rates):6.0f} {max(rates):6.0f} "
             f"{s.median('requests'):8.0f} {s.median('failures'):5.0f} {s.median('seconds'):6.2f} "
             f"{s.median('wall_s'):6.1f} {kept:>8}  "
             f"{s.median('target_cpu'):6.0f} {s.median('load_cpu'):5.0f} {s.median('other_cpu'):5.0f}  "
             f"{s.median('target_us'):6.0f} {s.median('load_us'):6.0f} {s.median('runner_us'):6.1f}  "
             f"{s.median('p999_ms'):6.1f}"
         )
-    noise = max((s.median("other_cpu") for s in series.values()), default=0.0)
+    noise = max((s.median("other_cpu") for s in results.rows.values()), default=0.0)
     if noise > NOISY_OTHER_CPU:
         print(
             f"warning: other processes used up to {noise:.0f} % of a core during the measurements: "
@@ -481,24 +638,63 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
     print()
     print(
         "rounds (req/s): "
-        + "; ".join(f"{s.name} " + " ".join(f"{x.rate:.0f}" for x in s.samples) for s in series.values())
+        + "; ".join(
+            f"{s.name} " + " ".join(f"{x.rate:.0f}" for x in s.samples)
+            for s in results.rows.values()
+            if s.samples
+        )
     )
     print(
-        f"users={args.users} duration={args.duration:g}s rounds={args.rounds} "
+        f"design={results.design} users={args.users} duration={args.duration:g}s rounds={args.rounds} "
         f"busy work={args.work_ms:g} ms ({iters} iterations) per request in processes1/processes2"
     )
-    per_round = {name: paired(series, a, b, attr) for name, (a, b, attr) in RATIOS.items()}
+
+    def ratios_of(a: str, b: str, attr: str) -> list[float]:
+        if a not in results.rows or b not in results.rows:
+            return []
+        return paired(results.rows[a], results.rows[b], attr)
+
+    per_round = {name: ratios_of(a, b, attr) for name, (a, b, attr) in results.sources.items()}
     print(
         "ratios per round: "
         + "; ".join(f"{name} " + " ".join(f"{r:.2f}" for r in rs) for name, rs in per_round.items())
     )
+    spreads = {name: spread(rs) for name, rs in per_round.items()}
     print(
-        "ratios of the medians (unpaired, for comparison): "
-        + " ".join(
-            f"{name}={ratio(series[a].median(attr), series[b].median(attr)):.2f}"
-            for name, (a, b, attr) in RATIOS.items()
-        )
+        "spread per round (sd of ln ratio) and the median's standard error: "
+        + "; ".join(f"{name} {sd:.3f} {se:.3f}" for name, (sd, se) in spreads.items() if not math.isnan(sd))
     )
+    if results.design == "duet":
+        shares = {
+            name: ratios_of(a, b, "target_cpu")
+            for name, (a, b, attr) in results.sources.items()
+            if attr == "rate" and a.endswith("]")
+        }
+        print(
+            "the target's share of its CPU, first side / second side (median; sd of ln ratio): "
+            + "; ".join(
+                f"{name} {statistics.median(rs):.3f} ({spread(rs)[0]:.3f})" for name, rs in shares.items() if rs
+            )
+            + ": on a full CPU, what the load left to the target, whatever the CPU's speed"
+        )
+        aa_a, aa_b = duet_label(("locust", "locust"), 0), duet_label(("locust", "locust"), 1)
+        aa = ratios_of(aa_a, aa_b, "rate")
+        if aa:
+            sd, se = spread(aa)
+            print(
+                f"A/A (bare Locust against bare Locust, side by side): median {statistics.median(aa):.3f}, "
+                f"sd of ln ratio {sd:.3f}, standard error of the median {se:.3f}: what this run "
+                "resolves, and the bias between the two sides (1 when none)"
+            )
+    else:
+        print(
+            "ratios of the medians (unpaired, for comparison): "
+            + " ".join(
+                f"{name}={ratio(results.rows[a].median(attr), results.rows[b].median(attr)):.2f}"
+                for name, (a, b, attr) in results.sources.items()
+                if a in results.rows and b in results.rows
+            )
+        )
     ratios = {name: statistics.median(rs) if rs else math.nan for name, rs in per_round.items()}
     print(
         f"harness / locust      {ratios['harness_vs_locust']:.2f}  (target >= 0.97)\n"
@@ -510,13 +706,82 @@ def report(series: dict[str, Series], args: argparse.Namespace, iters: int) -> N
     print("throughput " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items()))
 
 
+def measure_alone(bench: Bench, meter: CpuMeter, results: Results, name: str, round_text: str) -> None:
+    """One measurement on the whole machine, repeated while other processes make it noisy."""
+    if name == "wrk" and bench.wrk is None:
+        results.row(name).samples.append(Sample(math.nan))
+        return
+    for attempt in range(bench.args.retries + 1):
+        time.sleep(PAUSE_S)
+        sample = meter.measure(lambda: bench.run(name))
+        noisy = sample.other_cpu > NOISY_OTHER_CPU
+        print_sample(round_text, name, sample, noisy, attempt < bench.args.retries)
+        if not noisy:
+            break
+    results.row(name).samples.append(sample)
+
+
+def measure_duet(
+    bench: Bench,
+    apps: Sequence[RunningApp],
+    results: Results,
+    pair: tuple[str, str],
+    cpus: Sequence[int],
+    second_first: bool,
+    round_text: str,
+) -> None:
+    """One duet of ``pair``, repeated while other processes make it noisy."""
+    for attempt in range(bench.args.retries + 1):
+        time.sleep(PAUSE_S)
+        samples = bench.duet(pair, cpus, apps, second_first)
+        noisy = samples[0].other_cpu > NOISY_OTHER_CPU
+        for side, sample in enumerate(samples):
+            first = (side == 1) == second_first
+            label = f"{duet_label(pair, side)} cpu {cpus[side]}{' first' if first else ''}"
+            print_sample(round_text, label, sample, noisy, attempt < bench.args.retries)
+        if not noisy:
+            break
+    for side, sample in enumerate(samples):
+        results.row(duet_label(pair, side)).samples.append(sample)
+
+
+def print_sample(round_text: str, label: str, sample: Sample, noisy: bool, again: bool) -> None:
+    print(
+        f"{round_text} {label:<10} {sample.rate:6.0f} req/s "
+        f"({sample.requests} requests in {sample.seconds:.2f} s; CPU % target "
+        f"{sample.target_cpu:.0f}, load {sample.load_cpu:.0f}, other "
+        f"{sample.other_cpu:.0f}; CPU us/request target {sample.target_us:.0f}, "
+        f"load {sample.load_us:.0f}"
+        + (f"; p99.9 {sample.p999_ms:.1f} ms)" if not math.isnan(sample.p999_ms) else ")")
+        + (" noisy" + (", again" if again else "") if noisy else ""),
+        flush=True,
+    )
+
+
+def rotated(items: Sequence[str], round_no: int) -> list[str]:
+    """``items`` starting at a different one each round, so that none always comes first."""
+    if not items:
+        return []
+    shift = (round_no - 1) % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--users", type=int, default=20, help="Locust users / wrk connections (default 20)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement (default 5)")
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds (default {DEFAULT_ROUNDS})"
+    )
+    parser.add_argument(
+        "--design",
+        choices=("duet", "sequential"),
+        default="duet",
+        help="duet (default): harness, locust and nocapture compared side by side, each with its own "
+        "target on its own CPU; sequential: one after the other on the whole machine",
+    )
     parser.add_argument(
         "--only",
         default=",".join(MEASUREMENTS),
@@ -535,7 +800,13 @@ def main() -> int:
         help=f"repeat a measurement during which other processes used more than "
         f"{NOISY_OTHER_CPU:g} %% of a core, up to this many times (default 2)",
     )
+    # One side of a duet, started by this script itself.
+    parser.add_argument("--variant", choices=MEASUREMENTS, help=argparse.SUPPRESS)
+    parser.add_argument("--host", help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant:
+        return run_variant(args)
     if args.users < 1 or args.duration < 1 or args.rounds < 1:
         parser.error("--users, --duration and --rounds must be at least 1")
     chosen = [name for name in args.only.split(",") if name]
@@ -543,51 +814,63 @@ def main() -> int:
     if unknown or not chosen:
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
     chosen = [name for name in MEASUREMENTS if name in chosen]
+    design = args.design
+    if design == "duet" and not can_pin():
+        print("fewer than 2 CPUs to pin to (or no sched_setaffinity): the sequential design", flush=True)
+        design = "sequential"
+    pairs = [pair for pair in DUET_PAIRS if set(pair) <= set(chosen)] if design == "duet" else []
+    alone = [name for name in chosen if design == "sequential" or name not in TIGHT_RUNS]
+    if design == "duet" and "wrk" in chosen and "locust" in chosen:
+        alone.insert(0, "locust")  # locust_vs_wrk compares two runs on the whole machine
 
-    series = {name: Series(name) for name in MEASUREMENTS}
+    results = Results(design, sources=plan(design))
+    for pair in pairs:
+        results.row(duet_label(pair, 0)), results.row(duet_label(pair, 1))
+    for name in MEASUREMENTS if design == "sequential" else alone:
+        results.row(name)
     with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
         work_dir = Path(tmp)
         store = SqliteStore(work_dir / "bench.db")
-        with start_app("Staging", 1, work_dir, latency_ms=0) as app:
+        with (
+            start_app("Staging", 1, work_dir, latency_ms=0) as app,
+            start_app("Staging", 1, work_dir / "second", latency_ms=0) as second,
+        ):
             bench = Bench(args, work_dir, app.url, store)
-            if bench.wrk is None:
+            if bench.wrk is None and "wrk" in chosen:
                 print(
                     "wrk not found on PATH: the wrk measurement is skipped and locust_vs_wrk is nan "
                     "(Debian/Ubuntu: apt-get install wrk)",
                     flush=True,
                 )
             meter = CpuMeter(app.process.pid)
+            apps = (app, second)
             print(
-                f"target {app.url} (sample app, latency 0 ms, one uvicorn worker); "
-                f"{os.cpu_count()} CPUs; {args.rounds} rounds x {len(chosen)} measurements "
-                f"x {args.duration:g} s",
+                f"targets {app.url} and {second.url} (sample app, latency 0 ms, one uvicorn worker each); "
+                f"{os.cpu_count()} CPUs; design {design}; {args.rounds} rounds of "
+                + ", ".join([*(f"{a} with {b}" for a, b in pairs), *alone])
+                + f"; {args.duration:g} s each",
                 flush=True,
             )
+            everywhere = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
             for round_no in range(1, args.rounds + 1):
-                shift = (round_no - 1) % len(chosen)
-                for name in chosen[shift:] + chosen[:shift]:
-                    if name == "wrk" and bench.wrk is None:
-                        series[name].samples.append(Sample(math.nan))
-                        continue
-                    for attempt in range(args.retries + 1):
-                        time.sleep(PAUSE_S)
-                        sample = meter.measure(lambda name=name: bench.run(name))
-                        noisy = sample.other_cpu > NOISY_OTHER_CPU
-                        print(
-                            f"round {round_no}/{args.rounds} {name:<10} {sample.rate:6.0f} req/s "
-                            f"({sample.requests} requests in {sample.seconds:.2f} s; CPU % target "
-                            f"{sample.target_cpu:.0f}, load {sample.load_cpu:.0f}, other "
-                            f"{sample.other_cpu:.0f}; CPU us/request target {sample.target_us:.0f}, "
-                            f"load {sample.load_us:.0f}"
-                            + (f"; p99.9 {sample.p999_ms:.1f} ms)" if not math.isnan(sample.p999_ms) else ")")
-                            + (" noisy" + (", again" if attempt < args.retries else "") if noisy else ""),
-                            flush=True,
-                        )
-                        if not noisy:
-                            break
-                    series[name].samples.append(sample)
+                round_text = f"round {round_no}/{args.rounds}"
+                if pairs:
+                    for target, cpu in zip(apps, bench.cpus, strict=True):
+                        pin(target.process.pid, {cpu})
+                    for index in rotated([str(i) for i in range(len(pairs))], round_no):
+                        pair = pairs[int(index)]
+                        # Each pair swaps CPUs (and targets) from round to round, and which
+                        # side starts first every other round: over 4 rounds, every combination.
+                        shift = DUET_PAIRS.index(pair)
+                        cpus = bench.cpus[::-1] if (round_no + shift) % 2 else bench.cpus
+                        second_first = bool(((round_no - 1) // 2 + shift) % 2)
+                        measure_duet(bench, apps, results, pair, cpus, second_first, round_text)
+                    for target in apps:
+                        pin(target.process.pid, everywhere)
+                for name in rotated(alone, round_no):
+                    measure_alone(bench, meter, results, name, round_text)
         store.close()
-    report(series, args, bench.iters)
+    report(results, args, bench.iters)
     return 0
 
 
