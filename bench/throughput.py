@@ -673,7 +673,9 @@ def report(results: Results, args: argparse.Namespace, iters: int) -> None:
         print(
             "the target's share of its CPU, first side / second side (median; sd of ln ratio): "
             + "; ".join(
-                f"{name} {statistics.median(rs):.3f} ({spread(rs)[0]:.3f})" for name, rs in shares.items() if rs
+                f"{name} {statistics.median(rs):.3f} ({spread(rs)[0]:.3f})"
+                for name, rs in shares.items()
+                if rs
             )
             + ": on a full CPU, what the load left to the target, whatever the CPU's speed"
         )
