@@ -127,6 +127,7 @@ MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processe
 # others always run one after the other, on the whole machine.
 DUET_PAIRS = (("harness", "locust"), ("harness", "nocapture"), ("locust", "locust"))
 TIGHT_RUNS = ("harness", "locust", "nocapture")
+TRADE_EVERY_S = 0.5  # the two sides of a duet trade CPUs this often (see bench/duet.py)
 DEFAULT_ROUNDS = 8  # in the duet design: each pair twice in each arrangement (CPUs, start order)
 NOISY_OTHER_CPU = 10.0  # % of a core used by other processes: above it, warn
 PAUSE_S = 1.0  # between measurements: let the previous run's sockets and processes go
@@ -471,7 +472,12 @@ class Bench:
 
         order = [1, 0] if second_first else [0, 1]
         done_in_order = run_duet(
-            [commands[i] for i in order], [cpus[i] for i in order], dict(os.environ), on_start=started
+            [commands[i] for i in order],
+            [cpus[i] for i in order],
+            dict(os.environ),
+            on_start=started,
+            companions=[targets[i].process.pid for i in order],
+            trade_every_s=TRADE_EVERY_S,
         )
         finished = [done_in_order[order.index(i)] for i in range(2)]
         after = [time.monotonic(), machine_busy(), *(process_cpu(a.process.pid) for a in targets)]
