@@ -20,6 +20,7 @@ from pytest_perfsig.errors import LoadError
 from pytest_perfsig.gate import Gate, GateOptions
 from pytest_perfsig.load import capture as capture_module
 from pytest_perfsig.load import runner as runner_module
+from pytest_perfsig.load import writer as writer_module
 from pytest_perfsig.load.capture import SampleCapture
 from pytest_perfsig.load.channel import ENV_QUEUE, PipeSender
 from pytest_perfsig.load.receiver import SampleReceiver
@@ -303,3 +304,45 @@ def test_a_capture_that_is_not_whole_fails_a_load_locust_called_good(tmp_path: P
         raised.value
     )
     assert run is not None and run.status == "error"
+
+
+def _wake_ups(thread_id: int) -> int:
+    """How often the thread has gone to sleep and been woken (voluntary context switches)."""
+    with open(f"/proc/self/task/{thread_id}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_an_idle_writer_sleeps_until_rows_come_and_stores_them_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer shares a core with the load: it must not wake up when there is nothing to
+    # store (it used to poll every 20 ms), and rows must not wait for its safety-net timeout.
+    monkeypatch.setattr(writer_module, "IDLE_WAIT_S", 60.0)
+    monkeypatch.setenv(ENV_PRIORITY, "normal")
+    path = tmp_path / "perfsig.db"
+    with SqliteStore(path) as store:
+        store.create_run(RunRecord("run-1", SVC, "Staging", status="running"))
+    writer = SampleWriter(str(path), "run-1", capacity=10_000)
+    rows = [("run-1", T0 + k, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(10)]
+    try:
+        assert writer.put(rows[:5])
+        deadline = time.monotonic() + 30
+        while writer.written < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.written == 5  # well before the 60-s safety net
+        woken = _wake_ups(writer.thread_id)
+        time.sleep(0.5)  # nothing to store: a polling writer would wake 25 times
+        assert _wake_ups(writer.thread_id) - woken <= 2
+        assert writer.put(rows[5:])
+        deadline = time.monotonic() + 30
+        while writer.written < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.written == 10
+    finally:
+        assert writer.close(30)
+    with SqliteStore(path) as store:
+        assert store.run_counts("run-1") == (10, 0)
