@@ -1,10 +1,10 @@
 """How fast can the gate's load harness drive a target? Harness vs bare Locust vs wrk.
 
-One target for every measurement: the sample app with ``--latency-ms 0`` (as fast as it
-goes), one uvicorn worker, on loopback, started once. Load comes from a tight locustfile this
-bench writes to a temp dir: a ``FastHttpUser`` with ``wait_time = constant(0)`` requesting
-``/version`` (no think time), ``--users`` users (default 20), ``--duration`` seconds (default
-10) per measurement:
+The target: the sample app with ``--latency-ms 0`` (as fast as it goes), one uvicorn worker,
+on loopback, started once (twice in the duet design, below: one per side). Load comes from a
+tight locustfile this bench writes to a temp dir: a ``FastHttpUser`` with
+``wait_time = constant(0)`` requesting ``/version`` (no think time), ``--users`` users
+(default 20), ``--duration`` seconds (default 10) per measurement:
 
 - ``harness``:    the project's runner, ``run_load([LoadSpec(...)], store)``, what the gate runs:
                   Locust in a child process (``python -m pytest_perfsig.load.locust_main``) with
@@ -26,23 +26,46 @@ A Locust rate is Locust's own count divided by Locust's own measured run time: t
 start of the stats). So Locust's start-up and shut-down are outside every Locust rate, and the
 harness's extra work around the load (store bookkeeping, compaction) too; the ``wall s`` column
 shows the whole measurement. wrk's rate is its request count over its run time. Every
-measurement runs once per round, ``--rounds`` rounds (default 5), back to back, the order
-rotated from round to round (harness, locust, nocapture, ... then locust, nocapture, ...,
-harness) so that no measurement always comes first. A ratio is *paired*: computed within each
-round, from measurements a minute apart at most, and the median over the rounds counts. On a
-shared VM the host's speed drifts by tens of % over minutes (the CPU a request costs the target,
-which does the same work in every measurement, shows it); a ratio of two medians taken over
-the whole run mixes that drift into the comparison, a ratio within a round mostly cancels it.
+measurement runs once per round, ``--rounds`` rounds (default 8), the order rotated from round
+to round so that none always comes first. A ratio is *paired*: computed within each round, and
+the median over the rounds counts. On a shared VM the host's speed drifts by tens of % within
+a minute (the CPU a request costs the target, which does the same work in every measurement,
+shows it), so how the two runs of a ratio are paired decides what the bench can resolve.
+Two designs (``--design``):
+
+- ``duet`` (default; bench/duet.py): harness, locust and nocapture are compared two at a time,
+  *side by side*. A second, identical target runs beside the first; each side (a load and the
+  target it drives) has one CPU of its own, both start together, and while they run they trade
+  CPUs every 0.5 s, so each side has each CPU for half of its time. Three pairs a round:
+  harness with locust (``harness_vs_locust``, ``tail_p999_ratio``), harness with nocapture
+  (``capture_overhead``), and locust with locust, an A/A pair, whose ratio should be 1 and whose
+  spread is what one round resolves. From round to round each pair swaps CPUs, and every
+  second round which side starts first: over 4 rounds, every arrangement once. wrk,
+  processes1 and processes2 run alone on the whole machine (processes2 needs both CPUs), and
+  so does a bare Locust run when wrk is there, for ``locust_vs_wrk``. Measured on the 2-core
+  development VM, the A/A ratio of bare Locust spread from round to round (sd of its log) by
+  11 % one run after the other, 4 % side by side on pinned CPUs, and 2-4 % trading CPUs
+  (every run prints its own): the goals ask about 2-3 %.
+- ``sequential``: every measurement alone on the whole machine, one after the other, the
+  target and the load sharing both CPUs.
+
+In the duet design the report adds, per pair, the ratio of what the target got of its CPU
+(its CPU time over the run's wall time): on a full CPU that is what the load left to the
+target, whatever that CPU's speed was, so it moves by under 1 % from round to round and
+shows the harness's extra CPU even where the rates' spread hides it.
 The table shows too, per measurement (medians): the CPU the target used and the CPU the load
 generator used (the Locust processes or wrk, and this process: the runner, whose threads read
 and store the capture's samples), in % of one core over the wall time and in CPU microseconds
 per request (start-up included; ``runner``: the part spent in this process, with the run's
-compaction at its end), and "other": user and system CPU of anything
+compaction at its end; in the duet design the side's own process, from its start signal,
+with the runner's set-up for the run), and "other": user and system CPU of anything
 else on the machine (from /proc/stat, softirq not counted). A measurement during which other
 processes used more than 10 % of a core is noisy and is repeated (``--retries``, default 2):
 the bench measures a shared machine, so run it when nothing else runs.
 
-What limits each ratio on a 2-core machine (figures: quiet runs, see bench/README.md):
+What limits each ratio on a 2-core machine (figures: quiet runs, see bench/README.md; in the
+duet design each pair has one CPU where this says two, and every CPU-second the harness spends,
+in Locust's process or in the runner, comes out of its own pair's):
 - the target and the generator share the 2 cores. One uvicorn worker is one core at most, and
   so is one gevent Locust process (its hub thread runs every user and the request listeners,
   the capture's among them). Per request, the app and Locust cost about the same CPU (about
@@ -78,8 +101,8 @@ What limits each ratio on a 2-core machine (figures: quiet runs, see bench/READM
   about 1 us of CPU a sample), so the rate grows roughly linearly with the workers until the
   target saturates, or the master's one core does.
 
-    python bench/throughput.py [--users 20] [--duration 10] [--rounds 5] [--work-ms 2] [--retries 2]
-                               [--only harness,locust,nocapture]
+    python bench/throughput.py [--design duet|sequential] [--users 20] [--duration 10] [--rounds 8]
+                               [--work-ms 2] [--retries 2] [--only harness,locust,nocapture]
 
 wrk comes from the Debian package (``apt-get install wrk``); without it the wrk measurement is
 skipped with a message and its ratio is ``nan``. The last line is machine-readable:
@@ -793,7 +816,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default=",".join(MEASUREMENTS),
-        help="measurements to run, comma-separated (default: all); the ratios of the others are nan",
+        help="measurements to run, comma-separated (default: all; in the duet design a pair runs when "
+        "both of its measurements are chosen); the ratios of the others are nan",
     )
     parser.add_argument(
         "--work-ms",
@@ -828,7 +852,7 @@ def main() -> int:
         design = "sequential"
     pairs = [pair for pair in DUET_PAIRS if set(pair) <= set(chosen)] if design == "duet" else []
     alone = [name for name in chosen if design == "sequential" or name not in TIGHT_RUNS]
-    if design == "duet" and "wrk" in chosen and "locust" in chosen:
+    if design == "duet" and "wrk" in chosen and "locust" in chosen and shutil.which("wrk"):
         alone.insert(0, "locust")  # locust_vs_wrk compares two runs on the whole machine
 
     results = Results(design, sources=plan(design))
