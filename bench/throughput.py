@@ -44,14 +44,14 @@ Two designs (``--design``):
   processes1 and processes2 run alone on the whole machine (processes2 needs both CPUs), and
   so does a bare Locust run when wrk is there, for ``locust_vs_wrk``. Measured on the 2-core
   development VM, the A/A ratio of bare Locust spread from round to round (sd of its log) by
-  11 % one run after the other, 4 % side by side on pinned CPUs, and 2-4 % trading CPUs
+  11 % one run after the other, 3-4 % side by side on pinned CPUs, and 1-4 % trading CPUs
   (every run prints its own): the goals ask about 2-3 %.
 - ``sequential``: every measurement alone on the whole machine, one after the other, the
   target and the load sharing both CPUs.
 
 In the duet design the report adds, per pair, the ratio of what the target got of its CPU
 (its CPU time over the run's wall time): on a full CPU that is what the load left to the
-target, whatever that CPU's speed was, so it moves by under 1 % from round to round and
+target, whatever that CPU's speed was, so it moves by about 1 % from round to round and
 shows the harness's extra CPU even where the rates' spread hides it.
 The table shows too, per measurement (medians): the CPU the target used and the CPU the load
 generator used (the Locust processes or wrk, and this process: the runner, whose threads read
