@@ -132,18 +132,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from duet import READY, can_pin, pin, run_duet  # noqa: E402
+from duet import READY, can_pin, pin, run_duet, wait_for_go  # noqa: E402
 
 from pytest_perfsig.errors import LoadError  # noqa: E402
 from pytest_perfsig.load import capture  # noqa: E402
 from pytest_perfsig.load.runner import LoadSpec, run_load  # noqa: E402
 from pytest_perfsig.store import SqliteStore  # noqa: E402
 from sample_app.launcher import RunningApp, start_app  # noqa: E402
+
+T = TypeVar("T")
 
 MEASUREMENTS = ("harness", "locust", "nocapture", "wrk", "processes1", "processes2")
 # Run side by side in the duet design (each side with its own target on its own CPU); the
@@ -501,13 +504,14 @@ class Bench:
             on_start=started,
             companions=[targets[i].process.pid for i in order],
             trade_every_s=TRADE_EVERY_S,
+            timeout_s=self.args.duration + 180,
         )
         finished = [done_in_order[order.index(i)] for i in range(2)]
         after = [time.monotonic(), machine_busy(), *(process_cpu(a.process.pid) for a in targets)]
         wall, busy, *target_s = (b - a for a, b in zip(before, after, strict=True))
         samples = []
-        for done, target in zip(finished, target_s, strict=True):
-            found = json.loads(done.output.strip().splitlines()[-1])
+        for output, target in zip(finished, target_s, strict=True):
+            found = side_result(output)
             load, runner = found.pop("load_s"), found.pop("runner_s")
             sample = Sample(**found)
             sample.wall_s = wall
@@ -524,21 +528,35 @@ class Bench:
         return samples
 
 
+RESULT = "result "  # a side's result line: this, then the measurement as JSON
+
+
+def side_result(output: str) -> dict[str, Any]:
+    """The measurement a side printed (its last result line), or an error showing its output."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(RESULT):
+            found: dict[str, Any] = json.loads(line[len(RESULT) :])
+            return found
+    raise RuntimeError(f"a duet side printed no result:\n{output[-2000:]}")
+
+
 def run_variant(args: argparse.Namespace) -> int:
-    """One side of a duet (``--variant NAME``): set up, print ``ready``, wait for a line on
-    stdin, run the measurement and print it as JSON, with the CPU this process and its
-    children used from the start signal on (``load_s``) and this process alone (``runner_s``)."""
+    """One side of a duet (``--variant NAME``): set up, print ``ready``, wait for ``go`` on
+    stdin, run the measurement and print it as JSON on a result line, with the CPU this
+    process and its children used from the start signal on (``load_s``) and this process
+    alone (``runner_s``)."""
     work_dir = Path(args.work_dir)
     store = SqliteStore(work_dir / "bench.db")
     bench = Bench(args, work_dir, args.host, store)
     print(READY, flush=True)
-    sys.stdin.readline()
+    if not wait_for_go(sys.stdin.readline):
+        return 2  # the duet went away before it started us
     me, children = own_cpu()
     sample = bench.run(args.variant)
     me_after, children_after = own_cpu()
     store.close()
     load = (me_after - me) + (children_after - children)
-    print(json.dumps({**asdict(sample), "load_s": load, "runner_s": me_after - me}), flush=True)
+    print(RESULT + json.dumps({**asdict(sample), "load_s": load, "runner_s": me_after - me}), flush=True)
     return 0
 
 
@@ -584,6 +602,7 @@ def spread(ratios: list[float]) -> tuple[float, float]:
     """(standard deviation of ln(ratio) from round to round, standard error of their median):
     how far one round's ratio wanders, and how far the printed median may be off (nan with
     fewer than 2 rounds)."""
+    ratios = [r for r in ratios if r > 0]  # a side that served nothing has no log
     if len(ratios) < 2:
         return math.nan, math.nan
     sd = statistics.stdev(math.log(r) for r in ratios)
@@ -695,12 +714,11 @@ def report(results: Results, args: argparse.Namespace, iters: int) -> None:
     )
     if results.design == "duet":
         shares = {
-            name: ratios_of(a, b, "target_cpu")
-            for name, (a, b, attr) in results.sources.items()
-            if attr == "rate" and a.endswith("]")
+            f"{pair[0]}/{pair[1]}": ratios_of(duet_label(pair, 0), duet_label(pair, 1), "target_cpu")
+            for pair in DUET_PAIRS
         }
         print(
-            "the target's share of its CPU, first side / second side (median; sd of ln ratio): "
+            "the target's share of its CPU, pair's first / second (median; sd of ln ratio): "
             + "; ".join(
                 f"{name} {statistics.median(rs):.3f} ({spread(rs)[0]:.3f})"
                 for name, rs in shares.items()
@@ -778,7 +796,7 @@ def measure_duet(
 
 def print_sample(round_text: str, label: str, sample: Sample, noisy: bool, again: bool) -> None:
     print(
-        f"{round_text} {label:<10} {sample.rate:6.0f} req/s "
+        f"{round_text} {label:<30} {sample.rate:6.0f} req/s "
         f"({sample.requests} requests in {sample.seconds:.2f} s; CPU % target "
         f"{sample.target_cpu:.0f}, load {sample.load_cpu:.0f}, other "
         f"{sample.other_cpu:.0f}; CPU us/request target {sample.target_us:.0f}, "
@@ -789,7 +807,7 @@ def print_sample(round_text: str, label: str, sample: Sample, noisy: bool, again
     )
 
 
-def rotated(items: Sequence[str], round_no: int) -> list[str]:
+def rotated(items: Sequence[T], round_no: int) -> list[T]:
     """``items`` starting at a different one each round, so that none always comes first."""
     if not items:
         return []
@@ -851,13 +869,21 @@ def main() -> int:
         print("fewer than 2 CPUs to pin to (or no sched_setaffinity): the sequential design", flush=True)
         design = "sequential"
     pairs = [pair for pair in DUET_PAIRS if set(pair) <= set(chosen)] if design == "duet" else []
+    unpaired = {name for name in chosen if name in TIGHT_RUNS} - {name for pair in pairs for name in pair}
+    if design == "duet" and unpaired:
+        parser.error(
+            f"--only: in the duet design {', '.join(sorted(unpaired))} runs only beside another "
+            "measurement (harness with locust or nocapture, locust with locust): choose its partner "
+            "too, or --design sequential"
+        )
     alone = [name for name in chosen if design == "sequential" or name not in TIGHT_RUNS]
     if design == "duet" and "wrk" in chosen and "locust" in chosen and shutil.which("wrk"):
         alone.insert(0, "locust")  # locust_vs_wrk compares two runs on the whole machine
 
     results = Results(design, sources=plan(design))
     for pair in pairs:
-        results.row(duet_label(pair, 0)), results.row(duet_label(pair, 1))
+        for side in (0, 1):
+            results.row(duet_label(pair, side))
     for name in MEASUREMENTS if design == "sequential" else alone:
         results.row(name)
     with tempfile.TemporaryDirectory(prefix="perfsig-bench-") as tmp:
@@ -889,8 +915,7 @@ def main() -> int:
                 if pairs:
                     for target, cpu in zip(apps, bench.cpus, strict=True):
                         pin(target.process.pid, {cpu})
-                    for index in rotated([str(i) for i in range(len(pairs))], round_no):
-                        pair = pairs[int(index)]
+                    for pair in rotated(pairs, round_no):
                         # Each pair swaps CPUs (and targets) from round to round, and which
                         # side starts first every other round: over 4 rounds, every combination.
                         shift = DUET_PAIRS.index(pair)

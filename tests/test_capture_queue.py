@@ -315,12 +315,33 @@ def _wake_ups(thread_id: int) -> int:
     raise AssertionError("no voluntary_ctxt_switches in /proc")
 
 
+def _asleep(thread_id: int) -> int:
+    """Wait until the thread sleeps and stays asleep for 50 ms; its wake-ups so far."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        before = _wake_ups(thread_id)
+        time.sleep(0.05)
+        with open(f"/proc/self/task/{thread_id}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if state == "S" and _wake_ups(thread_id) == before:
+            return before
+    raise AssertionError("the writer thread never went to sleep")
+
+
+def _until(done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 30  # half the writer's safety net, patched to 60 s below
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return done()
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
-def test_an_idle_writer_sleeps_until_rows_come_and_stores_them_at_once(
+def test_an_idle_writer_sleeps_until_rows_drops_or_the_close_wake_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The writer shares a core with the load: it must not wake up when there is nothing to
-    # store (it used to poll every 20 ms), and rows must not wait for its safety-net timeout.
+    # store (it used to poll every 20 ms), and nothing it is given may wait for its
+    # safety-net timeout (60 s here, so that a lost wake-up fails the 30-s waits).
     monkeypatch.setattr(writer_module, "IDLE_WAIT_S", 60.0)
     monkeypatch.setenv(ENV_PRIORITY, "normal")
     path = tmp_path / "perfsig.db"
@@ -328,21 +349,20 @@ def test_an_idle_writer_sleeps_until_rows_come_and_stores_them_at_once(
         store.create_run(RunRecord("run-1", SVC, "Staging", status="running"))
     writer = SampleWriter(str(path), "run-1", capacity=10_000)
     rows = [("run-1", T0 + k, SVC, "Staging", "/x", 5.0, 1, 200) for k in range(10)]
-    try:
-        assert writer.put(rows[:5])
-        deadline = time.monotonic() + 30
-        while writer.written < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert writer.written == 5  # well before the 60-s safety net
-        woken = _wake_ups(writer.thread_id)
-        time.sleep(0.5)  # nothing to store: a polling writer would wake 25 times
-        assert _wake_ups(writer.thread_id) - woken <= 2
-        assert writer.put(rows[5:])
-        deadline = time.monotonic() + 30
-        while writer.written < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert writer.written == 10
-    finally:
-        assert writer.close(30)
+    assert writer.put(rows[:5])
+    assert _until(lambda: writer.written == 5)
+    woken = _asleep(writer.thread_id)
+    time.sleep(1.0)  # nothing to store: a writer polling every 20 ms wakes 50 times
+    assert _wake_ups(writer.thread_id) - woken <= 5
+    assert writer.put(rows[5:])
+    assert _until(lambda: writer.written == 10)
+    _asleep(writer.thread_id)
+    writer.count_dropped(3)  # samples the Locust process dropped: a count to record
+    assert _until(lambda: writer.recorded == 3)
+    _asleep(writer.thread_id)
+    assert writer.close(30)
+    assert not writer.running  # the close woke it, and it ended (not at its 60-s timeout)
     with SqliteStore(path) as store:
         assert store.run_counts("run-1") == (10, 0)
+        run = store.run("run-1")
+        assert run is not None and run.dropped == 3

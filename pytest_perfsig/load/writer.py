@@ -130,7 +130,7 @@ class SampleWriter(Bounded):
         if kept:
             self._queue.append((time.monotonic(), kept))
             self.submitted += len(kept)
-            self._wake.set()
+        self._wake.set()  # rows to store, or a drop count to record
         return len(kept) == len(rows)
 
     def count_dropped(self, samples: int) -> None:
@@ -185,6 +185,8 @@ class SampleWriter(Bounded):
                     if self._closing and self.recorded == self.dropped:
                         return
                     # Cleared after the wait: work that comes meanwhile is seen at the top.
+                    # A drop count that could not be recorded is tried again after
+                    # IDLE_WAIT_S, or at the next batch: it is the run's, not the rows'.
                     self._wake.wait(IDLE_WAIT_S)
                     self._wake.clear()
         finally:
