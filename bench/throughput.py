@@ -44,7 +44,7 @@ Two designs (``--design``):
   processes1 and processes2 run alone on the whole machine (processes2 needs both CPUs), and
   so does a bare Locust run when wrk is there, for ``locust_vs_wrk``. Measured on the 2-core
   development VM, the A/A ratio of bare Locust spread from round to round (sd of its log) by
-  11 % one run after the other, 3-4 % side by side on pinned CPUs, and 1-4 % trading CPUs
+  11 % one run after the other, 3-5 % side by side on pinned CPUs, and 1-4 % trading CPUs
   (every run prints its own): the goals ask about 2-3 %.
 - ``sequential``: every measurement alone on the whole machine, one after the other, the
   target and the load sharing both CPUs.
