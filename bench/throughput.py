@@ -261,6 +261,18 @@ class Sample:
     load_us: float = math.nan
     runner_us: float = math.nan  # the part of load_us spent in this process (the runner)
 
+    def account(self, wall: float, target: float, load: float, runner: float, other: float) -> None:
+        """Record the CPU seconds the measurement used over ``wall`` seconds: the target's,
+        the load's (``runner`` of it in the runner's process) and everything else's."""
+        self.wall_s = wall
+        self.target_cpu = 100.0 * target / wall
+        self.load_cpu = 100.0 * load / wall
+        self.other_cpu = 100.0 * max(0.0, other) / wall
+        if self.requests:
+            self.target_us = 1e6 * target / self.requests
+            self.load_us = 1e6 * load / self.requests
+            self.runner_us = 1e6 * runner / self.requests
+
 
 @dataclass
 class Series:
@@ -330,15 +342,8 @@ class CpuMeter:
         sample = run()
         after = self._read()
         wall, target, load, me, busy = (b - a for a, b in zip(before, after, strict=True))
-        sample.wall_s = wall
-        sample.target_cpu = 100.0 * target / wall
         load += me  # the capture's writer runs in the runner, here; bare Locust leaves it ~0
-        sample.load_cpu = 100.0 * load / wall
-        sample.other_cpu = 100.0 * max(0.0, busy - target - load) / wall
-        if sample.requests:
-            sample.target_us = 1e6 * target / sample.requests
-            sample.load_us = 1e6 * load / sample.requests
-            sample.runner_us = 1e6 * me / sample.requests
+        sample.account(wall, target, load, me, busy - target - load)
         return sample
 
 
@@ -489,6 +494,8 @@ class Bench:
                     str(self.args.users),
                     "--duration",
                     f"{self.args.duration:g}",
+                    "--work-ms",
+                    "0",  # the sides run tight measurements only: nothing to calibrate
                 ]
             )
         before: list[float] = []
@@ -509,22 +516,12 @@ class Bench:
         finished = [done_in_order[order.index(i)] for i in range(2)]
         after = [time.monotonic(), machine_busy(), *(process_cpu(a.process.pid) for a in targets)]
         wall, busy, *target_s = (b - a for a, b in zip(before, after, strict=True))
-        samples = []
-        for output, target in zip(finished, target_s, strict=True):
-            found = side_result(output)
-            load, runner = found.pop("load_s"), found.pop("runner_s")
-            sample = Sample(**found)
-            sample.wall_s = wall
-            sample.target_cpu = 100.0 * target / wall
-            sample.load_cpu = 100.0 * load / wall
-            if sample.requests:
-                sample.target_us = 1e6 * target / sample.requests
-                sample.load_us = 1e6 * load / sample.requests
-                sample.runner_us = 1e6 * runner / sample.requests
-            busy -= target + load
-            samples.append(sample)
-        for sample in samples:
-            sample.other_cpu = 100.0 * max(0.0, busy) / wall
+        found = [side_result(output) for output in finished]
+        loads = [(side.pop("load_s"), side.pop("runner_s")) for side in found]
+        other = busy - sum(target_s) - sum(load for load, _ in loads)
+        samples = [Sample(**side) for side in found]
+        for sample, target, (load, runner) in zip(samples, target_s, loads, strict=True):
+            sample.account(wall, target, load, runner, other)
         return samples
 
 
